@@ -1,0 +1,8 @@
+"""``fraud-train``: not built yet."""
+
+import sys
+
+
+def main(argv=None) -> int:
+    print("fraud-train: not built yet", file=sys.stderr)
+    return 1

@@ -1,0 +1,283 @@
+"""The model bundle contract, shared by the training job (writer) and the worker (reader).
+
+Layout under a models directory::
+
+    <models>/<version>/model.tflite     the LiteRT model: float32 [batch, n_features] -> [batch, 1]
+    <models>/<version>/manifest.json    everything needed to serve it (see ``Manifest``)
+    <models>/<version>/...              evaluation report (metrics.json, plots, report.html)
+    <models>/CURRENT                    the active version's name, replaced atomically
+
+A bundle directory is written under a temporary name and renamed into place, so a reader never
+sees half a bundle. Nothing here executes or unpickles anything from the models directory: the
+manifest is JSON and the model is a flatbuffer handed to the LiteRT interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.errors import BundleError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.tflite"
+MANIFEST_FILE = "manifest.json"
+CURRENT_FILE = "CURRENT"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` holds. ``feature_names`` order is the model's input order."""
+
+    version: str
+    created_at: str
+    feature_names: tuple[str, ...]
+    scaler_mean: tuple[float, ...]
+    scaler_scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+    threshold_policy: dict[str, Any]
+    model_sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    # Training-score histogram for drift checks: len(counts) == len(edges) - 1, edges over [0, 1].
+    score_histogram: dict[str, list[float]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """Build and validate a manifest; a ``BundleError`` names the first bad field."""
+        if not isinstance(data, Mapping):
+            raise BundleError("manifest is not a JSON object")
+        fmt = data.get("format_version")
+        if fmt != FORMAT_VERSION:
+            raise BundleError(f"manifest format_version {fmt!r} is not supported (want {FORMAT_VERSION})")
+        try:
+            manifest = cls(
+                version=_str(data, "version"),
+                created_at=_str(data, "created_at"),
+                feature_names=tuple(_str_list(data, "feature_names")),
+                scaler_mean=_floats(data, "scaler_mean"),
+                scaler_scale=_floats(data, "scaler_scale"),
+                weights=_floats(data, "weights"),
+                bias=_float(data, "bias"),
+                threshold=_float(data, "threshold"),
+                threshold_policy=dict(data.get("threshold_policy") or {}),
+                model_sha256=_str(data, "model_sha256"),
+                metrics=dict(data.get("metrics") or {}),
+                training=dict(data.get("training") or {}),
+                score_histogram=dict(data.get("score_histogram") or {}),
+                format_version=FORMAT_VERSION,
+            )
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"manifest is malformed: {exc}") from None
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        n = self.n_features
+        if n == 0:
+            raise BundleError("manifest has no feature_names")
+        if len(set(self.feature_names)) != n:
+            raise BundleError("manifest feature_names has duplicates")
+        for name in ("scaler_mean", "scaler_scale", "weights"):
+            if len(getattr(self, name)) != n:
+                raise BundleError(f"manifest {name} has {len(getattr(self, name))} values for {n} features")
+        if any(s <= 0 for s in self.scaler_scale):
+            raise BundleError("manifest scaler_scale has a value <= 0")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise BundleError(f"manifest threshold {self.threshold} is outside [0, 1]")
+        if len(self.model_sha256) != 64:
+            raise BundleError("manifest model_sha256 is not a sha256 hex digest")
+        hist = self.score_histogram
+        if hist and len(hist.get("counts", [])) != len(hist.get("edges", [])) - 1:
+            raise BundleError("manifest score_histogram needs len(counts) == len(edges) - 1")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read from disk whose model bytes match the manifest's sha256."""
+
+    path: Path
+    manifest: Manifest
+    model_bytes: bytes
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_current(models_dir: str | os.PathLike[str]) -> str | None:
+    """The version named by ``<models>/CURRENT``, or None when there is no such file."""
+    path = Path(models_dir) / CURRENT_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text or "/" in text or text in (".", ".."):
+        raise BundleError(f"{path} does not name a version: {text[:80]!r}")
+    return text
+
+
+def set_current(models_dir: str | os.PathLike[str], version: str) -> None:
+    """Point CURRENT at ``version`` atomically (temp file + rename in the same directory)."""
+    models = Path(models_dir)
+    if not (models / version / MANIFEST_FILE).is_file():
+        raise BundleError(f"cannot promote {version}: {models / version} is not a bundle")
+    fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=models)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, models / CURRENT_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    return Manifest.from_dict(data)
+
+
+def load_bundle(models_dir: str | os.PathLike[str], version: str | None = None) -> Bundle:
+    """Read and verify one bundle (CURRENT's when ``version`` is None).
+
+    Checks: manifest present and well-formed, its version matches the directory, model file
+    present and its sha256 equal to the manifest's. Model-level checks (input width, a probe
+    score) belong to ``worker.scoring.load_scorer``.
+    """
+    models = Path(models_dir)
+    if version is None:
+        version = read_current(models)
+        if version is None:
+            raise BundleError(f"no {CURRENT_FILE} in {models}: train a model first (fraud-train)")
+    bundle_dir = models / version
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle {version} does not exist in {models}")
+    manifest = read_manifest(bundle_dir)
+    if manifest.version != version:
+        raise BundleError(f"bundle directory {version} holds a manifest for version {manifest.version}")
+    model_path = bundle_dir / MODEL_FILE
+    try:
+        model_bytes = model_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+    digest = sha256_hex(model_bytes)
+    if digest != manifest.model_sha256:
+        raise BundleError(
+            f"bundle {version}: {MODEL_FILE} sha256 {digest[:12]}… does not match the manifest's "
+            f"{manifest.model_sha256[:12]}…"
+        )
+    return Bundle(path=bundle_dir, manifest=manifest, model_bytes=model_bytes)
+
+
+def write_bundle(
+    models_dir: str | os.PathLike[str],
+    manifest: Manifest,
+    model_bytes: bytes,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write a complete bundle under a temporary name, then rename it to ``<models>/<version>``.
+
+    ``manifest.model_sha256`` must be the sha256 of ``model_bytes``. Does not touch CURRENT.
+    """
+    manifest.validate()
+    if sha256_hex(model_bytes) != manifest.model_sha256:
+        raise BundleError("manifest model_sha256 does not match the model bytes")
+    models = Path(models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    final = models / manifest.version
+    if final.exists():
+        raise BundleError(f"bundle {manifest.version} already exists in {models}")
+    tmp = models / f".tmp-{manifest.version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / MODEL_FILE).write_bytes(model_bytes)
+        for name, content in (extra_files or {}).items():
+            if "/" in name or name in (MODEL_FILE, MANIFEST_FILE):
+                raise BundleError(f"bad extra file name {name!r}")
+            (tmp / name).write_bytes(content)
+        # The manifest goes last: a directory with a manifest is a complete bundle.
+        (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def list_versions(models_dir: str | os.PathLike[str]) -> list[str]:
+    """Bundle directories present (complete ones only), oldest name first."""
+    models = Path(models_dir)
+    if not models.is_dir():
+        return []
+    return sorted(p.name for p in models.iterdir() if not p.name.startswith(".") and (p / MANIFEST_FILE).is_file())
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise BundleError(f"manifest field {key!r} must be a non-empty string")
+    return value
+
+
+def _str_list(data: Mapping[str, Any], key: str) -> list[str]:
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BundleError(f"manifest field {key!r} must be a list of names")
+    return value
+
+
+def _float(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BundleError(f"manifest field {key!r} must be a finite number")
+    return float(value)
+
+
+def _floats(data: Mapping[str, Any], key: str) -> tuple[float, ...]:
+    value = data.get(key)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise BundleError(f"manifest field {key!r} must be a list of numbers")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise BundleError(f"manifest field {key!r} must hold finite numbers")
+        out.append(float(v))
+    return tuple(out)

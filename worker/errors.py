@@ -1,0 +1,41 @@
+"""Errors raised by fraud-scoring.
+
+One root, so callers can catch everything the project raises::
+
+    FraudScoringError
+     ├── ConfigError          a setting is unknown, malformed or contradicts another (names it)
+     ├── BundleError          a model bundle is missing, unreadable or fails its checks
+     └── DecodeError          one input record cannot be scored (carries a stable ``reason`` code)
+
+``retriable`` tells the loop whether trying again can help (a broker hiccup) or whether the
+input must be dead-lettered (a malformed record) or the setting fixed (bad config).
+"""
+
+from __future__ import annotations
+
+
+class FraudScoringError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    retriable = False
+
+
+class ConfigError(FraudScoringError):
+    """A setting is unknown, malformed or contradicts another one."""
+
+
+class BundleError(FraudScoringError):
+    """A model bundle cannot be served: missing, unreadable, or failing a check."""
+
+
+class DecodeError(FraudScoringError):
+    """One record cannot be turned into a transaction.
+
+    ``reason`` is a stable, low-cardinality code (it becomes the DLQ ``error`` header and the
+    ``reason`` label of ``fraud_events_invalid_total``); ``detail`` is human text.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

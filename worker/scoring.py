@@ -1,0 +1,102 @@
+"""Scaling and scoring with the LiteRT interpreter: pure computation, no Kafka, no TensorFlow.
+
+``Scorer.score(raw)`` is the one definition of "the model's score" used by the worker, by the
+training job's parity check and by the tests, so all three scale and score the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from worker.bundle import Bundle, load_bundle
+from worker.errors import BundleError
+
+
+class Scorer:
+    """Scores raw feature rows (float, model input order) with one bundle's model.
+
+    Not thread-safe: one interpreter, resized only when the batch size changes.
+    """
+
+    def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
+        m = bundle.manifest
+        self.bundle = bundle
+        self.version = m.version
+        self.threshold = float(m.threshold)
+        self.feature_names = m.feature_names
+        self.mean = np.asarray(m.scaler_mean, dtype=np.float32)
+        self.inv_scale = (1.0 / np.asarray(m.scaler_scale, dtype=np.float64)).astype(np.float32)
+        self.weights = np.asarray(m.weights, dtype=np.float32)
+        try:
+            self._interp = Interpreter(model_content=bundle.model_bytes, num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"bundle {m.version}: LiteRT cannot load {bundle.path.name}/model.tflite: {exc}") from None
+        inputs = self._interp.get_input_details()
+        outputs = self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BundleError(f"bundle {m.version}: model must have one input and one output")
+        shape = tuple(int(d) for d in inputs[0]["shape"])
+        if len(shape) != 2 or shape[1] != m.n_features:
+            raise BundleError(
+                f"bundle {m.version}: model input shape {shape} does not take {m.n_features} features"
+            )
+        self._in = inputs[0]["index"]
+        self._out = outputs[0]["index"]
+        self._rows = shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """(raw - mean) / scale as float32, a new array (the input is never mutated)."""
+        out = np.asarray(raw, dtype=np.float32) - self.mean
+        out *= self.inv_scale
+        return out
+
+    def score_scaled(self, scaled: np.ndarray) -> np.ndarray:
+        """Fraud probabilities for already scaled rows, in one interpreter invocation."""
+        x = np.ascontiguousarray(scaled, dtype=np.float32)
+        n = x.shape[0]
+        if n == 0:
+            return np.empty(0, dtype=np.float32)
+        if n != self._rows:
+            self._interp.resize_tensor_input(self._in, [n, self.n_features], strict=False)
+            self._interp.allocate_tensors()
+            self._rows = n
+        self._interp.set_tensor(self._in, x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out).reshape(n).copy()
+
+    def score(self, raw: np.ndarray) -> np.ndarray:
+        return self.score_scaled(self.scale(raw))
+
+    def contributions(self, scaled: np.ndarray) -> np.ndarray:
+        """Each feature's signed contribution to the logit: weight × scaled value (exact here)."""
+        return np.asarray(scaled, dtype=np.float32) * self.weights
+
+    def top_reasons(self, scaled_row: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        """The k features pushing the score up the most, with their contributions to the logit."""
+        contrib = self.contributions(scaled_row)
+        order = np.argsort(-contrib)[:k]
+        return [(self.feature_names[i], round(float(contrib[i]), 4)) for i in order]
+
+    def probe(self) -> None:
+        """Score the training mean (zeros after scaling); must be a probability and match the manifest weights."""
+        score = float(self.score_scaled(np.zeros((1, self.n_features), dtype=np.float32))[0])
+        if not 0.0 <= score <= 1.0 or score != score:
+            raise BundleError(f"bundle {self.version}: probe score {score} is not within [0, 1]")
+        expected = 1.0 / (1.0 + np.exp(-self.bundle.manifest.bias))
+        if abs(score - expected) > 1e-4:
+            raise BundleError(
+                f"bundle {self.version}: probe score {score:.6f} disagrees with the manifest bias ({expected:.6f})"
+            )
+
+
+def load_scorer(models_dir: str, version: str | None = None, num_threads: int = 1) -> Scorer:
+    """Load, verify (sha256, feature count, probe) and return a ready scorer."""
+    scorer = Scorer(load_bundle(models_dir, version), num_threads=num_threads)
+    scorer.probe()
+    return scorer
