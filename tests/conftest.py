@@ -1,0 +1,139 @@
+"""Shared fixtures: a real Apache Kafka broker for the session, and per-test Kafka clients.
+
+``kafka_broker`` is acquired lazily, so a run of unit tests alone never starts a broker.
+Every client a test opens through ``kafka`` is closed, and every topic it creates deleted, when
+the test ends. Topic and group names carry a uuid4 so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.broker import Broker, acquire
+
+_broker_line: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Broker]:
+    broker = acquire()
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="fraud-tests-probe")
+    try:
+        api = ".".join(map(str, admin._client.check_version()))
+    finally:
+        admin.close()
+    _broker_line.append(f"Kafka broker: {broker.description} at {broker.bootstrap} (kafka-python sees API {api})")
+    print("\n" + _broker_line[-1])
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: Broker) -> str:
+    return kafka_broker.bootstrap
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class KafkaClients:
+    """Creates uniquely named topics and kafka-python clients; ``close`` undoes all of it."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._clients: list = []
+        self._topics: list[str] = []
+        self._admin = None
+
+    def admin(self):
+        from kafka import KafkaAdminClient
+
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=unique("test-admin"))
+        return self._admin
+
+    def topic(self, partitions: int = 1, prefix: str = "t", **configs: str) -> str:
+        """Create a topic named ``<prefix>-<uuid>`` and wait until its leaders are known."""
+        from kafka.admin import NewTopic
+
+        name = unique(prefix)
+        self.admin().create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs)]
+        )
+        self._topics.append(name)
+        self.wait_for_topic(name, partitions)
+        return name
+
+    def wait_for_topic(self, name: str, partitions: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            meta = self.admin().describe_topics([name])
+            parts = meta[0].get("partitions", []) if meta else []
+            if len(parts) == partitions and all(p.get("leader_id", -1) >= 0 for p in parts):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} has no leaders after {timeout}s")
+
+    def group(self) -> str:
+        return unique("g")
+
+    def producer(self, **config):
+        from kafka import KafkaProducer
+
+        config.setdefault("acks", "all")
+        client = KafkaProducer(bootstrap_servers=self.bootstrap, **config)
+        self._clients.append(client)
+        return client
+
+    def consumer(self, *topics: str, **config):
+        from kafka import KafkaConsumer
+
+        config.setdefault("auto_offset_reset", "earliest")
+        config.setdefault("consumer_timeout_ms", 10_000)
+        client = KafkaConsumer(*topics, bootstrap_servers=self.bootstrap, **config)
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in reversed(self._clients):
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                pass
+        if self._topics:
+            try:
+                self.admin().delete_topics(self._topics)
+            except Exception:  # noqa: BLE001 - best effort; names are unique anyway
+                pass
+        if self._admin is not None:
+            self._admin.close()
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> Iterator[KafkaClients]:
+    clients = KafkaClients(kafka_bootstrap)
+    try:
+        yield clients
+    finally:
+        clients.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests under tests/integration talk to the broker: mark them so `-m "not integration"` works.
+    for item in items:
+        if "/integration/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _broker_line:
+        terminalreporter.write_line(line)
