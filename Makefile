@@ -1,0 +1,35 @@
+# fraud-scoring: the two commands a newcomer needs are `make run` and `make test`.
+# Everything installs into .venv (created on first use); the Kafka broker comes from
+# scripts/local-kafka (Apache Kafka from Maven Central on Java 17).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: help install test test-unit run bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[training,test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the package with the training and test extras
+
+test: $(STAMP)  ## run every test, the integration tests against a real Kafka broker
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## run the tests that need no broker
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts
+	scripts/run-local
+
+clean:  ## remove the virtualenv, broker state and caches (keeps models/)
+	-scripts/local-kafka stop
+	rm -rf $(VENV) .kafka .pytest_cache .hypothesis

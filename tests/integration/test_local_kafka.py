@@ -1,0 +1,99 @@
+"""scripts/local-kafka: starts a real broker, stops exactly it, reuses its jar cache, and fails in one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import LOCAL_KAFKA, free_port_pair
+
+
+def _run(args, env, timeout=180):
+    return subprocess.run([str(LOCAL_KAFKA), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _java_pids_for(state: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "kafka.Kafka" in cmd and str(state) in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _path_without(tmp_path: Path, hidden: str, stub: str | None = None) -> str:
+    """A PATH holding links to every command on the current PATH except ``hidden``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            target = bin_dir / name
+            if name != hidden and not target.exists():
+                target.symlink_to(os.path.join(d, name))
+    if stub is not None:
+        (bin_dir / hidden).write_text(stub)
+        (bin_dir / hidden).chmod(0o755)
+    return str(bin_dir)
+
+
+def test_start_then_stop_leaves_no_broker_and_second_start_reuses_jars(tmp_path, kafka_broker):
+    # kafka_broker has resolved the jars once for this session (or they were cached already).
+    state = tmp_path / "state"
+    env = dict(os.environ, KAFKA_STATE_DIR=str(state))
+    port = free_port_pair()
+    for _ in range(2):
+        started = _run(["start", "--port", str(port)], env)
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip().splitlines()[-1] == f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}"
+        assert "resolving" not in started.stderr, "a second start must reuse the cached jars"
+        assert _run(["status"], env).returncode == 0
+        assert len(_java_pids_for(state)) == 1
+        stopped = _run(["stop"], env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert _java_pids_for(state) == []
+        assert _run(["status"], env).returncode == 1
+
+
+def test_port_in_use_fails_in_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run(["start", "--port", str(port)], dict(os.environ, KAFKA_STATE_DIR=str(tmp_path)))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and "in use" in lines[0]
+
+
+def test_missing_java_is_named_in_one_line(tmp_path):
+    env = dict(os.environ, KAFKA_STATE_DIR=str(tmp_path / "s"), PATH=_path_without(tmp_path, "java"))
+    proc = _run(["start", "--port", str(free_port_pair())], env)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "java" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("hidden", ["mvn"])
+def test_failed_download_fails_in_one_line(tmp_path, hidden):
+    # An empty jar cache and a Maven that cannot reach its repository.
+    env = dict(
+        os.environ,
+        KAFKA_STATE_DIR=str(tmp_path / "s"),
+        KAFKA_CACHE_DIR=str(tmp_path / "cache"),
+        PATH=_path_without(tmp_path, hidden, stub="#!/bin/sh\necho 'Could not transfer artifact' >&2\nexit 1\n"),
+    )
+    proc = _run(["start", "--port", str(free_port_pair())], env)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.strip().splitlines() if "resolving" not in line]
+    assert len(errors) == 1 and "download" in errors[0] and "failed" in errors[0], proc.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob(".complete"))
