@@ -5,7 +5,8 @@ One root, so callers can catch everything the project raises::
     FraudScoringError
      ├── ConfigError          a setting is unknown, malformed or contradicts another (names it)
      ├── BundleError          a model bundle is missing, unreadable or fails its checks
-     └── DecodeError          one input record cannot be scored (carries a stable ``reason`` code)
+     ├── DecodeError          one input record cannot be scored (carries a stable ``reason`` code)
+     └── BrokerError          the Kafka cluster cannot be reached or refused a request (retriable)
 
 ``retriable`` tells the loop whether trying again can help (a broker hiccup) or whether the
 input must be dead-lettered (a malformed record) or the setting fixed (bad config).
@@ -39,3 +40,9 @@ class DecodeError(FraudScoringError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class BrokerError(FraudScoringError):
+    """The broker is unreachable or did not acknowledge a request; the loop backs off and retries."""
+
+    retriable = True

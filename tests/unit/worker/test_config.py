@@ -1,0 +1,110 @@
+"""Config: defaults, flags over environment, unknown and contradictory settings, Kafka pass-through."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.config import SETTINGS, WorkerConfig, build_parser, load_config
+from worker.errors import ConfigError
+
+
+def test_defaults_work_against_a_local_broker():
+    c = load_config([], {})
+    assert c == WorkerConfig()
+    assert (c.bootstrap_servers, c.input_topic, c.alert_topic, c.dlq_topic) == (
+        "127.0.0.1:9092", "transactions", "fraud-alerts", "transactions-dlq",
+    )  # fmt: skip
+    assert c.scores_topic == "" and c.group_id == "fraud-worker" and c.max_batch_size == 500
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        load_config([], {}).input_topic = "x"  # type: ignore[misc]
+
+
+def test_environment_then_flags_win():
+    env = {"FRAUD_INPUT_TOPIC": "from-env", "FRAUD_MAX_BATCH_SIZE": "64", "FRAUD_GROUP_ID": "g-env"}
+    c = load_config(["--input-topic", "from-flag"], env)
+    assert c.input_topic == "from-flag"
+    assert c.max_batch_size == 64
+    assert c.group_id == "g-env"
+
+
+def test_unknown_fraud_variable_fails_naming_it():
+    with pytest.raises(ConfigError, match="FRAUD_INPUT_TOPICS"):
+        load_config([], {"FRAUD_INPUT_TOPICS": "x"})
+
+
+def test_unrelated_variables_are_ignored():
+    assert load_config([], {"PATH": "/bin", "FRAUDX": "1"}) == WorkerConfig()
+
+
+def test_malformed_number_names_its_source():
+    with pytest.raises(ConfigError, match="FRAUD_MAX_BATCH_SIZE"):
+        load_config([], {"FRAUD_MAX_BATCH_SIZE": "lots"})
+    with pytest.raises(ConfigError, match="--metrics-port"):
+        load_config(["--metrics-port", "x"], {})
+
+
+@pytest.mark.parametrize(
+    "argv,names",
+    [
+        (["--alert-topic", "transactions"], ["alert_topic", "input_topic"]),
+        (["--dlq-topic", "transactions"], ["dlq_topic", "input_topic"]),
+        (["--scores-topic", "transactions"], ["scores_topic", "input_topic"]),
+        (["--dlq-topic", "fraud-alerts"], ["alert_topic", "dlq_topic"]),
+        (["--max-batch-size", "0"], ["max_batch_size"]),
+        (["--poll-timeout-ms", "-5"], ["poll_timeout_ms"]),
+        (["--metrics-port", "70000"], ["metrics_port"]),
+        (["--log-level", "LOUD"], ["log_level"]),
+        (["--health-stall-seconds", "0.1"], ["health_stall_seconds", "poll_timeout_ms"]),
+        (["--reasons", "0"], ["reasons"]),
+    ],
+)
+def test_contradictions_fail_naming_the_settings(argv, names):
+    with pytest.raises(ConfigError) as exc:
+        load_config(argv, {})
+    for name in names:
+        assert name in str(exc.value)
+
+
+def test_kafka_options_pass_through_typed():
+    env = {"FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "FRAUD_KAFKA_SASL_MECHANISM": "PLAIN"}
+    argv = ["--kafka-option", "request_timeout_ms=5000", "--kafka-option", "ssl_check_hostname=false",
+            "--kafka-option", "linger_ms=20", "--kafka-option", "api_version=3.7"]  # fmt: skip
+    c = load_config(argv, env)
+    opts = dict(c.kafka_options)
+    assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "PLAIN"
+    assert opts["request_timeout_ms"] == 5000 and opts["ssl_check_hostname"] is False
+    assert opts["api_version"] == (3, 7)
+    assert "linger_ms" in c.producer_options() and "linger_ms" not in c.consumer_options()
+    assert c.consumer_options()["security_protocol"] == "SASL_SSL"
+
+
+def test_kafka_flag_overrides_kafka_env():
+    c = load_config(["--kafka-option", "client_id=flag"], {"FRAUD_KAFKA_CLIENT_ID": "env"})
+    assert dict(c.kafka_options)["client_id"] == "flag"
+
+
+@pytest.mark.parametrize(
+    "argv,env,needle",
+    [
+        ([], {"FRAUD_KAFKA_SECURITY_PROTOCL": "SSL"}, "security_protocl"),
+        (["--kafka-option", "sasl_mechanizm=PLAIN"], {}, "sasl_mechanizm"),
+        (["--kafka-option", "enable_auto_commit=true"], {}, "enable_auto_commit"),
+        (["--kafka-option", "group_id=x"], {}, "group_id"),
+        (["--kafka-option", "request_timeout_ms=soon"], {}, "request_timeout_ms"),
+        (["--kafka-option", "novalue"], {}, "novalue"),
+        (["--kafka-option", "selector=x"], {}, "selector"),
+    ],
+)
+def test_bad_kafka_options_fail_naming_the_key(argv, env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(argv, env)
+
+
+def test_help_documents_every_setting():
+    text = build_parser().format_help()
+    for s in SETTINGS:
+        assert s.flag in text and s.env in text
+    assert "--kafka-option" in text and "FRAUD_KAFKA_" in text

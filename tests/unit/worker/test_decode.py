@@ -1,0 +1,151 @@
+"""Decoder: every reason code, agreement of the fast and exact paths, and no exception escapes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.decode import REASONS, Decoder
+from worker.errors import DecodeError
+
+FEATURES = ("Time", "V1", "Amount")
+
+
+def event(**over) -> bytes:
+    doc = {"transaction_id": "tx-1", "Time": 1.0, "V1": -2.5, "Amount": 10}
+    doc.update(over)
+    return json.dumps({k: v for k, v in doc.items() if v is not ...}).encode()
+
+
+BAD = {
+    "invalid_json": [b"{not json", b'{"Time": 1,}', b'{"transaction_id":"a"} trailing'],
+    "invalid_utf8": [b'{"transaction_id": "\xff\xfe", "Time": 1, "V1": 2, "Amount": 3}', b"\xc3"],
+    "not_an_object": [b"[1, 2, 3]", b'"a string"', b"42", b"null"],
+    "missing_field": [event(V1=...), event(transaction_id=...)],
+    "not_a_number": [event(V1="1.5"), event(Amount=True), event(Time=None), event(V1=[1])],
+    "non_finite": [
+        b'{"transaction_id": "a", "Time": NaN, "V1": 1, "Amount": 1}',
+        b'{"transaction_id": "a", "Time": 1, "V1": Infinity, "Amount": 1}',
+        b'{"transaction_id": "a", "Time": 1, "V1": -Infinity, "Amount": 1}',
+        b'{"transaction_id": "a", "Time": 1e400, "V1": 1, "Amount": 1}',
+        b'{"transaction_id": "a", "Time": 1e300, "V1": 1, "Amount": 1}',
+        b'{"transaction_id": "a", "Time": 1' + b"0" * 500 + b', "V1": 1, "Amount": 1}',
+    ],
+    "bad_transaction_id": [event(transaction_id=""), event(transaction_id=7), event(transaction_id="x" * 129)],
+    "bad_event_time": [event(event_time=1.5), event(event_time="now"), event(event_time=-1), event(event_time=True)],
+    "too_large": [event(pad="x" * 2000)],
+    "empty_value": [None, b"", b"   \n"],
+    "duplicate_field": [
+        b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "V1": 4}',
+        b'{"transaction_id": "a", "transaction_id": "b", "Time": 1, "V1": 2, "Amount": 3}',
+        b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "extra": 1, "extra": 2}',
+    ],
+}
+
+
+@pytest.fixture
+def decoder() -> Decoder:
+    return Decoder(FEATURES, max_bytes=1024)
+
+
+def test_every_reason_code_is_exercised():
+    assert set(BAD) == set(REASONS)
+
+
+@pytest.mark.parametrize("reason,value", [(r, v) for r, vs in BAD.items() for v in vs])
+def test_bad_record_gets_its_reason(decoder, reason, value):
+    batch = decoder.decode_batch([event(), value, event(transaction_id="tx-2")])
+    assert batch.transaction_ids == ["tx-1", "tx-2"]
+    assert batch.index == [0, 2]
+    [(i, err)] = batch.errors
+    assert i == 1 and err.reason == reason, err
+    with pytest.raises(DecodeError) as exc:
+        decoder.classify(value)
+    assert exc.value.reason == reason
+
+
+def test_valid_records_become_float32_rows_in_feature_order(decoder):
+    values = [
+        event(),
+        event(transaction_id="tx-2", event_time=1_700_000_000_000, extra={"nested": [1, "two"]}),
+        b'{"Amount": 3, "V1": 2, "transaction_id": "tx-\\"3", "Time": 1, "event_time": null}',
+    ]
+    batch = decoder.decode_batch(values)
+    assert batch.errors == []
+    assert batch.features.dtype == np.float32
+    np.testing.assert_array_equal(batch.features, [[1, -2.5, 10], [1, -2.5, 10], [1, 2, 3]])
+    assert batch.transaction_ids == ["tx-1", "tx-2", 'tx-"3']
+    assert batch.event_times == [None, 1_700_000_000_000, None]
+
+
+def test_empty_batch(decoder):
+    batch = decoder.decode_batch([])
+    assert batch.features.shape == (0, 3) and batch.errors == []
+
+
+def test_invalid_utf8_in_an_ignored_field_is_still_refused(decoder):
+    batch = decoder.decode_batch([event(), b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "x": "\xff"}'])
+    assert [e.reason for _, e in batch.errors] == ["invalid_utf8"]
+
+
+def _verdict(decoder: Decoder, value: bytes | None):
+    try:
+        row, tid, t = decoder.classify(value)
+        return ("ok", np.float32(row).tolist(), tid, t)
+    except DecodeError as exc:
+        return ("error", exc.reason)
+
+
+def _check_agreement(decoder: Decoder, value: bytes | None) -> None:
+    batch = decoder.decode_batch([value])
+    if batch.errors:
+        [(i, err)] = batch.errors
+        assert isinstance(err, DecodeError) and err.reason in REASONS
+        assert _verdict(decoder, value) == ("error", err.reason)
+    else:
+        got = ("ok", batch.features[0].tolist(), batch.transaction_ids[0], batch.event_times[0])
+        assert _verdict(decoder, value) == got
+
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
+)
+json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
+field_names = st.sampled_from(["transaction_id", "event_time", *FEATURES, "other"])
+
+
+@st.composite
+def near_valid(draw) -> bytes:
+    pairs = [("transaction_id", draw(st.one_of(st.text(min_size=1, max_size=5), json_values)))]
+    for name in FEATURES:
+        if draw(st.integers(0, 9)):
+            pairs.append((name, draw(st.one_of(st.floats(allow_nan=False), st.integers(), json_values))))
+    for _ in range(draw(st.integers(0, 2))):
+        pairs.append((draw(field_names), draw(json_values)))
+    pairs = draw(st.permutations(pairs))
+    body = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs)
+    text = "{" + body + "}"
+    if draw(st.integers(0, 5)) == 0:  # damage it
+        pos = draw(st.integers(0, len(text)))
+        text = text[:pos] + draw(st.sampled_from(["NaN", "\\ud800", '"', "}", "1e999", "\x00"])) + text[pos:]
+    return text.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.none(), st.binary(max_size=80), near_valid()))
+def test_only_decode_errors_and_both_paths_agree(value):
+    _check_agreement(Decoder(FEATURES, max_bytes=1024), value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=40), near_valid()), max_size=20))
+def test_batches_account_for_every_record(values):
+    batch = Decoder(FEATURES, max_bytes=1024).decode_batch(values)
+    seen = sorted(batch.index + [i for i, _ in batch.errors])
+    assert seen == list(range(len(values)))
+    assert batch.features.shape == (len(batch.index), len(FEATURES))
+    assert np.isfinite(batch.features).all()
