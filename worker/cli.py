@@ -1,8 +1,98 @@
-"""``fraud-worker``: not built yet."""
+"""``fraud-worker`` (also ``python -m worker``): run the streaming worker.
 
+Exit codes: 0 stopped cleanly, 1 unexpected error, 2 bad settings, 3 failed to start (no servable
+model). SIGTERM or SIGINT finishes the batch in hand, commits and exits 0; a second one exits at
+once with 1. The first word is kept free for subcommands (``fraud-worker <command> ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
 import sys
+from collections.abc import Sequence
+
+from worker.errors import BundleError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
+SUBCOMMANDS: dict[str, str] = {}  # name -> "module:function", e.g. a later "reconcile"
 
 
-def main(argv=None) -> int:
-    print("fraud-worker: not built yet", file=sys.stderr)
-    return 1
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        module, _, func = SUBCOMMANDS[args[0]].partition(":")
+        return int(getattr(__import__(module, fromlist=[func]), func)(args[1:]))
+    from worker.config import load_config
+
+    try:
+        config = load_config(args, os.environ)
+    except SystemExit as exc:  # argparse: --help (0) or a malformed command line (2)
+        return int(exc.code or 0)
+    except ConfigError as exc:
+        print(f"fraud-worker: bad setting: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from worker import logs
+
+    logs.configure(config.log_level)
+    try:
+        return _run(config)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception:  # noqa: BLE001 - the last line of defence: log it whole, exit 1
+        logger.exception("fraud-worker failed")
+        return EXIT_ERROR
+
+
+def _run(config) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from worker.health import HealthServer, HealthState
+    from worker.loop import Worker
+    from worker.metrics import WorkerMetrics
+    from worker.models import ModelWatcher
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    health = HealthState(config.health_stall_seconds)
+    models = ModelWatcher(config.models_dir, metrics, interval=config.reload_interval_seconds)
+    try:
+        scorer = models.load_initial()
+    except BundleError as exc:
+        print(f"fraud-worker: cannot start, no servable model in {config.models_dir}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    health.model_version = scorer.version
+    logger.info("serving model %s (%d features, threshold %.4f)", scorer.version, scorer.n_features, scorer.threshold)
+
+    worker = Worker(config, models, metrics, health)
+    _install_signals(worker)
+    server = None
+    if config.metrics_port:
+        try:
+            server = HealthServer(config.metrics_host, config.metrics_port, registry, health).start()
+        except OSError as exc:
+            print(f"fraud-worker: cannot start, metrics port {config.metrics_port}: {exc.strerror}", file=sys.stderr)
+            return EXIT_STARTUP
+    try:
+        return worker.run()
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _install_signals(worker) -> None:
+    state = {"signals": 0}
+
+    def handle(signum: int, frame) -> None:
+        state["signals"] += 1
+        if state["signals"] > 1:
+            os.write(2, b"fraud-worker: second signal, exiting now\n")
+            os._exit(EXIT_ERROR)
+        logger.info("%s received: finishing the current batch, then stopping", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -79,9 +79,21 @@ class Scorer:
 
     def top_reasons(self, scaled_row: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """The k features pushing the score up the most, with their contributions to the logit."""
-        contrib = self.contributions(scaled_row)
-        order = np.argsort(-contrib)[:k]
-        return [(self.feature_names[i], round(float(contrib[i]), 4)) for i in order]
+        return self.top_reasons_many(np.asarray(scaled_row)[np.newaxis, :], k)[0]
+
+    def top_reasons_many(self, scaled: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """``top_reasons`` for every row of a scaled batch, sorted in one numpy call.
+
+        Ties keep feature order (stable sort), so a row gets the same reasons alone or in a batch.
+        """
+        contrib = self.contributions(scaled)
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
+        names = self.feature_names
+        return [
+            [(names[i], round(c, 4)) for i, c in zip(row_order, row_top)]
+            for row_order, row_top in zip(order.tolist(), top.tolist())
+        ]
 
     def probe(self) -> None:
         """Score the training mean (zeros after scaling); must be a probability and match the manifest weights."""
