@@ -1,0 +1,248 @@
+"""The training job end to end: data -> split -> scaler -> fit -> TFLite -> parity -> threshold
+-> metrics -> report -> bundle -> promotion. Nothing is written unless every step before it passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import data, synthetic
+from training.errors import DataError, ParityError
+from training.split import Split, stratified_split, time_split
+from training.thresholds import Policy
+
+logger = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_path: str | None = None
+    synthetic_rows: int | None = None
+    synthetic_fraud_rate: float = 0.005
+    label_column: str = "Class"
+    features: tuple[str, ...] | None = None
+    models_dir: str = "models"
+    seed: int = 42
+    epochs: int = 60
+    patience: int = 5
+    l2: float = 1e-6
+    learning_rate: float = 0.1
+    lr_decay: float = 0.95
+    batch_size: int = 32768
+    class_weight: str = "balanced"
+    split: str = "stratified"
+    time_column: str = "Time"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    policy: Policy = field(default_factory=lambda: Policy("max-f1"))
+    min_rows: int = data.MIN_ROWS
+    promote_tolerance: float = 0.005
+    force: bool = False
+    histogram_bins: int = 50
+
+
+@dataclass
+class TrainResult:
+    version: str
+    bundle_path: Path
+    promoted: bool
+    promotion_reason: str
+    metrics: dict[str, Any]
+    parity_max_abs_diff: float
+    threshold: float
+    timings: dict[str, float]
+    split: Split
+    scaler_mean: np.ndarray
+    scaler_scale: np.ndarray
+    manifest: Any
+
+
+def load_dataset(cfg: TrainConfig) -> data.Dataset:
+    time_col = cfg.time_column if cfg.split == "time" else None
+    if cfg.synthetic_rows is not None:
+        n, rate = cfg.synthetic_rows, cfg.synthetic_fraud_rate
+        try:
+            cols = synthetic.generate(n, cfg.seed, rate)
+        except ValueError as exc:
+            raise DataError(f"synthetic data: {exc}") from None
+        return data.from_columns(
+            cols,
+            label_column=cfg.label_column,
+            features=cfg.features,
+            source=f"synthetic(n={n}, seed={cfg.seed}, fraud_rate={rate})",
+            sha256=synthetic.spec_sha256(n, cfg.seed, rate),
+            time_column=time_col,
+            min_rows=cfg.min_rows,
+        )
+    if cfg.data_path is None:
+        raise DataError("no data: give --data PATH or --synthetic N")
+    return data.load_csv(cfg.data_path, cfg.label_column, cfg.features, time_col, cfg.min_rows)
+
+
+def fit_scaler(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the training rows only; a constant column gets scale 1."""
+    mean = X_train.mean(axis=0)
+    scale = X_train.std(axis=0)
+    scale[~(scale > 1e-12)] = 1.0
+    return mean, scale
+
+
+def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
+    """Train, export, verify and write one bundle; promote it if the gate allows. Raises on failure."""
+    from training import evaluate, promote, report
+    from training.export import to_tflite
+    from training.model import class_weights, fit
+    from worker.bundle import Bundle, Manifest, set_current, sha256_hex, write_bundle
+    from worker.scoring import Scorer
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if dataset is None:
+        logger.info("loading %s", cfg.data_path or f"{cfg.synthetic_rows} synthetic rows")
+        dataset = load_dataset(cfg)
+    timings["load"] = time.perf_counter() - t0
+    logger.info(
+        "%d rows, %d frauds, %d features (%.1f s)",
+        dataset.n_rows, dataset.positives, len(dataset.feature_names), timings["load"],
+    )
+
+    t = time.perf_counter()
+    X, y = dataset.X, dataset.y
+    if cfg.split == "time":
+        assert dataset.time is not None
+        split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=cfg.time_column)
+    else:
+        split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    mean, scale = fit_scaler(X[split.train])
+    X_train, X_val, X_test = ((X[idx] - mean) / scale for idx in (split.train, split.val, split.test))
+    y_train, y_val, y_test = y[split.train], y[split.val], y[split.test]
+    weights = class_weights(y_train, cfg.class_weight)
+
+    fitted = fit(
+        X_train.astype(np.float32), y_train, X_val.astype(np.float32), y_val,
+        l2=cfg.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+        weights=weights, seed=cfg.seed, patience=cfg.patience, lr_decay=cfg.lr_decay,
+    )
+    timings["fit"] = time.perf_counter() - t
+    logger.info("fitted: best epoch %d of %d (%.1f s)", fitted.best_epoch, fitted.epochs_run, timings["fit"])
+
+    t = time.perf_counter()
+    model_bytes = to_tflite(fitted.model)
+    timings["export"] = time.perf_counter() - t
+    kernel, bias = fitted.model.get_layer("fraud").get_weights()
+    model_sha = sha256_hex(model_bytes)
+    now = datetime.now(timezone.utc)
+    version = f"{now:%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
+    logger.info("exported TFLite model %s (%d bytes, %.1f s)", version, len(model_bytes), timings["export"])
+
+    # Parity: the served path (worker Scorer: raw rows, its own scaling, LiteRT) against Keras.
+    t = time.perf_counter()
+    manifest = Manifest(
+        version=version,
+        created_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        feature_names=dataset.feature_names,
+        scaler_mean=tuple(float(v) for v in mean),
+        scaler_scale=tuple(float(v) for v in scale),
+        weights=tuple(float(v) for v in kernel.reshape(-1)),
+        bias=float(bias.reshape(-1)[0]),
+        threshold=0.5,  # placeholder until the policy has chosen, below
+        threshold_policy={},
+        model_sha256=model_sha,
+    )
+    scorer = Scorer(Bundle(path=Path(cfg.models_dir) / version, manifest=manifest, model_bytes=model_bytes))
+    scorer.probe()
+    keras_test = np.asarray(fitted.model.predict(X_test.astype(np.float32), batch_size=65536, verbose=0)).reshape(-1)
+    lite_test = scorer.score(X[split.test])
+    parity = float(np.max(np.abs(lite_test.astype(np.float64) - keras_test.astype(np.float64))))
+    timings["parity"] = time.perf_counter() - t
+    if not parity <= PARITY_TOLERANCE:
+        raise ParityError(
+            f"TFLite and Keras scores differ by up to {parity:.3g} on the test rows "
+            f"(allowed {PARITY_TOLERANCE:g}); no bundle written"
+        )
+    logger.info("parity: max |TFLite - Keras| = %.2g over %d test rows", parity, lite_test.size)
+
+    t = time.perf_counter()
+    lite_val = scorer.score(X[split.val])
+    lite_train = scorer.score(X[split.train])
+    choice = cfg.policy.choose(y_val, lite_val)
+    test_metrics = evaluate.metrics(y_test, lite_test, choice.threshold)
+    test_metrics["parity_max_abs_diff"] = parity
+    threshold_policy = {
+        **choice.policy,
+        "chosen_on": "validation",
+        "validation": {"precision": choice.precision, "recall": choice.recall, "f1": choice.f1, **choice.extra},
+    }
+    training_facts = {
+        "rows": {"train": int(split.train.size), "val": int(split.val.size), "test": int(split.test.size)},
+        "positives": {"train": int(y_train.sum()), "val": int(y_val.sum()), "test": int(y_test.sum())},
+        "class_weights": {str(k): v for k, v in weights.items()},
+        "class_weight_mode": cfg.class_weight,
+        "l2": cfg.l2,
+        "epochs_run": fitted.epochs_run,
+        "best_epoch": fitted.best_epoch,
+        "max_epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "best_val_pr_auc": fitted.best_val_pr_auc,
+        "learning_rate": cfg.learning_rate,
+        "lr_decay_per_epoch": cfg.lr_decay,
+        "batch_size": cfg.batch_size,
+        "optimizer": "adam",
+        "seed": cfg.seed,
+        "split": split.describe(),
+        "data_path": dataset.source if cfg.synthetic_rows is None else None,
+        "data_source": dataset.source,
+        "data_sha256": dataset.sha256,
+        "label_column": dataset.label_column,
+        "history": fitted.history,
+    }
+    manifest = dataclasses.replace(
+        manifest,
+        threshold=choice.threshold,
+        threshold_policy=threshold_policy,
+        metrics=test_metrics,
+        training=training_facts,
+        score_histogram=evaluate.histogram(lite_train, cfg.histogram_bins),
+    )
+    manifest.validate()
+    files = report.render(y_test, lite_test, test_metrics, version)
+    files["metrics.json"] = (json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n").encode()
+    timings["evaluate"] = time.perf_counter() - t
+
+    decision = promote.decide(
+        cfg.models_dir, dataset.feature_names, X[split.test], y_test, test_metrics["pr_auc"],
+        tolerance=cfg.promote_tolerance, force=cfg.force,
+    )
+    t = time.perf_counter()
+    path = write_bundle(cfg.models_dir, manifest, model_bytes, files)
+    if decision.promote:
+        set_current(cfg.models_dir, version)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    logger.info("%s", decision.reason)
+    return TrainResult(
+        version=version,
+        bundle_path=path,
+        promoted=decision.promote,
+        promotion_reason=decision.reason,
+        metrics=test_metrics,
+        parity_max_abs_diff=parity,
+        threshold=choice.threshold,
+        timings=timings,
+        split=split,
+        scaler_mean=mean,
+        scaler_scale=scale,
+        manifest=manifest,
+    )
+

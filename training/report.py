@@ -1,0 +1,106 @@
+"""The evaluation report of a bundle: four PNG plots and a small ``report.html`` that shows them."""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+PLOTS = {
+    "pr_curve.png": "Precision-recall curve (test)",
+    "roc_curve.png": "ROC curve (test)",
+    "score_distribution.png": "Score distribution by class (test)",
+    "threshold_curves.png": "Precision and recall against threshold (test)",
+}
+
+
+def render(y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: str) -> dict[str, bytes]:
+    """File name -> bytes for the plots, ``report.html`` and nothing else."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y = np.asarray(y).astype(np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    threshold = float(metrics["threshold"])
+    precision, recall, pr_thresholds = precision_recall_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s)
+    out: dict[str, bytes] = {}
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(recall, precision, lw=1.5, label=f"PR AUC (AP) = {metrics['pr_auc']:.3f}")
+    ax.axhline(y.mean(), color="grey", ls=":", lw=1, label=f"fraud rate = {y.mean():.4f}")
+    ax.plot([metrics["recall"]], [metrics["precision"]], "o", color="C3", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"Precision-recall, {version}")
+    ax.legend(loc="lower left")
+    out["pr_curve.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(fpr, tpr, lw=1.5, label=f"ROC AUC = {metrics['roc_auc']:.4f}")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {version}")
+    ax.legend(loc="lower right")
+    out["roc_curve.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    bins = np.linspace(0, 1, 51)
+    ax.hist(s[y == 0], bins=bins, density=True, alpha=0.6, label=f"genuine ({int((y == 0).sum())})")
+    ax.hist(s[y == 1], bins=bins, density=True, alpha=0.6, label=f"fraud ({int(y.sum())})")
+    ax.axvline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_yscale("log")
+    ax.set(xlabel="score", ylabel="density (log scale)", title="Scores by class")
+    ax.legend(loc="upper center")
+    out["score_distribution.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(pr_thresholds, precision[:-1], label="precision")
+    ax.plot(pr_thresholds, recall[:-1], label="recall")
+    ax.axvline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="threshold", ylabel="value", xlim=(0, 1), ylim=(0, 1.02), title="Precision and recall by threshold")
+    ax.legend(loc="lower left")
+    out["threshold_curves.png"] = _png(fig)
+    plt.close("all")
+
+    out["report.html"] = _html(metrics, version).encode("utf-8")
+    return out
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _html(metrics: dict[str, Any], version: str) -> str:
+    c = metrics["confusion"]
+    rows = [
+        ("ROC AUC", f"{metrics['roc_auc']:.4f}"),
+        ("PR AUC (average precision)", f"{metrics['pr_auc']:.4f}"),
+        ("threshold", f"{metrics['threshold']:.6f}"),
+        ("precision", f"{metrics['precision']:.4f}"),
+        ("recall", f"{metrics['recall']:.4f}"),
+        ("F1", f"{metrics['f1']:.4f}"),
+        ("confusion (tn / fp / fn / tp)", f"{c['tn']} / {c['fp']} / {c['fn']} / {c['tp']}"),
+        ("test rows / frauds", f"{metrics['rows']} / {metrics['positives']}"),
+    ]
+    table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    figures = "\n".join(
+        f'<figure><img src="{name}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
+        for name, title in PLOTS.items()
+    )
+    v = html.escape(version)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fraud model {v}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
+<body><h1>Model {v}</h1><p>Metrics on the test split, at the threshold chosen on validation.</p>
+<table>{table}</table>
+{figures}
+</body></html>
+"""
