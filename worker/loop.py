@@ -71,7 +71,8 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                self.models.maybe_reload()
+                if self.models.maybe_reload():
+                    self.health.model_version = self.models.version
                 polled = self._poll()
                 if polled:
                     self._handle(polled)

@@ -1,0 +1,76 @@
+"""Acceptance 5: a new bundle promoted mid-stream is served from the next batch without a restart or a
+lost event; a corrupt bundle (bad sha256, wrong feature count) is refused while the old one serves."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+
+from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle
+from tests.support.stream import Stream
+from tests.support.workers import WorkerProcess, headers, read_topic, wait_committed
+from worker.bundle import set_current
+
+N = 6000
+
+
+def _wait(predicate, what: str, worker: WorkerProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}:\n{worker.output()[-3000:]}")
+
+
+def test_hot_reload_switches_versions_and_refuses_corrupt_bundles(kafka, ulb, models_dir, topics, workers):
+    group = kafka.group()
+    worker = WorkerProcess(kafka.bootstrap, models_dir, group=group, extra=["--max-batch-size", "50"], **topics)
+    workers.append(worker.start())
+    worker.wait_ready()
+    stream = Stream(kafka.producer(linger_ms=5), topics["input_topic"],
+                    [(f"acct-{i % 13}".encode(), ulb.event(i)) for i in range(N)], rate=1500)  # fmt: skip
+    stream.start()
+    worker.wait_metric("fraud_events_scored_total", 1000)
+
+    make_bundle(models_dir, "v2", **dict(ulb.model, threshold=0.5))
+    _wait(lambda: worker.metric("fraud_model_reloads_total", {"result": "ok"}) == 1, "v2 not loaded", worker)
+    assert worker.metric("fraud_model_info", {"version": "v2"}) == 1
+    assert worker.metric("fraud_model_threshold") == 0.5
+
+    bad_sha = make_bundle(models_dir, "v3-bad-sha", promote=False, **ulb.model)
+    corrupt_sha256(bad_sha)
+    set_current(models_dir, "v3-bad-sha")
+    _wait(lambda: worker.metric("fraud_model_reloads_total", {"result": "failed"}) == 1, "bad sha accepted?", worker)
+    wrong_width = make_bundle(models_dir, "v4-29-features", promote=False, **ulb.model)
+    drop_last_feature(wrong_width)
+    set_current(models_dir, "v4-29-features")
+    _wait(lambda: worker.metric("fraud_model_reloads_total", {"result": "failed"}) == 2, "bad width accepted?", worker)
+    assert stream.is_alive(), "the reloads happened mid-stream"
+    stream.finish()
+    wait_committed(kafka, group, topics["input_topic"], workers=[worker])
+
+    assert worker.metric("fraud_model_info", {"version": "v2"}) == 1
+    assert json.loads(worker.get("/readyz")[1])["model_version"] == "v2"
+    assert worker.stop() == 0
+    log = worker.output()
+    assert "v3-bad-sha" in log and "v4-29-features" in log
+
+    scores = read_topic(kafka, topics["scores_topic"])
+    docs = [json.loads(r.value) for r in scores]
+    counts = Counter(d["transaction_id"] for d in docs)
+    assert set(counts) == {f"tx-{i}" for i in range(N)} and set(counts.values()) == {1}
+    versions = Counter(d["model_version"] for d in docs)
+    assert set(versions) == {"v1", "v2"} and all(n > 0 for n in versions.values()), versions
+    # Per partition, every v1 score comes before every v2 score.
+    by_partition = defaultdict(list)
+    for r, d in zip(scores, docs):
+        h = headers(r)
+        by_partition[h["source_partition"]].append((int(h["source_offset"]), d["model_version"]))
+    for seq in by_partition.values():
+        names = [v for _, v in sorted(seq)]
+        assert names == sorted(names), "a v1 score after a v2 score"
+    alerts = [json.loads(r.value) for r in read_topic(kafka, topics["alert_topic"])]
+    assert {a["model_version"] for a in alerts} == {"v1", "v2"}
+    assert all(a["score"] >= a["threshold"] for a in alerts)
