@@ -102,12 +102,15 @@ def load_csv(
     if time_column is not None and time_column not in header:
         raise DataError(f"{path}: time column {time_column!r} not found")
 
-    def numeric_in_sample(name: str) -> bool:
+    def text_column(name: str) -> bool:
+        # Text (an id, a merchant name) if no sampled value is a number; a numeric column with a
+        # stray word in it stays a feature and is reported when the values are parsed.
         i = header.index(name)
-        return all(i < len(row) and (row[i].strip() == "" or _is_number(row[i])) for row in sample)
+        values = [row[i].strip() for row in sample if i < len(row) and row[i].strip()]
+        return bool(values) and not any(_is_number(v) for v in values)
 
     if features is None:
-        skipped = [h for h in header if h != label_column and not numeric_in_sample(h)]
+        skipped = [h for h in header if h != label_column and text_column(h)]
         if skipped:
             logger.info("not using non-numeric columns as features: %s", ", ".join(skipped))
         feature_names = [h for h in header if h != label_column and h not in skipped]

@@ -19,6 +19,7 @@ from training import data, synthetic
 from training.errors import DataError, ParityError
 from training.split import Split, stratified_split, time_split
 from training.thresholds import Policy
+from worker.errors import BundleError
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,10 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         model_sha256=model_sha,
     )
     scorer = Scorer(Bundle(path=Path(cfg.models_dir) / version, manifest=manifest, model_bytes=model_bytes))
-    scorer.probe()
+    try:
+        scorer.probe()
+    except BundleError as exc:
+        raise ParityError(f"the exported model fails its probe ({exc}); no bundle written") from None
     keras_test = np.asarray(fitted.model.predict(X_test.astype(np.float32), batch_size=65536, verbose=0)).reshape(-1)
     lite_test = scorer.score(X[split.test])
     parity = float(np.max(np.abs(lite_test.astype(np.float64) - keras_test.astype(np.float64))))

@@ -1,0 +1,44 @@
+"""The promotion gate keeps a better CURRENT and says so; --force overrides it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from tests.unit.training.conftest import train
+from worker.bundle import list_versions, read_current
+
+
+def test_worse_model_is_written_but_not_promoted(trained, tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(trained, models)
+    good = read_current(models)
+    # One epoch at a negligible learning rate leaves the random initial weights: a poor ranking.
+    rc = train(models, "--epochs", "1", "--learning-rate", "1e-7", "--seed", "7")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert read_current(models) == good
+    assert len(list_versions(models)) == 2
+    assert "not promoted" in out and "worse than CURRENT" in out
+
+    rc = train(models, "--epochs", "1", "--learning-rate", "1e-7", "--force")
+    assert rc == 0
+    assert read_current(models) != good and len(list_versions(models)) == 3
+
+
+def test_different_features_are_not_compared(trained, tmp_path, capsys):
+    from training.promote import decide
+
+    models = tmp_path / "models"
+    shutil.copytree(trained, models)
+    d = decide(models, ("V1", "V2"), np.zeros((4, 2)), np.array([0, 1, 0, 1]), 0.99)
+    assert not d.promote and "different features" in d.reason
+    assert decide(models, ("V1", "V2"), np.zeros((4, 2)), np.array([0, 1, 0, 1]), 0.99, force=True).promote
+
+
+def test_no_current_promotes(tmp_path):
+    from training.promote import decide
+
+    d = decide(tmp_path, ("V1",), np.zeros((2, 1)), np.array([0, 1]), 0.5)
+    assert d.promote and "no CURRENT" in d.reason
