@@ -91,6 +91,21 @@ def load_dataset(cfg: TrainConfig) -> data.Dataset:
     return data.load_csv(cfg.data_path, cfg.label_column, cfg.features, time_col, cfg.min_rows)
 
 
+def prior_correction(model, weights: dict[int, float]) -> float:
+    """Undo the class weights' shift of the logit, so scores estimate the real fraud probability.
+
+    Weighting class c by w_c multiplies the odds a logistic model learns by w_1 / w_0; subtracting
+    log(w_1 / w_0) from the bias restores them (prior correction, King & Zeng 2001). The order of
+    the scores, hence ROC and PR AUC, is unchanged; thresholds and alert scores become readable
+    probabilities instead of values crowded just below 1. Returns the amount added to the bias.
+    """
+    layer = model.get_layer("fraud")
+    kernel, bias = layer.get_weights()
+    correction = -float(np.log(weights[1] / weights[0]))
+    layer.set_weights([kernel, (bias + correction).astype(bias.dtype)])
+    return correction
+
+
 def fit_scaler(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the training rows only; a constant column gets scale 1."""
     mean = X_train.mean(axis=0)
@@ -137,6 +152,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     )
     timings["fit"] = time.perf_counter() - t
     logger.info("fitted: best epoch %d of %d (%.1f s)", fitted.best_epoch, fitted.epochs_run, timings["fit"])
+    bias_correction = prior_correction(fitted.model, weights)
 
     t = time.perf_counter()
     model_bytes = to_tflite(fitted.model)
@@ -199,6 +215,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         "max_epochs": cfg.epochs,
         "patience": cfg.patience,
         "best_val_pr_auc": fitted.best_val_pr_auc,
+        "bias_correction": bias_correction,
         "learning_rate": cfg.learning_rate,
         "lr_decay_per_epoch": cfg.lr_decay,
         "batch_size": cfg.batch_size,
