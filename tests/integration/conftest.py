@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from tests.support.bundles import ULB_FEATURES, make_bundle
+from tests.support.broker import REPO
 from tests.support.workers import WorkerProcess
 
-ULB = Path("/work/shared/datasets/creditcard.csv.gz")
+# The shared data folder sits beside the checkout (CI lays it out the same way).
+ULB = REPO.parent / "shared" / "datasets" / "creditcard.csv.gz"
 SLICE = 20_000
 
 
