@@ -37,7 +37,19 @@ def pr_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(np.asarray(y).astype(np.int64), np.asarray(scores, dtype=np.float64)))
 
 
-def histogram(scores: np.ndarray, bins: int = 50) -> dict[str, list[float]]:
-    """Equal-width bins over [0, 1]: the manifest's reference distribution for drift checks."""
-    counts, edges = np.histogram(np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0), bins=bins, range=(0.0, 1.0))
-    return {"edges": [round(float(e), 6) for e in edges], "counts": [float(c) for c in counts]}
+def histogram(scores: np.ndarray, bins: int = 20) -> dict[str, list[float]]:
+    """The manifest's reference distribution for drift checks (``fraud_score_psi``).
+
+    Edges at quantiles of the training scores, so each bin holds about 1/``bins`` of them: scores
+    crowd near 0 (and frauds near 1), and equal-width bins would put nearly everything in the
+    first one, leaving the PSI blind to shifts among ordinary transactions. Edges are deduplicated
+    (a model with many tied scores yields fewer bins), the first is 0 and the last 1.
+    """
+    s = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    if s.size == 0:
+        raise ValueError("no scores to build a histogram from")
+    inner = np.quantile(s, np.linspace(0.0, 1.0, bins + 1)[1:-1], method="lower")  # edges are training scores
+    edges = np.unique(np.concatenate(([0.0], np.round(inner, 9), [1.0])))
+    # np.histogram: bins are [e_i, e_i+1) and the last one [e_n-1, 1]; the worker bins the same way.
+    counts, _ = np.histogram(s, bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [float(c) for c in counts]}

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     from worker import logs
 
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, fmt=config.log_format)
     try:
         return _run(config)
     except KeyboardInterrupt:
@@ -56,7 +56,7 @@ def _run(config) -> int:
     from worker.models import ModelWatcher
 
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
+    metrics = WorkerMetrics(registry, drift_window=config.drift_window)
     health = HealthState(config.health_stall_seconds)
     models = ModelWatcher(config.models_dir, metrics, interval=config.reload_interval_seconds)
     try:
@@ -65,6 +65,7 @@ def _run(config) -> int:
         print(f"fraud-worker: cannot start, no servable model in {config.models_dir}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     health.model_version = scorer.version
+    health.model_check = models.files_problem
     logger.info("serving model %s (%d features, threshold %.4f)", scorer.version, scorer.n_features, scorer.threshold)
 
     worker = Worker(config, models, metrics, health)

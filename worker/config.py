@@ -57,14 +57,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_host", "127.0.0.1", str, "address of the /metrics, /healthz, /readyz server"),
     Setting("metrics_port", 9108, int, "port of that server; 0 turns it off"),
     Setting("log_level", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("log_format", "text", str, "text (human-readable lines) or json (one JSON object per line)"),
     Setting("max_message_bytes", 65536, int, "larger record values go to the DLQ as too_large"),
     Setting("reasons", 3, int, "number of reason codes (top contributing features) in each alert"),
     Setting("health_stall_seconds", 30.0, float, "/healthz fails when the loop has not polled for this long"),
     Setting("reload_interval_seconds", 1.0, float, "how often models/CURRENT is checked between batches"),
     Setting("retry_backoff_max_seconds", 10.0, float, "longest wait between retries while the broker is down"),
+    Setting("drift_window", 10_000, int, "live scores compared with the training scores for fraud_score_psi"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,13 @@ class WorkerConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     log_level: str = "INFO"
+    log_format: str = "text"
     max_message_bytes: int = 65536
     reasons: int = 3
     health_stall_seconds: float = 30.0
     reload_interval_seconds: float = 1.0
     retry_backoff_max_seconds: float = 10.0
+    drift_window: int = 10_000
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -184,7 +189,7 @@ def _check(c: WorkerConfig) -> None:
         if topic in seen:
             raise ConfigError(f"{seen[topic]} and {name} are both {topic!r}: they carry different records")
         seen[topic] = name
-    for name in ("max_batch_size", "poll_timeout_ms", "max_message_bytes", "reasons"):
+    for name in ("max_batch_size", "poll_timeout_ms", "max_message_bytes", "reasons", "drift_window"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be > 0 (got {getattr(c, name)})")
     for name in ("health_stall_seconds", "reload_interval_seconds", "retry_backoff_max_seconds"):
@@ -196,6 +201,8 @@ def _check(c: WorkerConfig) -> None:
         raise ConfigError(f"metrics_port {c.metrics_port} is not a TCP port")
     if c.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level {c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if c.log_format.lower() not in LOG_FORMATS:
+        raise ConfigError(f"log_format {c.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     options = dict(c.kafka_options)
     if "max_partition_fetch_bytes" in options and options["max_partition_fetch_bytes"] < c.max_message_bytes:
         raise ConfigError("kafka option max_partition_fetch_bytes is smaller than max_message_bytes")

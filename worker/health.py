@@ -1,8 +1,9 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` on a small HTTP server in a daemon thread.
 
 ``/healthz``: the loop is alive (it polled, or stepped through a retry, within the stall bound).
-``/readyz``: a model is loaded and this worker owns partitions. Each answers with a short JSON
-reason, so ``curl`` says why a probe fails.
+``/readyz``: a model is loaded, its files are still in the models directory (so a restart or a
+new replica could start) and this worker owns partitions. Each answers with a short JSON reason,
+so ``curl`` says why a probe fails.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class HealthState:
         self.last_beat = clock()
         self.model_version: str | None = None
         self.partitions = 0
+        # Says why the serving model's files are gone from disk, or None (ModelWatcher.files_problem).
+        self.model_check: Callable[[], str | None] | None = None
 
     def beat(self) -> None:
         self.last_beat = self._clock()
@@ -42,6 +45,9 @@ class HealthState:
     def readyz(self) -> tuple[int, dict]:
         if self.model_version is None:
             return 503, {"status": "not ready", "reason": "no model loaded"}
+        problem = self.model_check() if self.model_check is not None else None
+        if problem is not None:
+            return 503, {"status": "not ready", "reason": f"model removed: {problem}", "model_version": self.model_version}
         if self.partitions == 0:
             return 503, {"status": "not ready", "reason": "no partitions assigned", "model_version": self.model_version}
         return 200, {"status": "ready", "model_version": self.model_version, "partitions": self.partitions}

@@ -1,16 +1,41 @@
 """Logging set-up for ``main`` and a throttle so a broker outage is logged once per interval.
 
-kafka-python logs every failed connection attempt; ``OncePerInterval`` lets the first line of each
-kind through per interval and says how many were held back.
+Two formats: human-readable lines (the default) and ``json``, one object per line with ``time``
+(UTC, ISO 8601), ``level``, ``logger``, ``message`` and, when the line carries them (``extra=``),
+``topic``, ``partition``, ``offset``; a traceback goes into ``exception``. kafka-python logs every
+failed connection attempt; ``OncePerInterval`` lets the first line of each kind through per
+interval and says how many were held back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CONTEXT_FIELDS = ("topic", "partition", "offset", "model_version")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (newlines in messages and tracebacks are escaped)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in CONTEXT_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
 
 
 class Throttle:
@@ -55,8 +80,11 @@ class OncePerInterval(logging.Filter):
         return True
 
 
-def configure(level: str, interval: float = 30.0) -> None:
+def configure(level: str, interval: float = 30.0, fmt: str = "text") -> None:
     logging.basicConfig(level=level.upper(), format=FORMAT)
+    if fmt.lower() == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if level.upper() != "DEBUG":
         # kafka-python's INFO lines narrate every connection and rebalance step; keep its warnings, throttled
         # (a filter on a handler sees the records of every "kafka.*" logger; one on a logger would not).

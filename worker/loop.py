@@ -30,6 +30,7 @@ from worker.results import dlq_headers, encode_results, source_headers
 logger = logging.getLogger(__name__)
 
 LAG_INTERVAL = 5.0
+LAG_TIMEOUT_MS = 2_000
 COMMIT_TIMEOUT_MS = 10_000
 TROUBLE_LOG_INTERVAL = 30.0
 
@@ -222,7 +223,7 @@ class Worker:
         m.batch_size.observe(len(records))
         if n_scored:
             m.events_scored.inc(n_scored)
-            m.score.observe_many(scores)
+            m.observe_scores(scores)
         if len(hits):
             m.alerts.inc(len(hits))
             m.event_latency.observe_many((acked_ms - np.asarray(times, dtype=np.float64)[hits]) / 1000.0)
@@ -244,11 +245,13 @@ class Worker:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
             # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
+            self.metrics.committed(False)
             if retry:
                 self._trouble("commit", f"commit of {_describe_offsets(offsets)} failed: {exc}")
             else:
                 logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), exc)
             return
+        self.metrics.committed(True)
         with self._pending_lock:
             for tp, o in offsets.items():
                 if self._pending.get(tp) == o.offset:
@@ -265,11 +268,15 @@ class Worker:
         self._next_lag = now + LAG_INTERVAL
         lag: dict[int, int] = {}
         try:
-            for tp in self._consumer.assignment():
-                high = self._consumer.highwater(tp)
+            assigned = list(self._consumer.assignment())
+            # The broker's end offsets (one ListOffsets request), not the last fetch's highwater:
+            # right even for a partition this worker has not fetched from yet.
+            ends = self._consumer.end_offsets(assigned, timeout_ms=LAG_TIMEOUT_MS) if assigned else {}
+            for tp in assigned:
+                end = ends.get(tp)
                 position = self._consumer.position(tp, timeout_ms=100)
-                if high is not None and position is not None:
-                    lag[tp.partition] = max(0, high - position)
+                if end is not None and position is not None:
+                    lag[tp.partition] = max(0, end - position)
         except (KafkaError, AssertionError):
             return
         self.metrics.set_lag(lag)
@@ -306,14 +313,18 @@ class _Rebalance(AsyncConsumerRebalanceListener):
             try:
                 # The coroutine KafkaConsumer.commit() itself runs; commit() cannot be called from this loop.
                 await w._consumer._coordinator._commit_offsets_sync_async(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                w.metrics.committed(True)
                 logger.info("committed %s on revocation", _describe_offsets(offsets))
             except Exception as exc:  # noqa: BLE001 - their records will be delivered again: at-least-once
+                w.metrics.committed(False)
                 logger.warning("commit on revocation of %s failed: %s", _describe_offsets(offsets), exc)
         self._forget(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
         w = self.worker
         w.health.partitions = len(w._consumer.assignment())
+        w.metrics.rebalances.inc()
+        w.metrics.partitions_assigned.set(w.health.partitions)
         logger.info("assigned %s", sorted(tp.partition for tp in assigned) or "no partitions")
 
     async def on_partitions_lost(self, lost) -> None:
@@ -325,6 +336,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         w = self.worker
         w.metrics.forget_partitions(tp.partition for tp in partitions)
         w.health.partitions = max(0, w.health.partitions - len(partitions))
+        w.metrics.partitions_assigned.set(w.health.partitions)
 
 
 def _describe(polled: dict) -> str:

@@ -7,13 +7,19 @@ Labels stay low-cardinality: a reason code, a partition, a model version; never 
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+
+from worker.drift import DEFAULT_WINDOW, DriftWindow, Reference
+
+logger = logging.getLogger(__name__)
 
 # Fine resolution where thresholds usually sit (fraud is rare: thresholds are often above 0.5).
 SCORE_BUCKETS = (
@@ -59,11 +65,40 @@ class ArrayHistogram:
         return [HistogramMetricFamily(self.name, self.documentation)]
 
 
+class PsiCollector:
+    """``fraud_score_psi``, computed at scrape time from the drift window (no sample until it is known)."""
+
+    name = "fraud_score_psi"
+    documentation = (
+        "Population stability index of the last scores (fraud_score_psi_window_scores of them) against the "
+        "serving model's training-score histogram; > 0.2 is a significant shift."
+    )
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.window: DriftWindow | None = None
+        registry.register(self)
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        psi = GaugeMetricFamily(self.name, self.documentation)
+        size = GaugeMetricFamily(f"{self.name}_window_scores", "Live scores in the PSI window.")
+        window = self.window
+        if window is not None:
+            value = window.value()
+            if value is not None:
+                psi.add_metric([], value)
+            size.add_metric([], window.size)
+        return [psi, size]
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+
 class WorkerMetrics:
     """The worker's metrics, registered in ``registry`` (a fresh ``CollectorRegistry`` in tests)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, drift_window: int = DEFAULT_WINDOW) -> None:
         r = registry
+        self.drift_window = drift_window
         self.events_consumed = Counter("fraud_events_consumed", "Records taken from the input topic.", registry=r)
         self.events_scored = Counter("fraud_events_scored", "Valid events scored by the model.", registry=r)
         self.alerts = Counter("fraud_alerts", "Alerts published (score >= threshold) and acknowledged.", registry=r)
@@ -98,16 +133,67 @@ class WorkerMetrics:
             registry=r,
         )
         self.last_poll = Gauge("fraud_last_poll_timestamp_seconds", "When the loop last polled.", registry=r)
+        self.last_commit = Gauge(
+            "fraud_last_commit_timestamp_seconds", "When offsets were last committed successfully.", registry=r
+        )
+        self.commits = Counter("fraud_commits", "Offset commits, by result (ok, failed).", ["result"], registry=r)
+        self.rebalances = Counter(
+            "fraud_rebalances", "Partition assignments received from the group coordinator.", registry=r
+        )
+        self.partitions_assigned = Gauge(
+            "fraud_partitions_assigned", "Input partitions currently assigned to this worker.", registry=r
+        )
+        self.model_load_seconds = Gauge(
+            "fraud_model_load_seconds", "Time the serving model took to read, verify and load.", registry=r
+        )
+        self.model_last_reload = Gauge(
+            "fraud_model_last_reload_timestamp_seconds",
+            "When the serving model was loaded (at start or by a hot reload).",
+            registry=r,
+        )
+        self.psi = PsiCollector(r)
         for result in ("ok", "failed"):
             self.model_reloads.labels(result=result)
+            self.commits.labels(result=result)
+        for stage in ("connect", "poll", "produce", "commit"):
+            self.broker_errors.labels(stage=stage)
         self._model_labels: tuple[str, str] | None = None
 
-    def set_model(self, version: str, sha256: str, threshold: float) -> None:
+    def set_model(
+        self,
+        version: str,
+        sha256: str,
+        threshold: float,
+        score_histogram: Mapping[str, Sequence[float]] | None = None,
+        load_seconds: float | None = None,
+    ) -> None:
+        """Describe the model now serving; the drift window restarts against its training histogram."""
         if self._model_labels is not None:
             self.model_info.remove(*self._model_labels)
         self._model_labels = (version, sha256)
         self.model_info.labels(version=version, sha256=sha256).set(1)
         self.model_threshold.set(threshold)
+        if load_seconds is not None:
+            self.model_load_seconds.set(load_seconds)
+        self.model_last_reload.set(time.time())
+        try:
+            reference = Reference.from_histogram(score_histogram)
+        except ValueError as exc:
+            logger.warning("model %s: no drift check, its score_histogram is unusable: %s", version, exc)
+            reference = None
+        self.psi.window = DriftWindow(reference, self.drift_window) if reference is not None else None
+
+    def observe_scores(self, scores: np.ndarray) -> None:
+        """One batch of scores: the score histogram and the drift window (two numpy calls each)."""
+        self.score.observe_many(scores)
+        window = self.psi.window
+        if window is not None:
+            window.add(scores)
+
+    def committed(self, ok: bool) -> None:
+        self.commits.labels(result="ok" if ok else "failed").inc()
+        if ok:
+            self.last_commit.set(time.time())
 
     def count_invalid(self, reasons: Iterable[str]) -> None:
         counts: dict[str, int] = {}

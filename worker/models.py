@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.bundle import CURRENT_FILE, read_current
+from worker.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, read_current
 from worker.errors import BundleError
 from worker.metrics import WorkerMetrics
 from worker.scoring import Scorer, load_scorer
@@ -49,8 +49,9 @@ class ModelWatcher:
     def load_initial(self) -> Scorer:
         """Load CURRENT's bundle or raise ``BundleError`` (the worker cannot start without one)."""
         self._seen = self._stat()
+        t0 = time.perf_counter()
         scorer = self._loader(self.models_dir, None)
-        self._serve(scorer)
+        self._serve(scorer, time.perf_counter() - t0)
         return scorer
 
     def maybe_reload(self) -> bool:
@@ -70,24 +71,43 @@ class ModelWatcher:
                 return False
             if version == self.version:
                 return False
+            t0 = time.perf_counter()
             scorer = self._loader(self.models_dir, version)
+            seconds = time.perf_counter() - t0
         except BundleError as exc:
             self.metrics.model_reloads.labels(result="failed").inc()
             logger.error("model reload refused, still serving %s: %s", self.version, exc)
             return False
         old = self.version
-        self._serve(scorer)
+        self._serve(scorer, seconds)
         self.metrics.model_reloads.labels(result="ok").inc()
         logger.info("model switched from %s to %s (threshold %.4f)", old, scorer.version, scorer.threshold)
         return True
+
+    def files_problem(self) -> str | None:
+        """Why the serving model could not be loaded from disk again (CURRENT or its bundle gone), or None.
+
+        Two stats, no reads: safe to call from the probe thread at any time.
+        """
+        if self._scorer is None:
+            return None
+        models = Path(self.models_dir)
+        if not (models / CURRENT_FILE).is_file():
+            return f"{models / CURRENT_FILE} is missing"
+        bundle = models / self._scorer.version
+        for name in (MANIFEST_FILE, MODEL_FILE):
+            if not (bundle / name).is_file():
+                return f"{bundle / name} of the serving model is missing"
+        return None
 
     @property
     def version(self) -> str | None:
         return self._scorer.version if self._scorer is not None else None
 
-    def _serve(self, scorer: Scorer) -> None:
+    def _serve(self, scorer: Scorer, load_seconds: float) -> None:
         self._scorer = scorer
-        self.metrics.set_model(scorer.version, scorer.bundle.manifest.model_sha256, scorer.threshold)
+        m = scorer.bundle.manifest
+        self.metrics.set_model(m.version, m.model_sha256, scorer.threshold, m.score_histogram, load_seconds)
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:

@@ -47,6 +47,7 @@ def make_bundle(
     threshold: float,
     model_bytes: bytes | None = None,
     promote: bool = True,
+    score_histogram: dict | None = None,
 ) -> Path:
     model_bytes = model_bytes if model_bytes is not None else tflite_for(weights, bias)
     manifest = Manifest(
@@ -60,6 +61,7 @@ def make_bundle(
         threshold=float(threshold),
         threshold_policy={"policy": "fixed", "why": "test bundle"},
         model_sha256=sha256_hex(model_bytes),
+        score_histogram=dict(score_histogram or {}),
     )
     path = write_bundle(models_dir, manifest, model_bytes)
     if promote:

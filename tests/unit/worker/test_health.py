@@ -53,3 +53,22 @@ def test_probes_and_metrics():
         assert _get(port, "/nope")[0] == 404
     finally:
         server.close()
+
+
+def test_readyz_fails_when_the_serving_model_is_removed_from_disk(models):
+    from worker.models import ModelWatcher
+
+    watcher = ModelWatcher(str(models), WorkerMetrics(CollectorRegistry()))
+    watcher.load_initial()
+    state = HealthState(stall_seconds=10)
+    state.model_version, state.partitions, state.model_check = "v1", 1, watcher.files_problem
+    assert state.readyz()[0] == 200
+    (models / "CURRENT").rename(models / "CURRENT.away")
+    code, body = state.readyz()
+    assert code == 503 and "CURRENT is missing" in body["reason"] and body["model_version"] == "v1"
+    (models / "CURRENT.away").rename(models / "CURRENT")
+    assert state.readyz()[0] == 200
+    (models / "v1" / "model.tflite").unlink()
+    code, body = state.readyz()
+    assert code == 503 and "model.tflite of the serving model is missing" in body["reason"]
+    assert state.healthz()[0] == 200  # still alive and scoring with the model in memory: do not restart it

@@ -12,6 +12,12 @@ DESIGN_NAMES = (
     "fraud_score", "fraud_batch_size", "fraud_scoring_seconds", "fraud_event_latency_seconds", "fraud_consumer_lag",
     "fraud_model_info", "fraud_model_threshold", "fraud_model_reloads_total",
 )  # fmt: skip
+# Beyond DESIGN.md: health of the loop and the model, and drift (README, "Metrics").
+ADDED_NAMES = (
+    "fraud_broker_errors_total", "fraud_last_poll_timestamp_seconds", "fraud_last_commit_timestamp_seconds",
+    "fraud_commits_total", "fraud_rebalances_total", "fraud_partitions_assigned", "fraud_model_load_seconds",
+    "fraud_model_last_reload_timestamp_seconds", "fraud_score_psi",
+)  # fmt: skip
 
 
 def test_every_design_metric_is_exported():
@@ -21,8 +27,23 @@ def test_every_design_metric_is_exported():
     m.set_lag({0: 1})
     m.set_model("v1", "a" * 64, 0.9)
     text = generate_latest(registry).decode()
-    for name in DESIGN_NAMES:
+    for name in DESIGN_NAMES + ADDED_NAMES:
         assert f"\n{name}" in text or text.startswith(name) or f" {name} " in text, name
+
+
+def test_every_metric_has_help_text():
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    for family in registry.collect():
+        assert family.name.startswith("fraud_") and len(family.documentation) > 10, family.name
+
+
+def test_buckets_span_latency_and_resolve_scores_near_thresholds():
+    from worker.metrics import LATENCY_BUCKETS, SCORE_BUCKETS
+
+    assert LATENCY_BUCKETS[0] == 0.001 and LATENCY_BUCKETS[-1] == 10.0
+    assert SCORE_BUCKETS[-1] == 1.0
+    assert sum(1 for b in SCORE_BUCKETS if 0.9 <= b <= 1.0) >= 6  # steps of 0.01 or finer near the top
 
 
 def test_score_histogram_counts_a_batch():
