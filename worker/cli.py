@@ -18,7 +18,11 @@ from worker.errors import BundleError, ConfigError
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
-SUBCOMMANDS: dict[str, str] = {}  # name -> "module:function", e.g. a later "reconcile"
+SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reconcile"
+    "create-topics": "worker.topics:main",
+    "reconcile": "worker.reconcile:main",
+    "tail-alerts": "worker.tail:main",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -156,7 +156,14 @@ def wait_committed(kafka, group: str, topic: str, timeout: float = 60.0, workers
 
 
 def committed(kafka, group: str, topic: str) -> dict[int, int]:
-    offsets = kafka.admin().list_group_offsets(group).get(group, {})
+    from kafka.errors import KafkaError
+
+    try:
+        offsets = kafka.admin().list_group_offsets(group).get(group, {})
+    except KafkaError as exc:
+        if not exc.retriable:  # e.g. the coordinator is still being elected on a fresh broker
+            raise
+        return {}
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
 
 

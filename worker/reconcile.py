@@ -1,0 +1,263 @@
+"""``fraud-worker reconcile``: prove that every transaction was scored (or dead-lettered).
+
+Reads, over an offset range of the input topic, the input itself, the all-scores topic, the
+dead-letter topic and the alert topic, and reports:
+
+- lost:       input records with neither a score nor a DLQ entry;
+- duplicates: input records scored more than once (allowed under at-least-once, but counted);
+- wrong:      alerts whose score is below their threshold, and scores at or above their
+              threshold that have no alert.
+
+The range ends, by default, at the worker group's committed offsets: everything the worker has
+committed it promises to have scored, so that is what must be accounted for. ``--end latest``
+checks up to the topic's end instead (use it once the stream has stopped and been drained).
+Exit 0 when nothing is lost or wrong, 1 otherwise, 2 for bad settings.
+
+Needs the worker to run with ``--scores-topic`` (each score record names its source record in
+``source_topic``/``source_partition``/``source_offset`` headers, as DLQ records do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+
+from worker.config import WorkerConfig, load_config
+from worker.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+SAMPLE = 20
+
+
+class _Result(msgspec.Struct):
+    transaction_id: str
+    score: float
+    threshold: float
+
+
+@dataclass
+class Report:
+    input_topic: str
+    ranges: dict[int, tuple[int, int]]
+    records: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    wrong_alerts: int = 0
+    missing_alerts: int = 0
+    alerts: int = 0
+    samples: dict[str, list] = field(default_factory=lambda: {"lost": [], "duplicates": [], "wrong": [], "missing": []})
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.wrong_alerts == 0 and self.missing_alerts == 0
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("input_topic", "records", "scored", "dead_lettered", "lost", "duplicates",
+                                            "wrong_alerts", "missing_alerts", "alerts")}  # fmt: skip
+        d["ranges"] = {str(p): list(r) for p, r in sorted(self.ranges.items())}
+        d["samples"] = self.samples
+        d["ok"] = self.ok
+        return d
+
+
+def _source(headers) -> tuple[str, int, int] | None:
+    h = dict(headers or ())
+    try:
+        return h["source_topic"].decode(), int(h["source_partition"]), int(h["source_offset"])
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _read_topic(consumer, topic: str, handle: Callable[[object], None], timeout: float) -> int:
+    """Feed every record now in ``topic`` (up to its end offsets taken at the start) to ``handle``."""
+    from kafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise ConfigError(f"topic {topic!r} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    ends = consumer.end_offsets(tps)
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    remaining = {tp for tp in tps if ends[tp] > 0}
+    n = 0
+    deadline = time.monotonic() + timeout
+    while remaining:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic} took longer than {timeout:.0f}s")
+        for tp, records in consumer.poll(timeout_ms=500, max_records=5000).items():
+            for r in records:
+                if r.offset < ends[tp]:
+                    handle(r)
+                    n += 1
+        remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+    return n
+
+
+def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300.0) -> Report:
+    """Account for every input record in the range; see the module docstring."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    if not config.scores_topic:
+        raise ConfigError("reconcile needs the all-scores topic: set --scores-topic / FRAUD_SCORES_TOPIC")
+    common = {"bootstrap_servers": config.bootstrap_servers, **config.consumer_options()}
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, client_id="fraud-reconcile", **common)
+    admin = KafkaAdminClient(client_id="fraud-reconcile", **{k: v for k, v in common.items() if k in KafkaAdminClient.DEFAULT_CONFIG})
+    try:
+        parts = consumer.partitions_for_topic(config.input_topic)
+        if not parts:
+            raise ConfigError(f"input topic {config.input_topic!r} does not exist")
+        tps = [TopicPartition(config.input_topic, p) for p in sorted(parts)]
+        begin = consumer.beginning_offsets(tps)
+        if end == "latest":
+            stop = consumer.end_offsets(tps)
+        else:
+            committed = _group_offsets(admin, config.group_id, timeout)
+            stop = {tp: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else begin[tp]) for tp in tps}
+        ranges = {tp.partition: (begin[tp], max(begin[tp], stop[tp])) for tp in tps}
+        report = Report(config.input_topic, ranges)
+        scored = {p: np.zeros(hi - lo, dtype=np.int32) for p, (lo, hi) in ranges.items()}
+        dead = {p: np.zeros(hi - lo, dtype=bool) for p, (lo, hi) in ranges.items()}
+        decode = msgspec.json.Decoder(_Result).decode
+        due_alerts: set[str] = set()
+
+        def slot(headers) -> tuple[int, int] | None:
+            src = _source(headers)
+            if src is None or src[0] != config.input_topic or src[1] not in ranges:
+                return None
+            lo, hi = ranges[src[1]]
+            return (src[1], src[2] - lo) if lo <= src[2] < hi else None
+
+        def on_score(r) -> None:
+            s = slot(r.headers)
+            if s is None:
+                return
+            scored[s[0]][s[1]] += 1
+            try:
+                result = decode(r.value)
+            except msgspec.DecodeError:
+                return
+            if result.score >= result.threshold:
+                due_alerts.add(result.transaction_id)
+
+        def on_dlq(r) -> None:
+            s = slot(r.headers)
+            if s is not None:
+                dead[s[0]][s[1]] = True
+
+        seen_alerts: set[str] = set()
+
+        def on_alert(r) -> None:
+            try:
+                result = decode(r.value)
+            except msgspec.DecodeError:
+                report.wrong_alerts += 1
+                _sample(report, "wrong", {"offset": r.offset, "partition": r.partition, "why": "not an alert"})
+                return
+            report.alerts += 1
+            seen_alerts.add(result.transaction_id)
+            if result.score < result.threshold:
+                report.wrong_alerts += 1
+                _sample(report, "wrong", {"transaction_id": result.transaction_id, "score": result.score,
+                                          "threshold": result.threshold})  # fmt: skip
+
+        _read_topic(consumer, config.scores_topic, on_score, timeout)
+        _read_topic(consumer, config.dlq_topic, on_dlq, timeout)
+        _read_topic(consumer, config.alert_topic, on_alert, timeout)
+
+        for p, (lo, hi) in ranges.items():
+            report.records += hi - lo
+            counts, dlq = scored[p], dead[p]
+            report.scored += int(np.count_nonzero(counts))
+            report.dead_lettered += int(np.count_nonzero(dlq & (counts == 0)))
+            lost = np.flatnonzero((counts == 0) & ~dlq)
+            report.lost += int(lost.size)
+            report.duplicates += int(np.maximum(counts - 1, 0).sum())
+            for i in lost[:SAMPLE].tolist():
+                _sample(report, "lost", {"partition": p, "offset": lo + i})
+            for i in np.flatnonzero(counts > 1)[:SAMPLE].tolist():
+                _sample(report, "duplicates", {"partition": p, "offset": lo + i, "times": int(counts[i])})
+        missing = due_alerts - seen_alerts
+        report.missing_alerts = len(missing)
+        for tx in sorted(missing)[:SAMPLE]:
+            _sample(report, "missing", {"transaction_id": tx})
+        return report
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def _group_offsets(admin, group: str, timeout: float) -> dict:
+    """The group's committed offsets, retrying while its coordinator is not yet available."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + min(timeout, 30.0)
+    while True:
+        try:
+            return admin.list_group_offsets(group).get(group, {})
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _sample(report: Report, kind: str, item: dict) -> None:
+    if len(report.samples[kind]) < SAMPLE:
+        report.samples[kind].append(item)
+
+
+def format_report(r: Report) -> str:
+    span = ", ".join(f"{p}:{lo}..{hi}" for p, (lo, hi) in sorted(r.ranges.items()))
+    rows = [
+        ("input records", r.records), ("scored", r.scored), ("dead-lettered", r.dead_lettered),
+        ("LOST", r.lost), ("scored more than once", r.duplicates), ("alerts", r.alerts),
+        ("alerts below threshold", r.wrong_alerts), ("scores >= threshold without alert", r.missing_alerts),
+    ]  # fmt: skip
+    lines = [f"reconcile {r.input_topic} [{span}]"] + [f"  {name:<36}{value:>12,}" for name, value in rows]
+    for kind, items in r.samples.items():
+        if items:
+            lines.append(f"  first {kind}: " + "; ".join(json.dumps(i, sort_keys=True) for i in items[:5]))
+    lines.append("  result: " + ("OK, every record is accounted for" if r.ok else "FAILED"))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own = argparse.ArgumentParser(
+        prog="fraud-worker reconcile",
+        description="Check that every input record up to the committed offsets has a score or a DLQ entry, "
+        "and that alerts agree with their thresholds. Takes every fraud-worker setting too (topics, group, "
+        "bootstrap servers, --scores-topic, Kafka options) from flags or FRAUD_* variables.",
+    )
+    own.add_argument("--end", choices=("committed", "latest"), default="committed",
+                     help="range end: the worker group's committed offsets (default) or the topic's end")  # fmt: skip
+    own.add_argument("--json", action="store_true", help="print the report as JSON")
+    own.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to read each topic (default 300)")
+    args, rest = own.parse_known_args(list(argv or []))
+    if "-h" in rest or "--help" in rest:
+        own.print_help()
+        print("\nfraud-worker settings accepted as well (see fraud-worker --help).")
+        return 0
+    try:
+        config = load_config(rest, os.environ)
+        report = reconcile(config, end=args.end, timeout=args.timeout)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except ConfigError as exc:
+        print(f"fraud-worker reconcile: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line for the operator
+        print(f"fraud-worker reconcile: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
