@@ -1,0 +1,176 @@
+"""``fraud-worker tail-alerts``: print alerts as they arrive, one line each, for people.
+
+A plain consumer of the alert topic with no consumer group (it assigns itself every partition and
+commits nothing), so it never takes partitions or offsets from anyone. Optionally it reads a
+worker's ``/metrics`` every few seconds and prints a summary line (events scored, alerts,
+dead-lettered, lag). No TensorFlow, no model: only kafka-python and the standard library.
+
+``format_alert`` and ``format_summary`` are pure and tested without a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+# Counters summed over their labels for the summary line (prometheus_client drops `_total`).
+SUMMARY_METRICS = {
+    "fraud_events_consumed": "consumed",
+    "fraud_events_scored": "scored",
+    "fraud_alerts": "alerts",
+    "fraud_events_invalid": "dead_lettered",
+    "fraud_consumer_lag": "lag",
+}
+
+
+def _clock(epoch_ms: object) -> str:
+    if not isinstance(epoch_ms, (int, float)) or isinstance(epoch_ms, bool):
+        return datetime.now().strftime("%H:%M:%S")
+    return datetime.fromtimestamp(epoch_ms / 1000).strftime("%H:%M:%S")
+
+
+def _number(value: object, spec: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return "?"
+
+
+def format_alert(alert: object) -> str:
+    """One line for one alert: time, transaction id, score vs threshold, top reasons, model."""
+    if not isinstance(alert, Mapping):
+        return f"{_clock(None)} ALERT (not an alert object: {str(alert)[:80]})"
+    reasons = []
+    for r in alert.get("reasons") or []:
+        if isinstance(r, Mapping):
+            reasons.append(f"{r.get('feature', '?')} {_number(r.get('contribution'), '+.2f')}")
+    return (
+        f"{_clock(alert.get('scored_at'))} ALERT {alert.get('transaction_id', '?')}"
+        f"  score {_number(alert.get('score'), '.4f')} >= {_number(alert.get('threshold'), '.4f')}"
+        f"  reasons: {', '.join(reasons) or '-'}"
+        f"  [model {alert.get('model_version', '?')}]"
+    )
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The summary's counters from a worker's Prometheus text, each summed over its labels."""
+    totals = dict.fromkeys(SUMMARY_METRICS.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        key = SUMMARY_METRICS.get(family.name)
+        if key is None:
+            continue
+        for sample in family.samples:
+            if sample.name in (family.name, family.name + "_total"):
+                totals[key] += sample.value
+    return totals
+
+
+def format_summary(totals: Mapping[str, float], previous: Mapping[str, float] | None, seconds: float) -> str:
+    """The running summary line; the rate is scored events per second since the previous line."""
+    rate = ""
+    if previous is not None and seconds > 0:
+        rate = f" ({(totals['scored'] - previous['scored']) / seconds:,.0f}/s)"
+    return (
+        f"{datetime.now().strftime('%H:%M:%S')} ---- scored {totals['scored']:,.0f}{rate}"
+        f" · alerts {totals['alerts']:,.0f} · dead-lettered {totals['dead_lettered']:,.0f}"
+        f" · lag {totals['lag']:,.0f}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fraud-worker tail-alerts",
+        description="Print alerts from the alert topic as they arrive, one line each "
+        "(time, transaction id, score >= threshold, top reasons, model). Joins no consumer group.",
+    )
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument("--topic", default="fraud-alerts", help="alert topic (default: %(default)s)")
+    p.add_argument("--from-beginning", action="store_true", help="print the alerts already in the topic too")
+    p.add_argument("--json", action="store_true", help="print each alert's JSON as it is instead of a summary line")
+    p.add_argument("--max-alerts", type=int, default=0, help="exit after this many alerts; 0 = never (default)")
+    p.add_argument(
+        "--metrics-url", default=None,
+        help="a worker's /metrics URL, e.g. http://127.0.0.1:9108/metrics: print a running summary from it",
+    )  # fmt: skip
+    p.add_argument("--summary-seconds", type=float, default=5.0, help="seconds between summary lines (default: %(default)s)")
+    return p
+
+
+def _follow(consumer, topic: str, from_beginning: bool, timeout: float = 30.0) -> int:
+    from kafka import TopicPartition
+
+    deadline = time.monotonic() + timeout
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} not found")
+        time.sleep(0.2)
+    assigned = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(assigned)
+    (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*assigned)
+    for tp in assigned:  # resolve now, so alerts published from here on are all seen
+        consumer.position(tp)
+    return len(assigned)
+
+
+def _summary(url: str) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return parse_metrics(resp.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=args.bootstrap_servers, group_id=None, enable_auto_commit=False,
+            client_id="fraud-tail-alerts",
+        )  # fmt: skip
+    except KafkaError as exc:
+        print(f"fraud-worker tail-alerts: {args.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    shown = 0
+    try:
+        n = _follow(consumer, args.topic, args.from_beginning)
+        where = "the beginning" if args.from_beginning else "now on"
+        print(f"tail-alerts: following {args.topic} ({n} partitions) from {where}", file=sys.stderr, flush=True)
+        previous, last = None, time.monotonic()
+        while not stop["now"]:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    try:
+                        alert = json.loads(record.value)
+                    except (TypeError, ValueError):
+                        alert = record.value
+                    line = record.value.decode("utf-8", "replace") if args.json else format_alert(alert)
+                    print(line, flush=True)
+                    shown += 1
+                    if args.max_alerts and shown >= args.max_alerts:
+                        return 0
+            now = time.monotonic()
+            if args.metrics_url and now - last >= args.summary_seconds:
+                totals = _summary(args.metrics_url)
+                if totals is not None:
+                    print(format_summary(totals, previous, now - last), flush=True)
+                previous, last = totals, now
+    except KeyboardInterrupt:
+        pass
+    except (KafkaError, RuntimeError) as exc:
+        print(f"fraud-worker tail-alerts: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        consumer.close()
+    return 0
