@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from worker.decode import REASONS
 from worker.drift import DEFAULT_WINDOW, DriftWindow, Reference
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class WorkerMetrics:
             self.commits.labels(result=result)
         for stage in ("connect", "poll", "produce", "commit"):
             self.broker_errors.labels(stage=stage)
+        # Every series starts at 0, so rate() sees the first bad record instead of a series born at 1.
+        for reason in REASONS:
+            self.events_invalid.labels(reason=reason)
         self._model_labels: tuple[str, str] | None = None
 
     def set_model(

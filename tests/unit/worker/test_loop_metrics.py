@@ -128,6 +128,7 @@ def test_every_metric_after_a_scripted_batch(scripted):
     assert get("fraud_alerts_total") == hits
     assert get("fraud_events_invalid_total", {"reason": "invalid_json"}) == 1
     assert get("fraud_events_invalid_total", {"reason": "missing_field"}) == 1
+    assert get("fraud_events_invalid_total", {"reason": "too_large"}) == 0  # every reason's series starts at 0
     assert get("fraud_score_count") == 8 and get("fraud_score_sum") == pytest.approx(float(scores.sum()), rel=1e-5)
     assert get("fraud_score_bucket", {"le": "0.7"}) == 8 - hits + int((scores == 0.7).sum())
     assert get("fraud_batch_size_count") == 1 and get("fraud_batch_size_sum") == 10
