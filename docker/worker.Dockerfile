@@ -1,0 +1,27 @@
+# The streaming worker: base dependencies only (kafka-python, crc32c, prometheus-client, numpy,
+# LiteRT, msgspec). No TensorFlow: see DESIGN.md, dependency rule. Also runs fraud-replay and
+# `fraud-worker create-topics` / `tail-alerts`, which need nothing more.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY worker/ worker/
+COPY training/ training/
+RUN pip install . && rm -rf /src
+
+# A fixed non-root uid, so a models volume shared with the trainer image has one owner.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent fraud \
+    && mkdir -p /models && chown fraud:fraud /models
+USER 10001:10001
+WORKDIR /home/fraud
+
+# In a container the metrics server must listen beyond loopback to be scraped.
+ENV FRAUD_MODELS_DIR=/models FRAUD_METRICS_HOST=0.0.0.0 FRAUD_METRICS_PORT=9108
+EXPOSE 9108
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
+
+ENTRYPOINT ["fraud-worker"]
+CMD []
