@@ -1,0 +1,390 @@
+"""``make bench``: the worker against its ceiling and a naive baseline, side by side in one run.
+
+On one topic of ULB-derived events (6 partitions) on the real local Apache Kafka broker:
+
+1. ceiling: a bare kafka-python consumer in a group, same fetch settings and max_poll_records as
+   the worker, touching only the value bytes (no decoding, no per-batch commit);
+2. the worker end to end (decode, validate, scale, score, alerts, commit) as a real process;
+   (1) and (2) alternate several times and the medians are reported, with their ratio;
+3. the naive baseline from the usual tutorials: json.loads, then Keras ``model.predict`` per
+   event, then an alert per event, with auto-commit: events/s on a small sample;
+4. latency at 50 % of the worker's measured throughput: event time to the alert's broker
+   (LogAppendTime) timestamp, p50 / p99 / max;
+5. the worker's peak resident memory and its time from process start to ready;
+6. hardware and versions.
+
+Prints a table and writes benchmarks/results.json. Uses KAFKA_BOOTSTRAP_SERVERS if set, else
+starts its own broker with scripts/local-kafka on free ports and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ULB = REPO.parent / "shared" / "datasets" / "creditcard.csv.gz"
+BATCH = 500  # the worker's default max batch size; the ceiling uses the same
+FETCH = {"max_poll_records": BATCH, "fetch_max_bytes": 52_428_800, "max_partition_fetch_bytes": 1_048_576}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+class LocalBroker:
+    def __init__(self) -> None:
+        self.state = tempfile.mkdtemp(prefix="fraud-bench-kafka-")
+        self.env = dict(os.environ, KAFKA_STATE_DIR=self.state)
+        self.port = free_port_pair()
+
+    def start(self) -> str:
+        out = subprocess.run([str(REPO / "scripts/local-kafka"), "start", "--port", str(self.port)],
+                             env=self.env, capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout.strip().splitlines()[-1].split("=", 1)[1]
+
+    def stop(self) -> None:
+        subprocess.run([str(REPO / "scripts/local-kafka"), "stop"], env=self.env, capture_output=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def load_events(limit: int) -> tuple[list[bytes], np.ndarray]:
+    """ULB rows as transaction events (pre-encoded JSON) and their raw feature matrix."""
+    import msgspec
+
+    enc = msgspec.json.Encoder().encode
+    values, rows = [], []
+    with gzip.open(ULB, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader)]
+        names = header[:30]
+        for i, row in enumerate(reader):
+            if i >= limit:
+                break
+            feats = [float(x) for x in row[:30]]
+            doc = {"transaction_id": f"b-{i:07d}", **dict(zip(names, feats))}
+            values.append(enc(doc))
+            rows.append(feats)
+    return values, np.asarray(rows)
+
+
+def create_topics(bootstrap: str, specs: dict[str, tuple[int, dict]]) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(n, p, 1, topic_configs=c) for n, (p, c) in specs.items()])
+    admin.close()
+    time.sleep(1.0)
+
+
+def produce_all(bootstrap: str, topic: str, values: list[bytes], rate: float = 0.0, stamp: bool = False) -> float:
+    """Produce every value (keyed round-robin over 6 partitions by the default partitioner)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024)
+    start = time.monotonic()
+    for i, v in enumerate(values):
+        if rate:
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        if stamp:  # event_time = now, spliced into the pre-encoded JSON
+            v = v[:-1] + b',"event_time":' + str(time.time_ns() // 1_000_000).encode() + b"}"
+        producer.send(topic, value=v)
+    producer.flush()
+    producer.close()
+    return time.monotonic() - start
+
+
+def ceiling(bootstrap: str, topic: str, n: int) -> float:
+    """events/s of a bare group consumer touching only the value bytes."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
+                             enable_auto_commit=False, auto_offset_reset="earliest", **FETCH)  # fmt: skip
+    seen, nbytes, t_first = 0, 0, None
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500).values():
+            if t_first is None:
+                t_first, first_batch = time.perf_counter(), len(records)
+            for r in records:
+                nbytes += len(r.value)
+            seen += len(records)
+    elapsed = time.perf_counter() - t_first
+    consumer.close(autocommit=False)
+    return (n - first_batch) / elapsed
+
+
+class Worker:
+    def __init__(self, bootstrap: str, models: str, topics: dict, group: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        args = [sys.executable, "-m", "worker", "--bootstrap-servers", bootstrap, "--models-dir", models,
+                "--input-topic", topics["input"], "--alert-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
+                "--group-id", group, "--metrics-port", str(self.port), "--max-batch-size", str(BATCH),
+                "--log-level", "WARNING"]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def wait_up(self) -> float:
+        while self.get("/healthz") is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
+            time.sleep(0.005)
+        return time.monotonic() - self.t0
+
+    def consumed(self) -> float:
+        text = self.get("/metrics") or ""
+        m = re.search(r"^fraud_events_consumed_total (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    def peak_rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def worker_run(bootstrap: str, models: str, topics: dict, n: int) -> dict:
+    """events/s of the worker from its first consumed record to the last, sampled every 25 ms."""
+    w = Worker(bootstrap, models, topics, f"worker-{uuid.uuid4().hex[:8]}")
+    up = w.wait_up()
+    t1 = c1 = None
+    while True:
+        c = w.consumed()
+        now = time.perf_counter()
+        if c > 0 and t1 is None:
+            t1, c1 = now, c
+        if c >= n:
+            break
+        if w.proc.poll() is not None:
+            raise RuntimeError(w.proc.stderr.read().decode()[-2000:])
+        time.sleep(0.025)
+    rate = (n - c1) / (now - t1)
+    peak = w.peak_rss_mb()
+    w.stop()
+    return {"rate": rate, "start_to_ready_s": up, "peak_rss_mb": peak}
+
+
+def naive(bootstrap: str, topic: str, alerts: str, manifest: dict, sample: int) -> float:
+    """The tutorial loop: per-event json.loads, scaling, Keras predict, an alert each, auto-commit."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from training.export import dense_model
+
+    names = manifest["feature_names"]
+    model = dense_model(len(names))
+    model.layers[-1].set_weights([np.asarray(manifest["weights"], np.float32).reshape(-1, 1),
+                                  np.asarray([manifest["bias"]], np.float32)])  # fmt: skip
+    mean, scale = np.asarray(manifest["scaler_mean"]), np.asarray(manifest["scaler_scale"])
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"naive-{uuid.uuid4().hex[:8]}",
+                             auto_offset_reset="earliest")  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    model.predict(np.zeros((1, len(names)), np.float32), verbose=0)  # build outside the timing
+    done, t_first = 0, None
+    for msg in consumer:
+        if t_first is None:
+            t_first = time.perf_counter()
+        event = json.loads(msg.value)
+        x = ((np.array([[event[f] for f in names]]) - mean) / scale).astype(np.float32)
+        score = float(model.predict(x, verbose=0)[0][0])
+        if score >= manifest["threshold"]:
+            producer.send(alerts, json.dumps({"transaction_id": event["transaction_id"], "score": score}).encode())
+        done += 1
+        if done >= sample:
+            break
+    rate = (done - 1) / (time.perf_counter() - t_first)
+    producer.close()
+    consumer.close()
+    return rate
+
+
+def latency(bootstrap: str, models: str, values: list[bytes], rate: float, seconds: float) -> dict:
+    from kafka import KafkaConsumer
+
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"lat-in-{tag}", "alerts": f"lat-alerts-{tag}", "dlq": f"lat-dlq-{tag}"}
+    create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {"message.timestamp.type": "LogAppendTime"}),
+                              topics["dlq"]: (1, {})})  # fmt: skip
+    w = Worker(bootstrap, models, topics, f"lat-{tag}")
+    w.wait_up()
+    while (w.get("/readyz") or "").find('"ready"') < 0:
+        time.sleep(0.05)
+    n = min(len(values), int(rate * seconds))
+    produce_all(bootstrap, topics["input"], values[:n], rate=rate, stamp=True)
+    while w.consumed() < n:
+        time.sleep(0.1)
+    w.stop()
+    consumer = KafkaConsumer(topics["alerts"], bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)  # fmt: skip
+    lat = [r.timestamp - json.loads(r.value)["event_time"] for r in consumer]
+    consumer.close()
+    arr = np.asarray(lat, dtype=np.float64)
+    return {"offered_rate": rate, "events": n, "alerts": int(arr.size),
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)), "max_ms": float(arr.max())}
+
+
+def versions(bootstrap: str) -> dict:
+    import importlib.metadata as md
+
+    pom = (REPO / "scripts/kafka/pom.xml").read_text()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"),
+        "python": platform.python_version(),
+        "kafka-python": md.version("kafka-python"),
+        "crc32c": md.version("crc32c"),
+        "ai-edge-litert": md.version("ai-edge-litert"),
+        "numpy": md.version("numpy"),
+        "kafka_broker": "Apache Kafka " + pom.split("<kafka.version>")[1].split("<")[0] + " (local-kafka)"
+        if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else f"external at {bootstrap}",
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=284_807, help="events in the throughput topic (min 200,000 for the report)")
+    ap.add_argument("--repeats", type=int, default=3, help="ceiling/worker pairs (medians reported)")
+    ap.add_argument("--naive-sample", type=int, default=300, help="events for the naive baseline")
+    ap.add_argument("--latency-seconds", type=float, default=20.0, help="duration of the latency run")
+    ap.add_argument("--out", default=str(REPO / "benchmarks/results.json"))
+    args = ap.parse_args()
+    started = time.monotonic()
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = LocalBroker()
+        bootstrap = broker.start()
+    log(f"broker at {bootstrap}")
+    try:
+        models = tempfile.mkdtemp(prefix="fraud-bench-models-")
+        log("training the model on the ULB data (fraud-train)")
+        subprocess.run([sys.executable, "-m", "training", "--data", str(ULB), "--models-dir", models, "-q"],
+                       check=True, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
+        version = (Path(models) / "CURRENT").read_text().strip()
+        manifest = json.loads((Path(models) / version / "manifest.json").read_text())
+
+        values, _ = load_events(args.events)
+        tag = uuid.uuid4().hex[:8]
+        topics = {"input": f"bench-in-{tag}", "alerts": f"bench-alerts-{tag}", "dlq": f"bench-dlq-{tag}"}
+        create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {})})
+        secs = produce_all(bootstrap, topics["input"], values)
+        log(f"produced {len(values):,} events to {topics['input']} (6 partitions) in {secs:.1f}s")
+
+        ceilings, workers, ups, peaks = [], [], [], []
+        for i in range(args.repeats):
+            ceilings.append(ceiling(bootstrap, topics["input"], len(values)))
+            r = worker_run(bootstrap, models, topics, len(values))
+            workers.append(r["rate"])
+            ups.append(r["start_to_ready_s"])
+            peaks.append(r["peak_rss_mb"])
+            log(f"pair {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, worker {workers[-1]:,.0f}/s "
+                f"(ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
+        ceiling_med, worker_med = statistics.median(ceilings), statistics.median(workers)
+        ratios = [w / c for w, c in zip(workers, ceilings)]
+
+        log(f"naive baseline on {args.naive_sample} events")
+        naive_rate = naive(bootstrap, topics["input"], topics["alerts"], manifest, args.naive_sample)
+
+        log(f"latency at 50% of {worker_med:,.0f}/s for {args.latency_seconds:.0f}s")
+        lat = latency(bootstrap, models, values, worker_med * 0.5, args.latency_seconds)
+
+        results = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "events": len(values),
+            "partitions": 6,
+            "max_poll_records": BATCH,
+            "model_version": version,
+            "ceiling_events_per_s": {"median": ceiling_med, "runs": ceilings},
+            "worker_events_per_s": {"median": worker_med, "runs": workers},
+            "worker_over_ceiling": {"median": statistics.median(ratios), "of_medians": worker_med / ceiling_med, "runs": ratios},
+            "naive_events_per_s": naive_rate,
+            "worker_over_naive": worker_med / naive_rate,
+            "latency_at_half_load": lat,
+            "worker_peak_rss_mb": max(peaks),
+            "worker_start_to_ready_s": statistics.median(ups),
+            "environment": versions(bootstrap),
+            "bench_seconds": round(time.monotonic() - started, 1),
+        }
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print_table(results)
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def print_table(r: dict) -> None:
+    lat = r["latency_at_half_load"]
+    env = r["environment"]
+    rows = [
+        ("events in topic / partitions", f"{r['events']:,} / {r['partitions']}"),
+        ("ceiling: bare consumer (median)", f"{r['ceiling_events_per_s']['median']:,.0f} events/s"),
+        ("worker end to end (median)", f"{r['worker_events_per_s']['median']:,.0f} events/s"),
+        ("worker / ceiling (median of pairs)", f"{r['worker_over_ceiling']['median']:.3f}"),
+        ("naive per-event Keras predict", f"{r['naive_events_per_s']:,.1f} events/s"),
+        ("worker / naive", f"{r['worker_over_naive']:,.0f}x"),
+        (f"latency at {lat['offered_rate']:,.0f}/s (50%): p50", f"{lat['p50_ms']:.1f} ms"),
+        ("  p99", f"{lat['p99_ms']:.1f} ms"),
+        ("  max", f"{lat['max_ms']:.1f} ms  ({lat['alerts']} alerts)"),
+        ("worker peak RSS", f"{r['worker_peak_rss_mb']:.1f} MB"),
+        ("worker start to ready (model + metrics)", f"{r['worker_start_to_ready_s']:.2f} s"),
+        ("machine", f"{env['cores']} cores, {env['cpu']}"),
+        ("versions", f"Python {env['python']}, kafka-python {env['kafka-python']} (crc32c {env['crc32c']}), "
+                     f"LiteRT {env['ai-edge-litert']}, {env['kafka_broker']}"),  # fmt: skip
+        ("run", f"{r['date']}, {r['bench_seconds']:.0f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("-" * (width + 40))
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print("-" * (width + 40))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
