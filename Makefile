@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test test-unit run bench clean
+.PHONY: help install test test-unit soak run bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -26,6 +26,12 @@ test: $(STAMP)  ## run every test, the integration tests against a real Kafka br
 
 test-unit: $(STAMP)  ## run the tests that need no broker
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+soak: $(STAMP)  ## 10 minutes at 500 events/s: flat memory and file descriptors, every event reconciled
+	$(PY) -m pytest -m soak -s tests/integration/test_soak.py $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints a table, writes benchmarks/results.json
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts
 	scripts/run-local

@@ -127,11 +127,17 @@ def kafka(kafka_bootstrap: str) -> Iterator[KafkaClients]:
         clients.close()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests under tests/integration talk to the broker: mark them so `-m "not integration"` works.
     for item in items:
         if "/integration/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
+    # The soak runs for minutes: only when asked for by marker (`make soak` is `pytest -m soak`).
+    if "soak" not in (config.getoption("markexpr", "") or ""):
+        soak = [item for item in items if item.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

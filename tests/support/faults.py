@@ -1,0 +1,51 @@
+"""Helpers shared by the fault-injection tests: reconcile a run, and a broker of the test's own."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from tests.support.broker import Broker, _run_launcher, free_port_pair
+from worker.config import load_config
+from worker.reconcile import Report, format_report, reconcile
+
+
+def reconcile_run(bootstrap: str, group: str, topics: dict, end: str = "committed") -> Report:
+    """``fraud-worker reconcile`` over the topics of one test run (FRAUD_* variables ignored)."""
+    args = ["--bootstrap-servers", bootstrap, "--group-id", group]
+    for key in ("input_topic", "alert_topic", "dlq_topic", "scores_topic"):
+        args += ["--" + key.replace("_", "-"), topics[key]]
+    report = reconcile(load_config(args, {}), end=end, timeout=120)
+    print("\n" + format_report(report))
+    return report
+
+
+class OwnBroker:
+    """A broker from ``scripts/local-kafka`` that one test may stop and start (data kept).
+
+    ``start`` first launches it (fresh data), later calls restart it with ``--keep-data``.
+    """
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = str(state_dir or tempfile.mkdtemp(prefix="fraud-own-kafka-"))
+        self.port = free_port_pair()
+        self.env = dict(os.environ, KAFKA_STATE_DIR=self.state_dir)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._broker: Broker | None = None
+
+    def start(self) -> None:
+        if self._broker is None:
+            self.bootstrap = _run_launcher(["start", "--port", str(self.port)], self.env)
+            self._broker = Broker(self.bootstrap, "own local-kafka", restartable=True,
+                                  _state_dir=self.state_dir, _port=self.port, _env=self.env)  # fmt: skip
+        else:
+            self._broker.start()
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
