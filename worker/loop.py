@@ -106,6 +106,9 @@ class Worker:
             "request_timeout_ms": 10_000,
             "delivery_timeout_ms": 30_000,
             "max_block_ms": 10_000,
+            # kafka-python's producer waits 30 s for a first broker by default: as long as the
+            # /healthz stall bound, so a worker waiting for its broker would be reported dead.
+            "bootstrap_timeout_ms": 5_000,
         }
         consumer.update(c.consumer_options())
         producer.update(c.producer_options())
@@ -181,6 +184,8 @@ class Worker:
 
         futures = []
         try:
+            if self._producer is None:
+                self._producer = KafkaProducer(**self._client_configs()[1])
             send = self._producer.send
             n_scored, hits, times = 0, np.empty(0, dtype=np.int64), []
             if decoded.index:
@@ -216,6 +221,8 @@ class Worker:
         failed = [f for f in futures if not f.is_done or f.failed()]
         if failed:
             first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            if any(f.is_done and not getattr(f.exception, "retriable", True) for f in failed):
+                self._replace_producer(first)
             raise BrokerError(f"{len(failed)} of {len(futures)} records not acknowledged, first: {first}")
 
         acked_ms = time.time() * 1000
@@ -293,6 +300,21 @@ class Worker:
         while not self._stop.is_set() and self._clock() < deadline:
             self.health.beat()  # alive and retrying: a restart would not bring the broker back
             self._stop.wait(min(0.2, max(0.0, deadline - self._clock())))
+
+    def _replace_producer(self, error: object) -> None:
+        """Drop a producer that hit a non-retriable error; the next batch starts a new one.
+
+        kafka-python's idempotent producer treats such an error (e.g. MessageSizeTooLarge from a
+        topic whose size limit was lowered) as fatal: it fails every later send, so the batch would
+        be retried forever even after the cause is gone.
+        """
+        old, self._producer = self._producer, None
+        if self._throttle.ready("producer"):
+            logger.warning("producer stopped by a non-retriable error (%s); starting a new one", error)
+        try:
+            old.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - it is being discarded anyway
+            logger.debug("closing the failed producer: %s", exc)
 
     def _recovered(self) -> None:
         if self._backoff:
