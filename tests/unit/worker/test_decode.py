@@ -149,3 +149,59 @@ def test_batches_account_for_every_record(values):
     assert seen == list(range(len(values)))
     assert batch.features.shape == (len(batch.index), len(FEATURES))
     assert np.isfinite(batch.features).all()
+
+
+def _as_tuple(batch):
+    return (batch.features.tolist(), batch.transaction_ids, batch.event_times, list(batch.index),
+            [(i, e.reason) for i, e in batch.errors])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(near_valid(), st.just(event()), st.just(event(event_time=5))), min_size=1, max_size=12))
+def test_clean_batch_path_agrees_with_the_record_by_record_path(values):
+    decoder = Decoder(FEATURES, max_bytes=1024)
+    fast = decoder._decode_clean_batch(values)
+    mixed = decoder._decode_mixed_batch(values)
+    if fast is not None:
+        assert not mixed.errors, "the clean path accepted a batch holding a bad record"
+        assert _as_tuple(fast) == _as_tuple(mixed)
+    assert _as_tuple(decoder.decode_batch(values)) == _as_tuple(mixed)
+
+
+def test_a_clean_batch_takes_the_batch_path_and_one_bad_record_does_not():
+    decoder = Decoder(FEATURES)
+    clean = [event(transaction_id=f"t{i}", event_time=i if i % 2 else ...) for i in range(50)]
+    assert decoder._decode_clean_batch(clean) is not None
+    mixed = clean[:10] + [event(V1="x")] + clean[10:]
+    assert decoder._decode_clean_batch(mixed) is None
+    batch = decoder.decode_batch(mixed)
+    assert [(i, e.reason) for i, e in batch.errors] == [(10, "not_a_number")]
+    assert len(batch.index) == 50
+
+
+extreme_numbers = st.one_of(
+    st.floats(),  # NaN, infinities, subnormals, +-1.8e308
+    st.floats(min_value=-3.5e38, max_value=3.5e38),  # either side of the float32 limit
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.integers(min_value=1, max_value=400).map(lambda n: 10**n),
+)
+
+
+@st.composite
+def extreme_or_deep(draw) -> bytes:
+    doc = {"transaction_id": draw(st.text(min_size=1, max_size=8)), **{name: draw(extreme_numbers) for name in FEATURES}}
+    text = json.dumps(doc, allow_nan=True)
+    if draw(st.booleans()):  # nest one feature's value (or the whole document) deeply
+        n = draw(st.integers(1, 5000))
+        nested = "[" * n + "1" + "]" * n
+        text = nested if draw(st.booleans()) else text.replace('"V1": ', f'"V1": {nested}, "x": ', 1)
+    return text.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=300, deadline=None)
+@given(extreme_or_deep())
+def test_extreme_numbers_and_deep_nesting_only_raise_decode_errors(value):
+    decoder = Decoder(FEATURES, max_bytes=1 << 20)
+    _check_agreement(decoder, value)
+    batch = decoder.decode_batch([value])
+    assert np.isfinite(batch.features).all() and batch.features.dtype == np.float32
