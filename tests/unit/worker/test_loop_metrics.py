@@ -78,6 +78,11 @@ class FakeConsumer:
     def commit(self, offsets, timeout_ms=None) -> None:
         self.commits.append(offsets)
 
+    def commit_async(self, offsets, callback=None) -> None:
+        self.commit(offsets)
+        if callback is not None:
+            callback(offsets, None)
+
 
 def event(i: int, features: np.ndarray) -> bytes:
     doc = {"transaction_id": f"tx-{i}", **dict(zip(SPEC["feature_names"], features.tolist()))}
