@@ -117,6 +117,7 @@ def scripted(tmp_path):
     worker._consumer, worker._producer = consumer, FakeProducer()
     asyncio.run(_Rebalance(worker).on_partitions_assigned({p0, p1}))
     worker._handle(polled)
+    worker._commit_async()
     worker._update_lag()
     expected_scores = scorer.score(features)
     return registry, worker, consumer, expected_scores
@@ -184,9 +185,22 @@ def test_a_failed_commit_is_counted_and_keeps_the_last_commit_time(scripted):
 
     consumer.commit = refuse
     worker._pending[TopicPartition(TOPIC, 0)] = 110
-    worker._commit_pending(retry=False)
+    worker._commit_final()
     assert registry.get_sample_value("fraud_commits_total", {"result": "failed"}) == 1
     assert registry.get_sample_value("fraud_last_commit_timestamp_seconds") == before
+
+
+def test_a_failed_async_commit_keeps_the_offsets_for_the_next_pass(scripted):
+    registry, worker, consumer, _ = scripted
+    from kafka.errors import KafkaTimeoutError
+
+    tp = TopicPartition(TOPIC, 0)
+    consumer.commit_async = lambda offsets, callback=None: callback(offsets, KafkaTimeoutError("coordinator gone"))
+    worker._pending[tp] = 120
+    worker._commit_async()
+    assert worker._pending[tp] == 120, "offsets whose commit failed must stay pending"
+    assert registry.get_sample_value("fraud_broker_errors_total", {"stage": "commit"}) == 1
+    assert not worker._commit_in_flight
 
 
 def test_nothing_is_logged_per_event_at_info(tmp_path, caplog):
