@@ -114,7 +114,8 @@ def produce_all(bootstrap: str, topic: str, values: list[bytes], rate: float = 0
     """Produce every value (keyed round-robin over 6 partitions by the default partitioner)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024)
+    # Lingering would age each event before it even leaves: only the bulk load may batch up.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1 if stamp else 20, batch_size=512 * 1024)
     start = time.monotonic()
     for i, v in enumerate(values):
         if rate:
@@ -129,8 +130,12 @@ def produce_all(bootstrap: str, topic: str, values: list[bytes], rate: float = 0
     return time.monotonic() - start
 
 
-def ceiling(bootstrap: str, topic: str, n: int) -> float:
-    """events/s of a bare group consumer touching only the value bytes."""
+def ceiling(bootstrap: str, topic: str, n: int, decode=None) -> float:
+    """events/s of a bare group consumer touching only the value bytes.
+
+    With ``decode`` (a callable taking a batch's values) it also decodes them and nothing else:
+    the bound that JSON decoding alone puts on any worker built on this consumer.
+    """
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
@@ -140,8 +145,11 @@ def ceiling(bootstrap: str, topic: str, n: int) -> float:
         for records in consumer.poll(timeout_ms=500).values():
             if t_first is None:
                 t_first, first_batch = time.perf_counter(), len(records)
-            for r in records:
-                nbytes += len(r.value)
+            if decode is None:
+                for r in records:
+                    nbytes += len(r.value)
+            else:
+                decode([r.value for r in records])
             seen += len(records)
     elapsed = time.perf_counter() - t_first
     consumer.close(autocommit=False)
@@ -320,15 +328,19 @@ def main() -> int:
         secs = produce_all(bootstrap, topics["input"], values)
         log(f"produced {len(values):,} events to {topics['input']} (6 partitions) in {secs:.1f}s")
 
-        ceilings, workers, ups, peaks = [], [], [], []
+        from worker.decode import Decoder
+
+        decode_only = Decoder(manifest["feature_names"]).decode_batch
+        ceilings, decodes, workers, ups, peaks = [], [], [], [], []
         for i in range(args.repeats):
             ceilings.append(ceiling(bootstrap, topics["input"], len(values)))
+            decodes.append(ceiling(bootstrap, topics["input"], len(values), decode=decode_only))
             r = worker_run(bootstrap, models, topics, len(values))
             workers.append(r["rate"])
             ups.append(r["start_to_ready_s"])
             peaks.append(r["peak_rss_mb"])
-            log(f"pair {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, worker {workers[-1]:,.0f}/s "
-                f"(ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
+            log(f"round {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, consumer+decode {decodes[-1]:,.0f}/s, "
+                f"worker {workers[-1]:,.0f}/s (ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
         ceiling_med, worker_med = statistics.median(ceilings), statistics.median(workers)
         ratios = [w / c for w, c in zip(workers, ceilings)]
 
@@ -346,6 +358,8 @@ def main() -> int:
             "model_version": version,
             "ceiling_events_per_s": {"median": ceiling_med, "runs": ceilings},
             "worker_events_per_s": {"median": worker_med, "runs": workers},
+            "consumer_decode_only_events_per_s": {"median": statistics.median(decodes), "runs": decodes},
+            "decode_only_over_ceiling": statistics.median([d / c for d, c in zip(decodes, ceilings)]),
             "worker_over_ceiling": {"median": statistics.median(ratios), "of_medians": worker_med / ceiling_med, "runs": ratios},
             "naive_events_per_s": naive_rate,
             "worker_over_naive": worker_med / naive_rate,
@@ -371,6 +385,7 @@ def print_table(r: dict) -> None:
         ("ceiling: bare consumer (median)", f"{r['ceiling_events_per_s']['median']:,.0f} events/s"),
         ("worker end to end (median)", f"{r['worker_events_per_s']['median']:,.0f} events/s"),
         ("worker / ceiling (median of pairs)", f"{r['worker_over_ceiling']['median']:.3f}"),
+        ("bound: consumer + JSON decode only / ceiling", f"{r['decode_only_over_ceiling']:.3f}"),
         ("naive per-event Keras predict", f"{r['naive_events_per_s']:,.1f} events/s"),
         ("worker / naive", f"{r['worker_over_naive']:,.0f}x"),
         (f"latency at {lat['offered_rate']:,.0f}/s (50%): p50", f"{lat['p50_ms']:.1f} ms"),
