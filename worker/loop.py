@@ -167,6 +167,7 @@ class Worker:
                     self._consumer.seek(tp, records[0].offset)
                 except (KafkaError, AssertionError):
                     pass  # no longer ours: its new owner starts from the last commit
+            self._replace_producer(exc)
             self._trouble("produce", f"batch not acknowledged, will retry it ({_describe(polled)}): {exc}")
             return
         self._recovered()
@@ -222,8 +223,6 @@ class Worker:
         failed = [f for f in futures if not f.is_done or f.failed()]
         if failed:
             first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            if any(f.is_done and not getattr(f.exception, "retriable", True) for f in failed):
-                self._replace_producer(first)
             raise BrokerError(f"{len(failed)} of {len(futures)} records not acknowledged, first: {first}")
 
         acked_ms = time.time() * 1000
@@ -333,15 +332,18 @@ class Worker:
             self._stop.wait(min(0.2, max(0.0, deadline - self._clock())))
 
     def _replace_producer(self, error: object) -> None:
-        """Drop a producer that hit a non-retriable error; the next batch starts a new one.
+        """Drop the producer of a batch that was not acknowledged; the retry starts a new one.
 
-        kafka-python's idempotent producer treats such an error (e.g. MessageSizeTooLarge from a
-        topic whose size limit was lowered) as fatal: it fails every later send, so the batch would
-        be retried forever even after the cause is gone.
+        kafka-python's idempotent producer can stay broken after a failure: a non-retriable error
+        (e.g. MessageSizeTooLarge from a topic whose size limit was lowered) is fatal to it, and
+        batches expired during a broker outage leave it waiting for a new producer epoch; either
+        way every later send fails, so the batch would be retried forever after the cause is gone.
         """
         old, self._producer = self._producer, None
+        if old is None:
+            return
         if self._throttle.ready("producer"):
-            logger.warning("producer stopped by a non-retriable error (%s); starting a new one", error)
+            logger.info("starting a new producer for the retry (the last one failed: %s)", error)
         try:
             old.close(timeout=0)
         except Exception as exc:  # noqa: BLE001 - it is being discarded anyway
