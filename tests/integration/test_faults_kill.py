@@ -1,8 +1,9 @@
 """Fault 1: SIGKILL the worker three times at random moments of a 100,000-event stream.
 
 Each killed worker is replaced at once. Reconciliation must find nothing lost or wrong, and every
-record scored twice must come from the batch in hand at one of the kills: its offset lies within
-one batch after the group's committed offset at that kill.
+record scored twice must come from the uncommitted batches at one of the kills: the batch in hand
+and the one whose (asynchronous) commit was on its way, so its offset lies within two batches
+after the group's committed offset at that kill.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ N = 100_000
 KILLS = 3
 BATCH = 200
 SEED = 7
+UNCOMMITTED = 2 * BATCH  # per kill: the batch in hand + the one whose commit was in flight
 
 
 def test_three_sigkills_lose_nothing_and_repeat_at_most_one_batch_each(kafka, ulb, models_dir, topics, workers):
@@ -61,7 +63,7 @@ def test_three_sigkills_lose_nothing_and_repeat_at_most_one_batch_each(kafka, ul
     report = reconcile_run(kafka.bootstrap, group, topics)
     assert report.records == N
     assert report.lost == 0 and report.wrong_alerts == 0 and report.missing_alerts == 0, report.as_dict()
-    assert report.duplicates <= KILLS * BATCH, report.as_dict()
+    assert report.duplicates <= KILLS * UNCOMMITTED, report.as_dict()
 
     counts = Counter()
     for r in read_topic(kafka, topics["scores_topic"]):
@@ -70,6 +72,6 @@ def test_three_sigkills_lose_nothing_and_repeat_at_most_one_batch_each(kafka, ul
     repeated = [key for key, n in counts.items() if n > 1]
     assert len(repeated) == report.duplicates
     for p, offset in repeated:
-        assert any(c.get(p, 0) <= offset < c.get(p, 0) + BATCH for c in at_kill), (p, offset, at_kill)
+        assert any(c.get(p, 0) <= offset < c.get(p, 0) + UNCOMMITTED for c in at_kill), (p, offset, at_kill)
     print(f"{KILLS} SIGKILLs (seed {SEED}) over {N:,} events in {elapsed:.0f}s: lost {report.lost}, "
-          f"wrong {report.wrong_alerts + report.missing_alerts}, scored twice {report.duplicates} (max {KILLS * BATCH})")  # fmt: skip
+          f"wrong {report.wrong_alerts + report.missing_alerts}, scored twice {report.duplicates} (max {KILLS * UNCOMMITTED})")  # fmt: skip
