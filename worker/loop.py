@@ -60,7 +60,6 @@ class Worker:
         self._throttle = Throttle(TROUBLE_LOG_INTERVAL, clock)
         self._backoff = 0.0
         self._next_lag = 0.0
-        self._commit_in_flight = False
         # A flush waits for the producer's own delivery timeout, plus a margin.
         self._flush_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
 
@@ -78,8 +77,8 @@ class Worker:
                 polled = self._poll()
                 if polled:
                     self._handle(polled)
-                if self._pending:
-                    self._commit_async()
+                elif self._pending:
+                    self._commit_pending()
                 self._update_lag()
         finally:
             self._close()
@@ -135,7 +134,7 @@ class Worker:
     def _close(self) -> None:
         if self._consumer is not None:
             if self._pending:
-                self._commit_final()
+                self._commit_pending(retry=False)
             try:
                 self._consumer.close(autocommit=False)
             except Exception as exc:  # noqa: BLE001 - closing goes on
@@ -174,6 +173,7 @@ class Worker:
         with self._pending_lock:
             for tp, records in polled.items():
                 self._pending[tp] = records[-1].offset + 1
+        self._commit_pending()
 
     def _process(self, polled: dict) -> None:
         c, m = self.config, self.metrics
@@ -243,43 +243,13 @@ class Worker:
 
     # -- commits, rebalances, trouble ----------------------------------------------------------
 
-    def _commit_async(self) -> None:
-        """Commit the acknowledged offsets without waiting for the broker's answer.
+    def _commit_pending(self, retry: bool = True) -> None:
+        """Commit the acknowledged offsets and wait for the broker's answer.
 
-        One commit is in flight at a time (so commits cannot overtake each other); offsets
-        acknowledged meanwhile wait for the next pass. A crash therefore re-delivers at most the
-        batch in hand and the one whose commit was on its way.
+        Synchronous on purpose: a batch's results are produced only after the previous batch's
+        offsets are committed, so a crash re-delivers at most the batch in hand. (An asynchronous
+        commit saved about a tenth of the loop's time but let a crash repeat several batches.)
         """
-        if self._commit_in_flight:
-            return
-        with self._pending_lock:
-            offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
-        if not offsets:
-            return
-        self._commit_in_flight = True
-        try:
-            self._consumer.commit_async(offsets, callback=self._committed)
-        except KafkaError as exc:
-            self._committed(offsets, exc)
-
-    def _committed(self, offsets: dict, response: object) -> None:
-        """kafka-python calls this on the loop's thread (inside poll) when a commit completes."""
-        self._commit_in_flight = False
-        if isinstance(response, BaseException):
-            self.metrics.committed(False)
-            self.metrics.broker_errors.labels(stage="commit").inc()
-            if self._throttle.ready("commit"):
-                logger.warning("commit of %s failed (kept, retried on the next pass): %s",
-                               _describe_offsets(offsets), response)  # fmt: skip
-            return
-        self.metrics.committed(True)
-        with self._pending_lock:
-            for tp, o in offsets.items():
-                if self._pending.get(tp) == o.offset:
-                    del self._pending[tp]
-
-    def _commit_final(self) -> None:
-        """On shutdown: commit every acknowledged offset and wait for the broker's answer."""
         with self._pending_lock:
             offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
         if not offsets:
@@ -287,12 +257,18 @@ class Worker:
         try:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
+            # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
             self.metrics.committed(False)
-            logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), exc)
+            if retry:
+                self._trouble("commit", f"commit of {_describe_offsets(offsets)} failed: {exc}")
+            else:
+                logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), exc)
             return
         self.metrics.committed(True)
         with self._pending_lock:
-            self._pending.clear()
+            for tp, o in offsets.items():
+                if self._pending.get(tp) == o.offset:
+                    del self._pending[tp]
 
     def _take_pending(self, partitions) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._pending_lock:

@@ -78,10 +78,13 @@ class FakeConsumer:
     def commit(self, offsets, timeout_ms=None) -> None:
         self.commits.append(offsets)
 
-    def commit_async(self, offsets, callback=None) -> None:
+    def commit_async(self, offsets, callback=None):
+        from kafka.future import Future
+
         self.commit(offsets)
         if callback is not None:
             callback(offsets, None)
+        return Future().success(None)
 
 
 def event(i: int, features: np.ndarray) -> bytes:
@@ -117,7 +120,6 @@ def scripted(tmp_path):
     worker._consumer, worker._producer = consumer, FakeProducer()
     asyncio.run(_Rebalance(worker).on_partitions_assigned({p0, p1}))
     worker._handle(polled)
-    worker._commit_async()
     worker._update_lag()
     expected_scores = scorer.score(features)
     return registry, worker, consumer, expected_scores
@@ -185,22 +187,9 @@ def test_a_failed_commit_is_counted_and_keeps_the_last_commit_time(scripted):
 
     consumer.commit = refuse
     worker._pending[TopicPartition(TOPIC, 0)] = 110
-    worker._commit_final()
+    worker._commit_pending(retry=False)
     assert registry.get_sample_value("fraud_commits_total", {"result": "failed"}) == 1
     assert registry.get_sample_value("fraud_last_commit_timestamp_seconds") == before
-
-
-def test_a_failed_async_commit_keeps_the_offsets_for_the_next_pass(scripted):
-    registry, worker, consumer, _ = scripted
-    from kafka.errors import KafkaTimeoutError
-
-    tp = TopicPartition(TOPIC, 0)
-    consumer.commit_async = lambda offsets, callback=None: callback(offsets, KafkaTimeoutError("coordinator gone"))
-    worker._pending[tp] = 120
-    worker._commit_async()
-    assert worker._pending[tp] == 120, "offsets whose commit failed must stay pending"
-    assert registry.get_sample_value("fraud_broker_errors_total", {"stage": "commit"}) == 1
-    assert not worker._commit_in_flight
 
 
 def test_nothing_is_logged_per_event_at_info(tmp_path, caplog):
