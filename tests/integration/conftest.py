@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.bundles import ULB_FEATURES, make_bundle
 from tests.support.broker import REPO
+from tests.support.bundles import ULB_FEATURES, make_bundle
 from tests.support.workers import WorkerProcess
 
 # The shared data folder sits beside the checkout (CI lays it out the same way).

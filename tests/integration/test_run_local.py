@@ -72,6 +72,19 @@ def test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind(tmp_path: Path)
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     started: set[int] = set()
+    try:
+        _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started)
+    finally:
+        # Whatever a failed run left behind (run-local killed before its own cleanup ran: the worker
+        # and the broker run in sessions of their own) must not outlive the test.
+        if (state / "broker.pid").exists():
+            started.add(int((state / "broker.pid").read_text()))
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started) -> None:
     broker_pid = None
     try:
         deadline = time.monotonic() + 180
@@ -92,9 +105,13 @@ def test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind(tmp_path: Path)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert proc.wait(timeout=60) == 130
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed check: let run-local clean up as after a Ctrl-C first
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         reader.join(timeout=5)
     out = "".join(lines)
     assert "run-local: stopped" in out, out[-3000:]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import KAFKA_ENV_PREFIX, SETTINGS, _kafka_defaults
 from worker.cli import SUBCOMMANDS
+from worker.config import KAFKA_ENV_PREFIX, SETTINGS, _kafka_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
