@@ -2,4 +2,6 @@ import sys
 
 from worker.cli import main
 
-sys.exit(main())
+# Guarded: the decoder child process (multiprocessing "spawn") imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("models_dir", "models", str, "models directory holding <version>/ bundles and CURRENT"),
     Setting("max_batch_size", 500, int, "most records taken per poll and scored in one invocation"),
     Setting("poll_timeout_ms", 500, int, "how long one poll waits for records (ms)"),
+    Setting("decoder_processes", 1, int,
+            "1: decode JSON in a child process, pipelined with polling (a second core); 0: in the worker itself"),
     Setting("metrics_host", "127.0.0.1", str, "address of the /metrics, /healthz, /readyz server"),
     Setting("metrics_port", 9108, int, "port of that server; 0 turns it off"),
     Setting("log_level", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
@@ -83,6 +85,7 @@ class WorkerConfig:
     models_dir: str = "models"
     max_batch_size: int = 500
     poll_timeout_ms: int = 500
+    decoder_processes: int = 1
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     log_level: str = "INFO"
@@ -195,6 +198,8 @@ def _check(c: WorkerConfig) -> None:
     for name in ("health_stall_seconds", "reload_interval_seconds", "retry_backoff_max_seconds"):
         if not getattr(c, name) > 0:
             raise ConfigError(f"{name} must be > 0 (got {getattr(c, name)})")
+    if c.decoder_processes not in (0, 1):
+        raise ConfigError(f"decoder_processes must be 0 or 1 (got {c.decoder_processes})")
     if c.health_stall_seconds * 1000 <= c.poll_timeout_ms:
         raise ConfigError("health_stall_seconds must be longer than poll_timeout_ms, or /healthz would flap")
     if not 0 <= c.metrics_port <= 65535:

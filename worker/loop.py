@@ -1,10 +1,21 @@
 """The consume -> decode -> scale -> score -> produce -> acknowledge -> commit loop.
 
+Pipelined, so that the loop's thread (where kafka-python parses every record) does little else:
+
+    loop thread   poll N+1 ............ | take N's rows, submit N+1 | score N, send its results | poll N+2
+    decoder       decode N ..........................................| decode N+1 ...
+    IO threads    earlier batches' results acknowledged -> their offsets committed
+
 At-least-once: a batch's offsets are committed only after every alert, score and DLQ record
-produced for it has been acknowledged by the broker. If producing fails, nothing is committed,
-the consumer is rewound to the batch's first offsets and the batch is retried after a backoff.
-Offsets acknowledged but not yet committed are committed on the next pass, on partition
-revocation and on shutdown; partitions lost to a forced eviction are never committed.
+produced for it, and for every batch before it, has been acknowledged by the broker. Commits are
+sent from the acknowledgement callbacks (one in flight at a time, each covering everything
+acknowledged so far), so no round trip stalls the loop. A batch's results are sent only once
+every earlier batch with results is committed, so a crash repeats the results of at most one
+batch. If producing fails, nothing from that batch on is committed: the consumer is rewound to
+its first offsets, the batches behind it are dropped (they will be polled again) and it is
+retried after a backoff. Offsets acknowledged but not committed are committed again on the next
+pass, on partition revocation and on shutdown; partitions lost to a forced eviction are never
+committed.
 """
 
 from __future__ import annotations
@@ -12,20 +23,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.future import Future as KafkaFuture
 
 from worker.config import WorkerConfig
-from worker.decode import Decoder
+from worker.decode import DecodedBatch
+from worker.decoder_process import DecoderProcess, InlineDecoder
 from worker.errors import BrokerError
 from worker.health import HealthState
 from worker.logs import Throttle
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.results import dlq_headers, encode_results, source_headers
+from worker.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +51,53 @@ COMMIT_TIMEOUT_MS = 10_000
 TROUBLE_LOG_INTERVAL = 30.0
 
 
+@dataclass(eq=False)
+class _Batch:
+    """One poll's records on their way through the pipeline."""
+
+    records: list
+    first_offsets: dict[TopicPartition, int]
+    next_offsets: dict[TopicPartition, int]
+    epoch: int  # rebalances seen when it was polled
+    scorer: Scorer | None = None  # the model it is scored with, fixed when it is submitted
+    decoded: DecodedBatch | None = None
+    # Written by the producer's and the consumer's IO threads once emitted. ``outstanding``
+    # counts unacknowledged sends, plus one while sending, plus one until the batch before it
+    # is acknowledged (offsets are committed in order).
+    outstanding: int = 2
+    error: BaseException | None = None
+    acknowledged: bool = False
+    next: _Batch | None = None  # emitted after this one, waiting for its acknowledgement
+    acked_ms: float = 0.0
+    commit_ok: bool | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: threading.Event = field(default_factory=threading.Event)  # acknowledged and committed, or failed
+    done: KafkaFuture = field(default_factory=KafkaFuture)  # the same, awaitable by the rebalance listener
+    # For the metrics, once settled.
+    scores: np.ndarray | None = None
+    hits: np.ndarray | None = None
+    times: list = field(default_factory=list)  # event times of the alerts (epoch ms)
+
+    @classmethod
+    def of(cls, polled: dict, epoch: int) -> _Batch:
+        return cls(
+            [r for batch in polled.values() for r in batch],
+            {tp: recs[0].offset for tp, recs in polled.items()},
+            {tp: recs[-1].offset + 1 for tp, recs in polled.items()},
+            epoch,
+        )
+
+    def settle(self) -> None:
+        self.settled.set()
+        if not self.done.is_done:
+            self.done.success(None)
+
+    def describe(self) -> str:
+        return ", ".join(f"{tp.topic}[{tp.partition}]@{o}..{self.next_offsets[tp] - 1}" for tp, o in self.first_offsets.items())
+
+
 class Worker:
-    """Runs until ``request_stop``; then finishes the batch in hand, commits and closes."""
+    """Runs until ``request_stop``; then lets the batches in flight finish, commits and closes."""
 
     def __init__(
         self,
@@ -56,17 +117,29 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._pending: dict[TopicPartition, int] = {}  # acknowledged, not yet committed: next offset
         self._pending_lock = threading.Lock()
-        self._decoder: Decoder | None = None
+        self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
+        self._decoding: _Batch | None = None  # submitted to the decoder
+        self._unsettled: deque[_Batch] = deque()  # emitted, in order, not yet accounted for
+        self._tail: _Batch | None = None  # the last batch emitted
+        self._last_with_results: _Batch | None = None  # the last batch that sent anything
+        self._chain_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._commit_busy = False
+        self._awaiting_commit: list[_Batch] = []
+        self._epoch = 0
+        self._revocations: list[tuple[int, frozenset[TopicPartition]]] = []  # (epoch, partitions) per rebalance
         self._throttle = Throttle(TROUBLE_LOG_INTERVAL, clock)
         self._backoff = 0.0
         self._next_lag = 0.0
-        # A flush waits for the producer's own delivery timeout, plus a margin.
-        self._flush_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
+        # Waiting for acknowledgements lasts at most the producer's own delivery timeout, plus a margin.
+        self._ack_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def run(self) -> int:
+        if isinstance(self._decoder, DecoderProcess):
+            self._decoder.start()  # now, not with the first batch: starting takes a few hundred ms
         if not self._connect():
             return 0
         try:
@@ -75,10 +148,13 @@ class Worker:
                 if self.models.maybe_reload():
                     self.health.model_version = self.models.version
                 polled = self._poll()
-                if polled:
-                    self._handle(polled)
-                elif self._pending:
-                    self._commit_pending()
+                self._step(_Batch.of(polled, self._epoch) if polled else None)
+                if not polled and self._decoding is None:
+                    self._wait_settled(self._tail)
+                    if self._pending:
+                        self._commit_pending()
+                else:
+                    self._collect()
                 self._update_lag()
         finally:
             self._close()
@@ -102,7 +178,7 @@ class Worker:
             "bootstrap_servers": c.bootstrap_servers,
             "client_id": "fraud-worker",
             "acks": "all",
-            # Alerts are rare and urgent, and each batch is flushed at once anyway: no lingering.
+            # Alerts are rare and urgent: sent at once, not held back to fill a batch.
             "linger_ms": 0,
             "request_timeout_ms": 10_000,
             "delivery_timeout_ms": 30_000,
@@ -132,6 +208,12 @@ class Worker:
         return False
 
     def _close(self) -> None:
+        # Batches already emitted are finished; one still in the decoder is left to the next run.
+        self._wait_settled(self._tail, rewind=False)
+        if self._decoding is not None:
+            self._decoding = None
+            self._decoder.result()
+        self._decoder.close()
         if self._consumer is not None:
             if self._pending:
                 self._commit_pending(retry=False)
@@ -146,110 +228,274 @@ class Worker:
                 logger.warning("closing the producer: %s", exc)
         logger.info("worker stopped")
 
-    # -- one batch -----------------------------------------------------------------------------
+    # -- the pipeline --------------------------------------------------------------------------
 
     def _poll(self) -> dict:
+        # With a batch in the decoder, only take what is already fetched: waiting for more would
+        # hold that batch's alerts back.
+        timeout = 0 if self._decoding is not None else self.config.poll_timeout_ms
         try:
-            polled = self._consumer.poll(timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_batch_size)
+            polled = self._consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
         except KafkaError as exc:
             self._trouble("poll", f"poll failed: {exc}")
             return {}
         self.metrics.last_poll.set(time.time())
         return polled
 
+    def _step(self, new: _Batch | None) -> None:
+        """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one."""
+        prev, self._decoding = self._decoding, None
+        if prev is not None:
+            prev.decoded = self._decoder.result()
+        if new is not None:
+            new.scorer = self.models.scorer
+            values = [r.value for r in new.records]
+            self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
+            self._decoding = new
+        if prev is not None:
+            self._emit(prev)
+
     def _handle(self, polled: dict) -> None:
-        try:
-            self._process(polled)
-        except BrokerError as exc:
-            for tp, records in polled.items():
-                try:
-                    self._consumer.seek(tp, records[0].offset)
-                except (KafkaError, AssertionError):
-                    pass  # no longer ours: its new owner starts from the last commit
-            self._replace_producer(exc)
-            self._trouble("produce", f"batch not acknowledged, will retry it ({_describe(polled)}): {exc}")
+        """One batch all the way through: sent, acknowledged, committed (used by tests)."""
+        self._step(_Batch.of(polled, self._epoch))
+        self._step(None)
+        self._wait_settled(self._tail)
+
+    def _emit(self, batch: _Batch) -> None:
+        """Score ``batch`` and send its results; its offsets are committed once they are acknowledged."""
+        if not self._collect(behind=batch):
             return
-        self._recovered()
-        with self._pending_lock:
-            for tp, records in polled.items():
-                self._pending[tp] = records[-1].offset + 1
-        self._commit_pending()
-
-    def _process(self, polled: dict) -> None:
-        c, m = self.config, self.metrics
-        records = [r for batch in polled.values() for r in batch]
-        scorer = self.models.scorer
-        decoder = self._decoder
-        if decoder is None or decoder.feature_names != scorer.feature_names:
-            decoder = self._decoder = Decoder(scorer.feature_names, c.max_message_bytes)
-        decoded = decoder.decode_batch([r.value for r in records])
-
-        futures = []
+        revoked = self._revoked_since(batch.epoch)
+        if revoked:
+            batch = _without(batch, revoked)
+            if not batch.records:
+                return
+        c, scorer, decoded, records = self.config, batch.scorer, batch.decoded, batch.records
+        outputs: list[tuple[str, bytes | None, bytes, list | None]] = []
+        if decoded.index:
+            t0 = time.perf_counter()
+            scaled = scorer.scale(decoded.features)
+            scores = scorer.score_scaled(scaled)
+            self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
+            scored_at = int(time.time() * 1000)
+            ids = decoded.transaction_ids
+            hits = np.flatnonzero(scores >= scorer.threshold)
+            # Event time, or the record's timestamp for an event without one: for every row when
+            # every score is published, else only for the alerts.
+            rows = range(len(scores)) if c.scores_topic else hits.tolist()
+            times = {j: _event_time(decoded, records, j) for j in rows}
+            batch.scores, batch.hits, batch.times = scores, hits, [times[j] for j in hits.tolist()]
+            alerts = encode_results(scorer, hits, ids, times, scaled, scores, scored_at, c.reasons)
+            outputs += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts)]
+            if c.scores_topic:
+                payloads = encode_results(scorer, range(len(scores)), ids, times, scaled, scores, scored_at, c.reasons)
+                for j, payload in enumerate(payloads):
+                    r = records[decoded.index[j]]
+                    outputs.append((c.scores_topic, ids[j].encode(), payload, source_headers(r.topic, r.partition, r.offset)))
+        for i, err in decoded.errors:
+            r = records[i]
+            headers = dlq_headers(err, r.topic, r.partition, r.offset)
+            value = r.value
+            if value is None and r.key is None:
+                value = b""  # Kafka clients refuse a record with neither key nor value
+                headers.append(("value_null", b"true"))
+            outputs.append((c.dlq_topic, r.key, value, headers))
+        if outputs:
+            # Results wait until every earlier batch with results is committed: a crash repeats one batch at most.
+            if not self._wait_settled(self._last_with_results, behind=batch):
+                return
+            self._last_with_results = batch
+        with self._chain_lock:
+            prev, self._tail = self._tail, batch
+            waits_for_prev = prev is not None and not prev.acknowledged
+            if waits_for_prev:
+                prev.next = batch
+        self._unsettled.append(batch)
         try:
-            if self._producer is None:
+            if outputs and self._producer is None:
                 self._producer = KafkaProducer(**self._client_configs()[1])
-            send = self._producer.send
-            n_scored, hits, times = 0, np.empty(0, dtype=np.int64), []
-            if decoded.index:
-                t0 = time.perf_counter()
-                scaled = scorer.scale(decoded.features)
-                scores = scorer.score_scaled(scaled)
-                m.scoring_seconds.observe(time.perf_counter() - t0)
-                n_scored = len(scores)
-                scored_at = int(time.time() * 1000)
-                ids = decoded.transaction_ids
-                times = [t if t is not None else records[i].timestamp for t, i in zip(decoded.event_times, decoded.index)]
-                hits = np.flatnonzero(scores >= scorer.threshold)
-                alerts = encode_results(scorer, hits, ids, times, scaled, scores, scored_at, c.reasons)
-                for j, payload in zip(hits.tolist(), alerts):
-                    futures.append(send(c.alert_topic, key=ids[j].encode(), value=payload))
-                if c.scores_topic:
-                    payloads = encode_results(scorer, range(n_scored), ids, times, scaled, scores, scored_at, c.reasons)
-                    for j, payload in enumerate(payloads):
-                        r = records[decoded.index[j]]
-                        headers = source_headers(r.topic, r.partition, r.offset)
-                        futures.append(send(c.scores_topic, key=ids[j].encode(), value=payload, headers=headers))
-            for i, err in decoded.errors:
-                r = records[i]
-                headers = dlq_headers(err, r.topic, r.partition, r.offset)
-                value = r.value
-                if value is None and r.key is None:
-                    value = b""  # Kafka clients refuse a record with neither key nor value
-                    headers.append(("value_null", b"true"))
-                futures.append(send(c.dlq_topic, key=r.key, value=value, headers=headers))
-            self._producer.flush(timeout=self._flush_timeout)
+            for topic, key, value, headers in outputs:
+                future = self._producer.send(topic, key=key, value=value, headers=headers)
+                with batch.lock:
+                    batch.outstanding += 1
+                future.add_callback(self._release, batch)
+                future.add_errback(self._send_failed, batch)
         except KafkaError as exc:
-            raise BrokerError(str(exc) or type(exc).__name__) from None
-        failed = [f for f in futures if not f.is_done or f.failed()]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise BrokerError(f"{len(failed)} of {len(futures)} records not acknowledged, first: {first}")
+            self._send_failed(batch, BrokerError(str(exc) or type(exc).__name__), release=False)
+        self._release(batch)  # sending done
+        if not waits_for_prev:
+            self._release(batch, error=prev.error if prev is not None else None)
 
-        acked_ms = time.time() * 1000
-        m.events_consumed.inc(len(records))
-        m.batch_size.observe(len(records))
-        if n_scored:
-            m.events_scored.inc(n_scored)
-            m.observe_scores(scores)
-        if len(hits):
-            m.alerts.inc(len(hits))
-            m.event_latency.observe_many((acked_ms - np.asarray(times, dtype=np.float64)[hits]) / 1000.0)
+    def _send_failed(self, batch: _Batch, exc: BaseException, release: bool = True) -> None:
+        with batch.lock:
+            batch.error = batch.error or exc
+        if release:
+            self._release(batch)
+
+    def _release(self, batch: _Batch, _result=None, error: BaseException | None = None) -> None:
+        """One of ``batch``'s outstanding conditions is met (any thread)."""
+        with batch.lock:
+            if error is not None:
+                batch.error = batch.error or error
+            batch.outstanding -= 1
+            last = batch.outstanding == 0
+        if last:
+            self._acknowledged(batch)
+
+    def _acknowledged(self, batch: _Batch) -> None:
+        """Every result of ``batch`` and of the batches before it is on the broker (or one failed)."""
+        with self._chain_lock:
+            batch.acknowledged = True
+            following, batch.next = batch.next, None
+        if batch.error is None:
+            batch.acked_ms = time.time() * 1000
+            revoked = self._revoked_since(batch.epoch)
+            with self._pending_lock:
+                for tp, o in batch.next_offsets.items():
+                    if tp not in revoked:
+                        self._pending[tp] = o
+            self._request_commit(batch)
+        else:
+            batch.settle()
+        if following is not None:
+            behind = BrokerError(f"a batch before it was not acknowledged: {batch.error}") if batch.error else None
+            self._release(following, error=behind)
+
+    def _request_commit(self, batch: _Batch) -> None:
+        with self._commit_lock:
+            self._awaiting_commit.append(batch)
+            if self._commit_busy:
+                return  # the commit in flight sends the next one when it is answered
+            self._commit_busy = True
+        self._send_commit()
+
+    def _send_commit(self) -> None:
+        """Commit everything acknowledged so far; one commit in flight at a time, so they land in order."""
+        while True:
+            with self._commit_lock:
+                batches, self._awaiting_commit = self._awaiting_commit, []
+                if not batches:
+                    self._commit_busy = False
+                    return
+            with self._pending_lock:
+                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
+            if not offsets:  # e.g. every partition revoked meanwhile
+                for b in batches:
+                    b.commit_ok = True
+                    b.settle()
+                continue
+            try:
+                # Thread-safe in kafka-python 3: the request is handed to the consumer's IO thread.
+                future = self._consumer.commit_async(offsets)
+            except Exception as exc:  # noqa: BLE001 - the loop retries with a synchronous commit
+                self._committed(batches, offsets, exc, resend=False)
+                continue
+            future.add_both(lambda result, b=batches, o=offsets: self._committed(b, o, result))
+            return
+
+    def _committed(self, batches: list[_Batch], offsets: dict, result, resend: bool = True) -> None:
+        ok = not isinstance(result, BaseException)
+        self.metrics.committed(ok)
+        if ok:
+            with self._pending_lock:
+                for tp, o in offsets.items():
+                    if self._pending.get(tp) == o.offset:
+                        del self._pending[tp]
+        for b in batches:
+            b.commit_ok = ok
+            b.settle()
+        if resend:
+            self._send_commit()
+
+    def _collect(self, behind: _Batch | None = None) -> bool:
+        """Account for the settled batches at the front of the pipeline; False if one failed."""
+        while self._unsettled and self._unsettled[0].settled.is_set():
+            batch = self._unsettled.popleft()
+            if batch.error is not None:
+                self._fail(batch, batch.error, behind)
+                return False
+            self._recovered()
+            self._account(batch)
+            if not batch.commit_ok:
+                self._commit_pending()
+        return True
+
+    def _wait_settled(self, batch: _Batch | None, behind: _Batch | None = None, rewind: bool = True) -> bool:
+        """Wait until ``batch`` and every batch before it is settled; False if one failed."""
+        if batch is not None and not batch.settled.wait(self._ack_timeout):
+            for b in self._unsettled:  # it and everything before it
+                if not b.settled.is_set():
+                    with b.lock:
+                        b.error = b.error or KafkaTimeoutError("results not acknowledged in time")
+                    b.settle()
+        if rewind:
+            return self._collect(behind)
+        for b in self._unsettled:
+            if b.error is not None:
+                logger.warning("results of %s not acknowledged: %s", b.describe(), b.error)
+                return False
+            self._account(b)
+        self._unsettled.clear()
+        return True
+
+    def _fail(self, failed: _Batch, error: BaseException, behind: _Batch | None = None) -> None:
+        """Rewind to the failed batch's first offsets, drop every batch behind it, back off."""
+        batches = [failed, *self._unsettled]
+        self._unsettled.clear()
+        self._tail = self._last_with_results = None
+        if behind is not None:
+            batches.append(behind)
+        if self._decoding is not None:
+            batches.append(self._decoding)
+            self._decoding = None
+            self._decoder.result()  # keeps the decoder in step; the rows are not used
+        first: dict[TopicPartition, int] = {}
+        for b in batches:
+            for tp, o in b.first_offsets.items():
+                first[tp] = min(o, first.get(tp, o))
+        revoked = self._revoked_since(failed.epoch)
+        for tp, o in first.items():
+            if tp in revoked:
+                continue  # no longer ours: its new owner starts from the last commit
+            try:
+                self._consumer.seek(tp, o)
+            except (KafkaError, AssertionError):
+                pass
+        self._replace_producer(error)
+        self._trouble("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
+
+    def _account(self, batch: _Batch) -> None:
+        m, decoded = self.metrics, batch.decoded
+        m.events_consumed.inc(len(batch.records))
+        m.batch_size.observe(len(batch.records))
+        if batch.scores is not None and len(batch.scores):
+            m.events_scored.inc(len(batch.scores))
+            m.observe_scores(batch.scores)
+        if batch.hits is not None and len(batch.hits):
+            m.alerts.inc(len(batch.hits))
+            m.event_latency.observe_many((batch.acked_ms - np.asarray(batch.times, dtype=np.float64)) / 1000.0)
         if decoded.errors:
             m.count_invalid(err.reason for _, err in decoded.errors)
             if logger.isEnabledFor(logging.DEBUG):
                 for i, err in decoded.errors:
-                    r = records[i]
+                    r = batch.records[i]
                     logger.debug("dead-lettered %s[%s]@%s: %s", r.topic, r.partition, r.offset, err)
+
+    def _revoke(self, partitions) -> None:
+        """Rebalance listener: results of batches polled before now are not sent for these partitions."""
+        self._epoch += 1
+        self._revocations.append((self._epoch, frozenset(partitions)))
+        del self._revocations[:-64]
+
+    def _revoked_since(self, epoch: int) -> frozenset[TopicPartition]:
+        if epoch >= self._epoch:
+            return frozenset()
+        return frozenset().union(*(p for e, p in list(self._revocations) if e > epoch))
 
     # -- commits, rebalances, trouble ----------------------------------------------------------
 
     def _commit_pending(self, retry: bool = True) -> None:
-        """Commit the acknowledged offsets and wait for the broker's answer.
-
-        Synchronous on purpose: a batch's results are produced only after the previous batch's
-        offsets are committed, so a crash re-delivers at most the batch in hand. (An asynchronous
-        commit saved about a tenth of the loop's time but let a crash repeat several batches.)
-        """
+        """Commit the acknowledged offsets and wait for the broker's answer (retry and shutdown path)."""
         with self._pending_lock:
             offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
         if not offsets:
@@ -273,7 +519,6 @@ class Worker:
     def _take_pending(self, partitions) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._pending_lock:
             return {tp: OffsetAndMetadata(self._pending.pop(tp), "", -1) for tp in partitions if tp in self._pending}
-
     def _update_lag(self) -> None:
         now = self._clock()
         if now < self._next_lag:
@@ -331,6 +576,8 @@ class Worker:
             self._backoff = 0.0
 
 
+
+
 class _Rebalance(AsyncConsumerRebalanceListener):
     """Runs on kafka-python's IO loop, so it awaits the coordinator instead of blocking on it."""
 
@@ -339,6 +586,12 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked) -> None:
         w = self.worker
+        w._revoke(revoked)
+        batch = w._tail
+        if batch is not None and not batch.done.is_done:
+            # Results are on their way: let them be acknowledged and committed while these
+            # partitions are still ours, or their new owner would score them again.
+            await batch.done
         offsets = w._take_pending(revoked)
         if offsets:
             try:
@@ -360,6 +613,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_lost(self, lost) -> None:
         logger.warning("group membership lost; dropping uncommitted offsets of %s", sorted(tp.partition for tp in lost))
+        self.worker._revoke(lost)
         self.worker._take_pending(lost)
         self._forget(lost)
 
@@ -370,8 +624,32 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         w.metrics.partitions_assigned.set(w.health.partitions)
 
 
-def _describe(polled: dict) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]@{recs[0].offset}..{recs[-1].offset}" for tp, recs in polled.items())
+def _without(batch: _Batch, partitions: frozenset[TopicPartition]) -> _Batch:
+    """``batch`` less the records of ``partitions`` (revoked since it was polled)."""
+    keep = [TopicPartition(r.topic, r.partition) not in partitions for r in batch.records]
+    position = np.cumsum(keep) - 1  # new position of each kept record
+    d = batch.decoded
+    rows = [j for j, i in enumerate(d.index) if keep[i]]
+    decoded = DecodedBatch(
+        d.features[rows],
+        [d.transaction_ids[j] for j in rows],
+        [d.event_times[j] for j in rows],
+        [int(position[d.index[j]]) for j in rows],
+        [(int(position[i]), e) for i, e in d.errors if keep[i]],
+    )
+    return _Batch(
+        [r for r, k in zip(batch.records, keep) if k],
+        {tp: o for tp, o in batch.first_offsets.items() if tp not in partitions},
+        {tp: o for tp, o in batch.next_offsets.items() if tp not in partitions},
+        batch.epoch,
+        batch.scorer,
+        decoded,
+    )
+
+
+def _event_time(decoded: DecodedBatch, records: list, row: int) -> int:
+    t = decoded.event_times[row]
+    return t if t is not None else records[decoded.index[row]].timestamp
 
 
 def _describe_offsets(offsets: dict) -> str:

@@ -59,6 +59,7 @@ def test_malformed_number_names_its_source():
         (["--log-level", "LOUD"], ["log_level"]),
         (["--health-stall-seconds", "0.1"], ["health_stall_seconds", "poll_timeout_ms"]),
         (["--reasons", "0"], ["reasons"]),
+        (["--decoder-processes", "2"], ["decoder_processes"]),
     ],
 )
 def test_contradictions_fail_naming_the_settings(argv, names):
