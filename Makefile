@@ -31,6 +31,7 @@ soak: $(STAMP)  ## 10 minutes at 500 events/s: flat memory and file descriptors,
 	$(PY) -m pytest -m soak -s tests/integration/test_soak.py $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints a table, writes benchmarks/results.json
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts

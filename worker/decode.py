@@ -5,6 +5,9 @@ lengths and missing fields in C. A record it refuses, and the rare record it can
 (see ``_quotes_expected``), goes to the exact path (``classify``), which names the problem with a
 stable reason code. Both paths agree on every input (a hypothesis test checks it), and
 ``decode_batch`` raises nothing: each record is either a row or a ``(index, DecodeError)``.
+
+The decoding itself (``decode_rows``) does not use numpy, so the decoder child process
+(worker/decoder_process.py) runs without it; ``decode_batch`` wraps its rows in a numpy matrix.
 """
 
 from __future__ import annotations
@@ -12,26 +15,47 @@ from __future__ import annotations
 import json
 import math
 import operator
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-import numpy as np
 
 from worker.errors import DecodeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Stable reason codes: the DLQ `error` header and the `reason` label of fraud_events_invalid_total.
 REASONS = (
     "invalid_json", "invalid_utf8", "not_an_object", "missing_field", "not_a_number", "non_finite",
     "bad_transaction_id", "bad_event_time", "too_large", "empty_value", "duplicate_field",
 )  # fmt: skip
-F32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes become inf in the model's float32 input
+F32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max: larger magnitudes become inf in the model's input
 MAX_ID_CHARS = 128
 MAX_EVENT_TIME = 2**63 - 1
 _EVENT_TIME = operator.attrgetter("event_time")
 _TRANSACTION_ID = operator.attrgetter("transaction_id")
+
+
+@dataclass(frozen=True)
+class DecodedRows:
+    """``DecodedBatch`` without numpy: the features as one flat float32 array, row after row."""
+
+    features: array  # typecode "f", len(index) * n_features
+    n_features: int
+    transaction_ids: list[str]
+    event_times: list[int | None]
+    index: list[int]
+    errors: list[tuple[int, DecodeError]]
+
+    def to_batch(self) -> DecodedBatch:
+        import numpy as np
+
+        matrix = np.frombuffer(self.features, dtype=np.float32).reshape(len(self.index), self.n_features)
+        return DecodedBatch(matrix, self.transaction_ids, self.event_times, self.index, self.errors)
 
 
 @dataclass(frozen=True)
@@ -69,10 +93,14 @@ class Decoder:
 
     def decode_batch(self, values: Sequence[bytes | None]) -> DecodedBatch:
         """Every record as a row or a ``DecodeError``; raises nothing."""
+        return self.decode_rows(values).to_batch()
+
+    def decode_rows(self, values: Sequence[bytes | None]) -> DecodedRows:
+        """``decode_batch`` without numpy."""
         fast = self._decode_clean_batch(values)
         return fast if fast is not None else self._decode_mixed_batch(values)
 
-    def _decode_clean_batch(self, values: Sequence[bytes | None]) -> DecodedBatch | None:
+    def _decode_clean_batch(self, values: Sequence[bytes | None]) -> DecodedRows | None:
         """The common case, a batch of only valid events, with no Python-level loop per record.
 
         Each record is still decoded on its own (``map`` over msgspec's C decoder: no record can
@@ -94,14 +122,13 @@ class Decoder:
         quotes = sum(map(bytes.count, values, repeat(b'"')))
         if quotes != self._quotes_base * n + 2 * (n - times.count(None)):
             return None
-        width = len(self.feature_names)
-        matrix = np.fromiter(chain.from_iterable(map(self._row, structs)), dtype=np.float64, count=n * width)
-        matrix = matrix.reshape(n, width)
-        if (np.abs(matrix) > F32_MAX).any():
+        flat = array("d", chain.from_iterable(map(self._row, structs)))
+        if max(flat) > F32_MAX or min(flat) < -F32_MAX:
             return None
-        return DecodedBatch(matrix.astype(np.float32), list(map(_TRANSACTION_ID, structs)), times, list(range(n)), [])
+        width = len(self.feature_names)
+        return DecodedRows(array("f", flat), width, list(map(_TRANSACTION_ID, structs)), times, list(range(n)), [])
 
-    def _decode_mixed_batch(self, values: Sequence[bytes | None]) -> DecodedBatch:
+    def _decode_mixed_batch(self, values: Sequence[bytes | None]) -> DecodedRows:
         rows: list[tuple[float, ...]] = []
         ids: list[str] = []
         times: list[int | None] = []
@@ -138,20 +165,20 @@ class Decoder:
                 ids.append(tid)
                 times.append(t)
                 index.append(i)
-        n = len(self.feature_names)
-        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), n)
-        bad = np.abs(matrix) > F32_MAX  # msgspec reads 1e300 fine; float32 cannot hold it
-        if bad.any():
-            keep = ~bad.any(axis=1)
-            for r in np.flatnonzero(~keep):
-                name = self.feature_names[int(np.argmax(bad[r]))]
-                errors.append((index[r], DecodeError("non_finite", f"{name} is outside the float32 range")))
-            matrix = matrix[keep]
-            ids = [x for x, k in zip(ids, keep) if k]
-            times = [x for x, k in zip(times, keep) if k]
-            index = [x for x, k in zip(index, keep) if k]
-            errors.sort(key=lambda e: e[0])
-        return DecodedBatch(matrix.astype(np.float32), ids, times, index, errors)
+        # msgspec reads 1e300 fine; float32 cannot hold it.
+        features = array("f")
+        valid = 0
+        for r, tid, t, i in zip(rows, ids, times, index):
+            big = next((k for k, x in enumerate(r) if abs(x) > F32_MAX), None)
+            if big is not None:
+                errors.append((i, DecodeError("non_finite", f"{self.feature_names[big]} is outside the float32 range")))
+                continue
+            features.extend(r)
+            ids[valid], times[valid], index[valid] = tid, t, i
+            valid += 1
+        del ids[valid:], times[valid:], index[valid:]
+        errors.sort(key=lambda e: e[0])
+        return DecodedRows(features, len(self.feature_names), ids, times, index, errors)
 
     def classify(self, value: bytes | None) -> tuple[tuple[float, ...], str, int | None]:
         """The exact path: the row, id and event time of a valid record, else its ``DecodeError``."""

@@ -6,27 +6,34 @@ batch's values over (one message on a pipe), polls the next batch while the chil
 takes the result back; the two stages overlap and the loop's own cost per event stays close to a
 bare consumer's.
 
-The pipe carries msgspec MessagePack (no pickle): values in, a ``DecodedBatch`` out. Only
-``worker.decode`` is imported in the child, nothing touching Kafka, models or metrics. The child
-exits when the pipe closes, so it never outlives the worker, even one killed with SIGKILL.
-``InlineDecoder`` has the same interface and decodes in the calling process.
+The child is ``python -m worker.decoder_process`` (a fixed command: nothing from the input or a
+models directory reaches it), started with ``os.posix_spawn``, so it holds only msgspec and
+``worker.decode``: no numpy, Kafka, model or metrics (about 16 MB). The pipes carry msgspec
+MessagePack, not pickle: values in, the decoded rows out. The child exits when its pipe closes, so
+it never outlives the worker, even one killed with SIGKILL. ``InlineDecoder`` has the same
+interface and decodes in the calling process.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
-import multiprocessing
+import os
 import signal
+import sys
+import time
+from array import array
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 
 import msgspec
-import numpy as np
 
-from worker.decode import DecodedBatch, Decoder
+from worker.decode import DecodedBatch, DecodedRows, Decoder
 from worker.errors import DecodeError
 
 logger = logging.getLogger(__name__)
+
+PIPE_BYTES = 1 << 20  # a whole batch fits in the pipe: the loop writes it and goes on polling
 
 
 class _Request(msgspec.Struct, array_like=True):
@@ -44,34 +51,26 @@ class _Reply(msgspec.Struct, array_like=True):
     errors: list[tuple[int, str, str]]  # (position, reason, detail)
 
 
-def _to_reply(d: DecodedBatch) -> _Reply:
-    return _Reply(
-        np.ascontiguousarray(d.features, dtype=np.float32).tobytes(),
-        int(d.features.shape[1]) if d.features.ndim == 2 else 0,
-        d.transaction_ids,
-        d.event_times,
-        d.index,
-        [(i, e.reason, e.detail) for i, e in d.errors],
-    )
+def _to_reply(d: DecodedRows) -> _Reply:
+    errors = [(i, e.reason, e.detail) for i, e in d.errors]
+    return _Reply(d.features.tobytes(), d.n_features, d.transaction_ids, d.event_times, d.index, errors)
 
 
 def _from_reply(r: _Reply) -> DecodedBatch:
-    features = np.frombuffer(r.features, dtype=np.float32).reshape(len(r.index), r.n_features)
+    features = array("f")
+    features.frombytes(r.features)
     errors = [(i, DecodeError(reason, detail)) for i, reason, detail in r.errors]
-    return DecodedBatch(features, r.transaction_ids, r.event_times, r.index, errors)
+    return DecodedRows(features, r.n_features, r.transaction_ids, r.event_times, r.index, errors).to_batch()
 
 
-PIPE_BYTES = 1 << 20  # a whole batch fits in the pipe: the loop writes it and goes on polling
-
-
-def _widen(conn) -> None:
+def _widen(fd: int) -> None:
     try:
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except OSError:  # above /proc/sys/fs/pipe-max-size: the default works, with more waiting
         pass
 
 
-def serve(requests, replies) -> None:
+def serve(requests: Connection, replies: Connection) -> None:
     """The child's loop: a request in, a reply out, until the worker closes its end."""
     # Ctrl-C reaches the whole process group; the worker decides when to stop, then closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -87,8 +86,8 @@ def serve(requests, replies) -> None:
         if decoder is None or request.feature_names is not None or decoder.max_bytes != request.max_bytes:
             decoder = Decoder(request.feature_names or decoder.feature_names, request.max_bytes)
         try:
-            replies.send_bytes(write(_to_reply(decoder.decode_batch(request.values))))
-        except (BrokenPipeError, OSError):
+            replies.send_bytes(write(_to_reply(decoder.decode_rows(request.values))))
+        except OSError:
             return
 
 
@@ -122,10 +121,9 @@ class DecoderProcess:
     """
 
     def __init__(self) -> None:
-        self._ctx = multiprocessing.get_context("spawn")  # no fork of a process running Kafka IO threads
-        self._proc = None
-        self._requests = None  # our writing end
-        self._replies = None  # our reading end
+        self.pid: int | None = None
+        self._requests: Connection | None = None  # our writing end
+        self._replies: Connection | None = None  # our reading end
         self._names: tuple[str, ...] | None = None
         self._pending: tuple[list, tuple[str, ...], int] | None = None
         self._encode = msgspec.msgpack.Encoder().encode
@@ -133,24 +131,28 @@ class DecoderProcess:
         self._inline = InlineDecoder()
 
     def start(self) -> None:
-        if self._proc is not None:
-            if self._proc.is_alive():
+        if self.pid is not None:
+            status = self._exit_status()
+            if status is None:
                 return
-            self._lost(f"it exited with code {self._proc.exitcode}")
-        their_requests, requests = self._ctx.Pipe(duplex=False)
-        replies, their_replies = self._ctx.Pipe(duplex=False)
-        _widen(requests)
-        _widen(replies)
-        proc = self._ctx.Process(target=serve, args=(their_requests, their_replies), name="fraud-worker-decoder",
-                                 daemon=True)  # fmt: skip
-        proc.start()
-        their_requests.close()
-        their_replies.close()
-        self._proc, self._requests, self._replies, self._names = proc, requests, replies, None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+            self._lost(f"it exited with status {status}")
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        _widen(req_w)
+        _widen(rep_w)
+        # Only the child's two ends are inherited (os.pipe() descriptors are not, by default).
+        os.set_inheritable(req_r, True)
+        os.set_inheritable(rep_w, True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        argv = [sys.executable, "-m", "worker.decoder_process", str(req_r), str(rep_w)]
+        try:
+            self.pid = os.posix_spawn(sys.executable, argv, env)
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self._requests = Connection(req_w, readable=False)
+        self._replies = Connection(rep_r, writable=False)
+        self._names = None
 
     def submit(self, values: Sequence[bytes | None], feature_names: Sequence[str], max_bytes: int) -> None:
         names = tuple(feature_names)
@@ -160,7 +162,7 @@ class DecoderProcess:
             send_names = list(names) if names != self._names else None
             self._requests.send_bytes(self._encode(_Request(send_names, max_bytes, self._pending[0])))
             self._names = names
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             self._lost(exc)
 
     def result(self) -> DecodedBatch:
@@ -171,22 +173,38 @@ class DecoderProcess:
             try:
                 return _from_reply(self._decode(self._replies.recv_bytes()))
             except (EOFError, OSError, msgspec.DecodeError) as exc:
-                self._lost(exc)
-        self._inline.submit(values, names, max_bytes)
+                self._lost(exc or type(exc).__name__)
+        self._inline.submit(values, names, max_bytes)  # this batch, here; the next one in a new child
         return self._inline.result()
 
     def _lost(self, why: object) -> None:
-        logger.warning("decoder process lost (%s); starting a new one", why or type(why).__name__)
+        logger.warning("decoder process lost (%s); starting a new one", why)
         self.close()
 
+    def _exit_status(self) -> int | None:
+        """None while the child runs; its wait status once it has exited (and is reaped)."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return -1
+        return None if pid == 0 else status
+
     def close(self) -> None:
-        proc, self._proc = self._proc, None
         for conn in (self._requests, self._replies):
             if conn is not None:
                 conn.close()  # the child sees the end of its pipe and returns
         self._requests = self._replies = None
-        if proc is not None:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + 5
+        while self._exit_status() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.01)
+        self.pid = None
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

@@ -20,6 +20,7 @@ committed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -49,6 +50,44 @@ LAG_INTERVAL = 5.0
 LAG_TIMEOUT_MS = 2_000
 COMMIT_TIMEOUT_MS = 10_000
 TROUBLE_LOG_INTERVAL = 30.0
+ACK_REPORT_SECONDS = 5.0  # results unacknowledged this long count as a broker error
+
+
+def client_configs(c: WorkerConfig) -> tuple[dict, dict]:
+    """The worker's kafka-python consumer and producer settings (the benchmark's ceiling uses the first)."""
+    consumer = {
+        "bootstrap_servers": c.bootstrap_servers,
+        "client_id": "fraud-worker",
+        "group_id": c.group_id,
+        "enable_auto_commit": False,
+        "max_poll_records": c.max_batch_size,
+        "auto_offset_reset": "earliest",
+        "bootstrap_timeout_ms": 5_000,
+        # 256 KB per partition (kafka-python's default is 1 MB): a fetch response and the records
+        # parsed from it stay small, which takes about 25 MB off the worker's peak memory while it
+        # catches up a backlog, at no cost in throughput (benchmarks/bench.py).
+        "max_partition_fetch_bytes": max(256 * 1024, c.max_message_bytes * 2),
+        # The broker holds a fetch for partitions without new data up to this long (default 500 ms);
+        # records arriving meanwhile on partitions outside that fetch wait for it. 20 ms keeps
+        # that wait off the alert latency, for about 50 small fetch requests a second when idle.
+        "fetch_max_wait_ms": 20,
+    }
+    producer = {
+        "bootstrap_servers": c.bootstrap_servers,
+        "client_id": "fraud-worker",
+        "acks": "all",
+        # Alerts are rare and urgent: sent at once, not held back to fill a batch.
+        "linger_ms": 0,
+        "request_timeout_ms": 10_000,
+        "delivery_timeout_ms": 30_000,
+        "max_block_ms": 10_000,
+        # kafka-python's producer waits 30 s for a first broker by default: as long as the
+        # /healthz stall bound, so a worker waiting for its broker would be reported dead.
+        "bootstrap_timeout_ms": 5_000,
+    }
+    consumer.update(c.consumer_options())
+    producer.update(c.producer_options())
+    return consumer, producer
 
 
 @dataclass(eq=False)
@@ -117,7 +156,8 @@ class Worker:
         self._producer: KafkaProducer | None = None
         self._pending: dict[TopicPartition, int] = {}  # acknowledged, not yet committed: next offset
         self._pending_lock = threading.Lock()
-        self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
+        self._inline = InlineDecoder()
+        self._decoder = DecoderProcess() if config.decoder_processes else self._inline
         self._decoding: _Batch | None = None  # submitted to the decoder
         self._unsettled: deque[_Batch] = deque()  # emitted, in order, not yet accounted for
         self._tail: _Batch | None = None  # the last batch emitted
@@ -142,6 +182,10 @@ class Worker:
             self._decoder.start()  # now, not with the first batch: starting takes a few hundred ms
         if not self._connect():
             return 0
+        # Everything loaded so far (modules, the model, the Kafka clients) lives as long as the
+        # worker: moved out of the collector's sight, a full collection stays short (latency).
+        gc.collect()
+        gc.freeze()
         try:
             while not self._stop.is_set():
                 self.health.beat()
@@ -163,33 +207,7 @@ class Worker:
     # -- Kafka clients -------------------------------------------------------------------------
 
     def _client_configs(self) -> tuple[dict, dict]:
-        c = self.config
-        consumer = {
-            "bootstrap_servers": c.bootstrap_servers,
-            "client_id": "fraud-worker",
-            "group_id": c.group_id,
-            "enable_auto_commit": False,
-            "max_poll_records": c.max_batch_size,
-            "auto_offset_reset": "earliest",
-            "bootstrap_timeout_ms": 5_000,
-            "max_partition_fetch_bytes": max(1 << 20, c.max_message_bytes * 2),
-        }
-        producer = {
-            "bootstrap_servers": c.bootstrap_servers,
-            "client_id": "fraud-worker",
-            "acks": "all",
-            # Alerts are rare and urgent: sent at once, not held back to fill a batch.
-            "linger_ms": 0,
-            "request_timeout_ms": 10_000,
-            "delivery_timeout_ms": 30_000,
-            "max_block_ms": 10_000,
-            # kafka-python's producer waits 30 s for a first broker by default: as long as the
-            # /healthz stall bound, so a worker waiting for its broker would be reported dead.
-            "bootstrap_timeout_ms": 5_000,
-        }
-        consumer.update(c.consumer_options())
-        producer.update(c.producer_options())
-        return consumer, producer
+        return client_configs(self.config)
 
     def _connect(self) -> bool:
         consumer_cfg, producer_cfg = self._client_configs()
@@ -243,17 +261,29 @@ class Worker:
         return polled
 
     def _step(self, new: _Batch | None) -> None:
-        """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one."""
+        """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one.
+
+        A short batch (the worker has caught up with the stream) is decoded here and emitted at
+        once instead: there is nothing to overlap it with, and the round trip to the decoder
+        process would only delay its alerts. The pipeline is for working off a backlog.
+        """
         prev, self._decoding = self._decoding, None
         if prev is not None:
             prev.decoded = self._decoder.result()
+        short = new is not None and len(new.records) < self.config.max_batch_size
         if new is not None:
             new.scorer = self.models.scorer
             values = [r.value for r in new.records]
-            self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
-            self._decoding = new
+            if short:
+                self._inline.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
+                new.decoded = self._inline.result()
+            else:
+                self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
+                self._decoding = new
         if prev is not None:
             self._emit(prev)
+        if short:
+            self._emit(new)
 
     def _handle(self, polled: dict) -> None:
         """One batch all the way through: sent, acknowledged, committed (used by tests)."""
@@ -349,6 +379,7 @@ class Worker:
             following, batch.next = batch.next, None
         if batch.error is None:
             batch.acked_ms = time.time() * 1000
+            self._account(batch)  # before the commit: the metrics never trail the committed offsets
             revoked = self._revoked_since(batch.epoch)
             with self._pending_lock:
                 for tp, o in batch.next_offsets.items():
@@ -415,14 +446,13 @@ class Worker:
                 self._fail(batch, batch.error, behind)
                 return False
             self._recovered()
-            self._account(batch)
             if not batch.commit_ok:
                 self._commit_pending()
         return True
 
     def _wait_settled(self, batch: _Batch | None, behind: _Batch | None = None, rewind: bool = True) -> bool:
         """Wait until ``batch`` and every batch before it is settled; False if one failed."""
-        if batch is not None and not batch.settled.wait(self._ack_timeout):
+        if batch is not None and not self._wait_for(batch):
             for b in self._unsettled:  # it and everything before it
                 if not b.settled.is_set():
                     with b.lock:
@@ -434,8 +464,25 @@ class Worker:
             if b.error is not None:
                 logger.warning("results of %s not acknowledged: %s", b.describe(), b.error)
                 return False
-            self._account(b)
         self._unsettled.clear()
+        return True
+
+    def _wait_for(self, batch: _Batch) -> bool:
+        """Wait for ``batch`` to settle, at most the producer's delivery timeout; False if it did not.
+
+        Alive while waiting (a restart would not bring the broker back), and a broker that has
+        not answered for a while is counted and reported, once per interval.
+        """
+        waited = 0.0
+        while not batch.settled.wait(min(ACK_REPORT_SECONDS, self._ack_timeout - waited)):
+            waited += ACK_REPORT_SECONDS
+            if waited >= self._ack_timeout:
+                return False
+            self.health.beat()
+            self.metrics.broker_errors.labels(stage="produce").inc()
+            if self._throttle.ready("ack"):
+                logger.warning("results of %s not acknowledged after %.0fs; still waiting (reported once per %.0fs)",
+                               batch.describe(), waited, TROUBLE_LOG_INTERVAL)  # fmt: skip
         return True
 
     def _fail(self, failed: _Batch, error: BaseException, behind: _Batch | None = None) -> None:
@@ -465,6 +512,7 @@ class Worker:
         self._trouble("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
 
     def _account(self, batch: _Batch) -> None:
+        """The metrics of an acknowledged batch (any thread: the metric types take their own locks)."""
         m, decoded = self.metrics, batch.decoded
         m.events_consumed.inc(len(batch.records))
         m.batch_size.observe(len(batch.records))
@@ -535,7 +583,14 @@ class Worker:
                 position = self._consumer.position(tp, timeout_ms=100)
                 if end is not None and position is not None:
                     lag[tp.partition] = max(0, end - position)
-        except (KafkaError, AssertionError):
+        except KafkaError as exc:
+            # No answer to a ListOffsets request: the one broker call made even while idle, so an
+            # outage shows here when nothing is being produced or committed.
+            self.metrics.broker_errors.labels(stage="lag").inc()
+            if self._throttle.ready("lag"):
+                logger.warning("lag query failed: %s (reported once per %.0fs)", exc, TROUBLE_LOG_INTERVAL)
+            return
+        except AssertionError:  # a partition revoked meanwhile
             return
         self.metrics.set_lag(lag)
 

@@ -156,7 +156,7 @@ class WorkerMetrics:
         for result in ("ok", "failed"):
             self.model_reloads.labels(result=result)
             self.commits.labels(result=result)
-        for stage in ("connect", "poll", "produce", "commit"):
+        for stage in ("connect", "poll", "produce", "commit", "lag"):
             self.broker_errors.labels(stage=stage)
         # Every series starts at 0, so rate() sees the first bad record instead of a series born at 1.
         for reason in REASONS:

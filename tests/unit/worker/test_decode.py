@@ -152,6 +152,8 @@ def test_batches_account_for_every_record(values):
 
 
 def _as_tuple(batch):
+    if hasattr(batch, "to_batch"):  # DecodedRows, numpy-free, from one of the two paths
+        batch = batch.to_batch()
     return (batch.features.tolist(), batch.transaction_ids, batch.event_times, list(batch.index),
             [(i, e.reason) for i, e in batch.errors])  # fmt: skip
 
