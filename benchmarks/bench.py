@@ -312,7 +312,7 @@ def naive(bootstrap: str, topic: str, alerts: str, manifest: dict, sample: int) 
     return rate
 
 
-def latency(bootstrap: str, models: str, rate: float, seconds: float) -> dict:
+def latency(bootstrap: str, models: str, rate: float, seconds: float, limit: int) -> dict:
     """Append-to-append latency of the alerts at ``rate``, and a bare consumer's at the same rate.
 
     The input topic stamps each record with its broker append time (LogAppendTime) and the events
@@ -332,7 +332,7 @@ def latency(bootstrap: str, models: str, rate: float, seconds: float) -> dict:
     topics = {"input": f"lat-in-{tag}", "alerts": f"lat-alerts-{tag}", "dlq": f"lat-dlq-{tag}"}
     create_topics(bootstrap, {topics["input"]: (6, stamped), topics["alerts"]: (1, stamped), topics["dlq"]: (1, {}),
                               f"lat-floor-{tag}": (6, stamped)})  # fmt: skip
-    n = int(rate * seconds)
+    n = min(int(rate * seconds), limit)  # the generator offers ULB rows, each once
     w = Worker(bootstrap, models, topics, f"lat-{tag}")
     w.wait_up()
     while (w.get("/readyz") or "").find('"ready"') < 0:
@@ -436,7 +436,7 @@ def main() -> int:
         naive_rate = naive(bootstrap, topics["input"], topics["alerts"], manifest, args.naive_sample)
 
         log(f"latency at 50% of {worker_med:,.0f}/s for {args.latency_seconds:.0f}s")
-        lat = latency(bootstrap, models, worker_med * 0.5, args.latency_seconds)
+        lat = latency(bootstrap, models, worker_med * 0.5, args.latency_seconds, len(values))
 
         results = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

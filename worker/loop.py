@@ -4,11 +4,11 @@ Pipelined, so that the loop's thread (where kafka-python parses every record) do
 
     loop thread   poll N+1 ............ | take N's rows, submit N+1 | score N, send its results | poll N+2
     decoder       decode N ..........................................| decode N+1 ...
-    IO threads    earlier batches' results acknowledged -> their offsets committed
+    IO threads    earlier batches' results acknowledged -> committer thread commits their offsets
 
 At-least-once: a batch's offsets are committed only after every alert, score and DLQ record
-produced for it, and for every batch before it, has been acknowledged by the broker. Commits are
-sent from the acknowledgement callbacks (one in flight at a time, each covering everything
+produced for it, and for every batch before it, has been acknowledged by the broker. A committer
+thread commits as acknowledgements arrive (one commit at a time, each covering everything
 acknowledged so far), so no round trip stalls the loop. A batch's results are sent only once
 every earlier batch with results is committed, so a crash repeats the results of at most one
 batch. If producing fails, nothing from that batch on is committed: the consumer is rewound to
@@ -163,9 +163,11 @@ class Worker:
         self._tail: _Batch | None = None  # the last batch emitted
         self._last_with_results: _Batch | None = None  # the last batch that sent anything
         self._chain_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
-        self._commit_busy = False
+        self._commit_ready = threading.Condition()
+        self._commit_stop = False
+        self._committer: threading.Thread | None = None
         self._awaiting_commit: list[_Batch] = []
+        self._positions: dict[TopicPartition, int] = {}  # next offset to poll, per partition seen
         self._epoch = 0
         self._revocations: list[tuple[int, frozenset[TopicPartition]]] = []  # (epoch, partitions) per rebalance
         self._throttle = Throttle(TROUBLE_LOG_INTERVAL, clock)
@@ -229,9 +231,11 @@ class Worker:
         # Batches already emitted are finished; one still in the decoder is left to the next run.
         self._wait_settled(self._tail, rewind=False)
         if self._decoding is not None:
+            if self._decoding.decoded is None:
+                self._decoder.result()
             self._decoding = None
-            self._decoder.result()
         self._decoder.close()
+        self._stop_committer()
         if self._consumer is not None:
             if self._pending:
                 self._commit_pending(retry=False)
@@ -263,14 +267,14 @@ class Worker:
     def _step(self, new: _Batch | None) -> None:
         """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one.
 
-        A short batch (the worker has caught up with the stream) is decoded here and emitted at
+        Once the worker has caught up with the stream, a batch is decoded here and emitted at
         once instead: there is nothing to overlap it with, and the round trip to the decoder
         process would only delay its alerts. The pipeline is for working off a backlog.
         """
         prev, self._decoding = self._decoding, None
-        if prev is not None:
+        if prev is not None and prev.decoded is None:
             prev.decoded = self._decoder.result()
-        short = new is not None and len(new.records) < self.config.max_batch_size
+        short = new is not None and self._caught_up(new)
         if new is not None:
             new.scorer = self.models.scorer
             values = [r.value for r in new.records]
@@ -279,11 +283,26 @@ class Worker:
                 new.decoded = self._inline.result()
             else:
                 self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
-                self._decoding = new
+            self._decoding = new  # until emitted: a rewind before then drops it too
         if prev is not None:
             self._emit(prev)
-        if short:
+        if short and self._decoding is new:
+            self._decoding = None
             self._emit(new)
+
+    def _caught_up(self, batch: _Batch) -> bool:
+        """True when less than a batch is left between this batch's end and the last known ends."""
+        self._positions.update(batch.next_offsets)
+        behind = 0
+        for tp, position in list(self._positions.items()):
+            try:
+                end = self._consumer.highwater(tp)  # from the last fetch response: no request
+            except (KafkaError, AssertionError):  # no longer assigned
+                del self._positions[tp]
+                continue
+            if end is not None:
+                behind += max(0, end - position)
+        return behind < self.config.max_batch_size
 
     def _handle(self, polled: dict) -> None:
         """One batch all the way through: sent, acknowledged, committed (used by tests)."""
@@ -374,17 +393,21 @@ class Worker:
 
     def _acknowledged(self, batch: _Batch) -> None:
         """Every result of ``batch`` and of the batches before it is on the broker (or one failed)."""
-        with self._chain_lock:
-            batch.acknowledged = True
-            following, batch.next = batch.next, None
         if batch.error is None:
             batch.acked_ms = time.time() * 1000
             self._account(batch)  # before the commit: the metrics never trail the committed offsets
             revoked = self._revoked_since(batch.epoch)
-            with self._pending_lock:
-                for tp, o in batch.next_offsets.items():
-                    if tp not in revoked:
-                        self._pending[tp] = o
+        with self._chain_lock:
+            # Its offsets become pending before it counts as acknowledged: a batch after it may
+            # be acknowledged (on another thread) the moment it does, and must not be overtaken.
+            if batch.error is None:
+                with self._pending_lock:
+                    for tp, o in batch.next_offsets.items():
+                        if tp not in revoked:
+                            self._pending[tp] = max(o, self._pending.get(tp, o))
+            batch.acknowledged = True
+            following, batch.next = batch.next, None
+        if batch.error is None:
             self._request_commit(batch)
         else:
             batch.settle()
@@ -393,38 +416,48 @@ class Worker:
             self._release(following, error=behind)
 
     def _request_commit(self, batch: _Batch) -> None:
-        with self._commit_lock:
+        with self._commit_ready:
             self._awaiting_commit.append(batch)
-            if self._commit_busy:
-                return  # the commit in flight sends the next one when it is answered
-            self._commit_busy = True
-        self._send_commit()
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_forever, name="fraud-committer", daemon=True)
+                self._committer.start()
+            self._commit_ready.notify()
 
-    def _send_commit(self) -> None:
-        """Commit everything acknowledged so far; one commit in flight at a time, so they land in order."""
+    def _commit_forever(self) -> None:
+        """The committer thread: commits everything acknowledged so far, one commit at a time, in order.
+
+        A thread of its own, so neither the loop nor kafka-python's IO threads wait for the broker's
+        answer; ``KafkaConsumer.commit`` may be called from any thread but the consumer's IO thread.
+        """
         while True:
-            with self._commit_lock:
-                batches, self._awaiting_commit = self._awaiting_commit, []
-                if not batches:
-                    self._commit_busy = False
+            with self._commit_ready:
+                while not self._awaiting_commit and not self._commit_stop:
+                    self._commit_ready.wait()
+                if not self._awaiting_commit:
                     return
+                batches, self._awaiting_commit = self._awaiting_commit, []
             with self._pending_lock:
                 offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
-            if not offsets:  # e.g. every partition revoked meanwhile
+            if not offsets:  # already committed with an earlier batch, or every partition revoked
                 for b in batches:
                     b.commit_ok = True
                     b.settle()
                 continue
             try:
-                # Thread-safe in kafka-python 3: the request is handed to the consumer's IO thread.
-                future = self._consumer.commit_async(offsets)
-            except Exception as exc:  # noqa: BLE001 - the loop retries with a synchronous commit
-                self._committed(batches, offsets, exc, resend=False)
-                continue
-            future.add_both(lambda result, b=batches, o=offsets: self._committed(b, o, result))
-            return
+                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                result: object = None
+            except Exception as exc:  # noqa: BLE001 - the loop retries, synchronously, with backoff
+                result = exc
+            self._committed(batches, offsets, result)
 
-    def _committed(self, batches: list[_Batch], offsets: dict, result, resend: bool = True) -> None:
+    def _stop_committer(self) -> None:
+        with self._commit_ready:
+            self._commit_stop = True
+            self._commit_ready.notify()
+        if self._committer is not None:
+            self._committer.join(timeout=COMMIT_TIMEOUT_MS / 1000 + 5)
+
+    def _committed(self, batches: list[_Batch], offsets: dict, result) -> None:
         ok = not isinstance(result, BaseException)
         self.metrics.committed(ok)
         if ok:
@@ -435,8 +468,6 @@ class Worker:
         for b in batches:
             b.commit_ok = ok
             b.settle()
-        if resend:
-            self._send_commit()
 
     def _collect(self, behind: _Batch | None = None) -> bool:
         """Account for the settled batches at the front of the pipeline; False if one failed."""
@@ -494,8 +525,9 @@ class Worker:
             batches.append(behind)
         if self._decoding is not None:
             batches.append(self._decoding)
+            if self._decoding.decoded is None:
+                self._decoder.result()  # keeps the decoder in step; the rows are not used
             self._decoding = None
-            self._decoder.result()  # keeps the decoder in step; the rows are not used
         first: dict[TopicPartition, int] = {}
         for b in batches:
             for tp, o in b.first_offsets.items():
@@ -506,6 +538,7 @@ class Worker:
                 continue  # no longer ours: its new owner starts from the last commit
             try:
                 self._consumer.seek(tp, o)
+                self._positions[tp] = o
             except (KafkaError, AssertionError):
                 pass
         self._replace_producer(error)

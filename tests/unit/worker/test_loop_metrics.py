@@ -69,6 +69,9 @@ class FakeConsumer:
     def position(self, tp, timeout_ms=None):
         return self.positions[tp]
 
+    def highwater(self, tp):
+        return self.ends[tp]
+
     def commit(self, offsets, timeout_ms=None) -> None:
         self.commits.append(offsets)
 
@@ -230,3 +233,52 @@ def test_a_batch_loses_the_records_of_revoked_partitions_and_nothing_else():
     assert kept.decoded.transaction_ids == ["tx-3", "tx-5"] and kept.decoded.index == [0, 2]
     assert [(i, e.reason) for i, e in kept.decoded.errors] == [(1, "not_an_object")]
     np.testing.assert_array_equal(kept.decoded.features, batch.decoded.features[[2, 3]])
+
+
+def test_offsets_are_committed_in_order_when_acknowledgements_arrive_out_of_order(tmp_path):
+    """A batch without results sent after one still waiting for its alerts is committed only after it."""
+    from kafka.future import Future
+
+    models = tmp_path / "models"
+    make_bundle(models, "v1", **SPEC)
+    metrics = WorkerMetrics(CollectorRegistry())
+    watcher = ModelWatcher(str(models), metrics)
+    watcher.load_initial()
+    worker = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
+    p0 = TopicPartition(TOPIC, 0)
+    worker._consumer = FakeConsumer({p0: 1000}, {p0: 0})
+
+    class SlowProducer(FakeProducer):
+        def __init__(self):
+            super().__init__()
+            self.futures = []
+
+        def send(self, topic, key=None, value=None, headers=None):
+            self.sent.append((topic, key, value))
+            self.futures.append(Future())
+            return self.futures[-1]
+
+    worker._producer = producer = SlowProducer()
+    first = [Record(TOPIC, 0, i, 0, None, v, []) for i, v in enumerate([b"bad"] * 3)]  # DLQ records: results
+    fine = event(9, np.zeros(len(SPEC["feature_names"])))
+    second = [Record(TOPIC, 0, 3 + i, 0, None, fine, []) for i in range(4)]  # scored below the threshold: none
+    worker._emit(_batch(worker, first))
+    worker._emit(_batch(worker, second))
+    time.sleep(0.3)  # time enough for the committer thread, were anything acknowledged
+    assert worker._consumer.commits == [] and not worker._tail.settled.is_set()
+    for f in producer.futures:
+        f.success(None)
+    assert worker._wait_settled(worker._tail)
+    assert [c[p0].offset for c in worker._consumer.commits][-1] == 7
+    assert sorted(c[p0].offset for c in worker._consumer.commits) == [c[p0].offset for c in worker._consumer.commits]
+    worker._stop_committer()
+
+
+def _batch(worker, records):
+    from worker.decode import Decoder
+    from worker.loop import _Batch
+
+    batch = _Batch.of({TopicPartition(TOPIC, 0): records}, worker._epoch)
+    batch.scorer = worker.models.scorer
+    batch.decoded = Decoder(SPEC["feature_names"]).decode_batch([r.value for r in records])
+    return batch
