@@ -44,7 +44,7 @@ _TRANSACTION_ID = operator.attrgetter("transaction_id")
 class DecodedRows:
     """``DecodedBatch`` without numpy: the features as one flat float32 array, row after row."""
 
-    features: array  # typecode "f", len(index) * n_features
+    features: array | bytes  # float32 (typecode "f"), len(index) * n_features
     n_features: int
     transaction_ids: list[str]
     event_times: list[int | None]

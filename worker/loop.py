@@ -208,11 +208,8 @@ class Worker:
 
     # -- Kafka clients -------------------------------------------------------------------------
 
-    def _client_configs(self) -> tuple[dict, dict]:
-        return client_configs(self.config)
-
     def _connect(self) -> bool:
-        consumer_cfg, producer_cfg = self._client_configs()
+        consumer_cfg, producer_cfg = client_configs(self.config)
         while not self._stop.is_set():
             try:
                 if self._producer is None:
@@ -362,7 +359,7 @@ class Worker:
         self._unsettled.append(batch)
         try:
             if outputs and self._producer is None:
-                self._producer = KafkaProducer(**self._client_configs()[1])
+                self._producer = KafkaProducer(**client_configs(self.config)[1])
             for topic, key, value, headers in outputs:
                 future = self._producer.send(topic, key=key, value=value, headers=headers)
                 with batch.lock:
@@ -436,8 +433,7 @@ class Worker:
                 if not self._awaiting_commit:
                     return
                 batches, self._awaiting_commit = self._awaiting_commit, []
-            with self._pending_lock:
-                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
+            offsets = self._pending_offsets()
             if not offsets:  # already committed with an earlier batch, or every partition revoked
                 for b in batches:
                     b.commit_ok = True
@@ -461,10 +457,7 @@ class Worker:
         ok = not isinstance(result, BaseException)
         self.metrics.committed(ok)
         if ok:
-            with self._pending_lock:
-                for tp, o in offsets.items():
-                    if self._pending.get(tp) == o.offset:
-                        del self._pending[tp]
+            self._forget_committed(offsets)
         for b in batches:
             b.commit_ok = ok
             b.settle()
@@ -577,8 +570,7 @@ class Worker:
 
     def _commit_pending(self, retry: bool = True) -> None:
         """Commit the acknowledged offsets and wait for the broker's answer (retry and shutdown path)."""
-        with self._pending_lock:
-            offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
+        offsets = self._pending_offsets()
         if not offsets:
             return
         try:
@@ -592,6 +584,14 @@ class Worker:
                 logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), exc)
             return
         self.metrics.committed(True)
+        self._forget_committed(offsets)
+
+    def _pending_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        with self._pending_lock:
+            return {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
+
+    def _forget_committed(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Drop what was committed; a partition acknowledged further meanwhile stays pending."""
         with self._pending_lock:
             for tp, o in offsets.items():
                 if self._pending.get(tp) == o.offset:
@@ -600,6 +600,7 @@ class Worker:
     def _take_pending(self, partitions) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._pending_lock:
             return {tp: OffsetAndMetadata(self._pending.pop(tp), "", -1) for tp in partitions if tp in self._pending}
+
     def _update_lag(self) -> None:
         now = self._clock()
         if now < self._next_lag:
