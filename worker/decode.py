@@ -76,8 +76,11 @@ class Decoder:
         self.feature_names = tuple(feature_names)
         self.max_bytes = max_bytes
         n = len(self.feature_names)
+        # The float32 range is checked by msgspec, in C, as it decodes: a larger magnitude (JSON
+        # allows 1e300) would become inf in the model's input.
+        f32 = Annotated[float, msgspec.Meta(ge=-F32_MAX, le=F32_MAX)]
         fields: list[tuple[str, Any, Any]] = [
-            (f"f{i}", float, msgspec.field(name=name)) for i, name in enumerate(self.feature_names)
+            (f"f{i}", f32, msgspec.field(name=name)) for i, name in enumerate(self.feature_names)
         ]
         fields.append(("transaction_id", Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)], ...))
         fields.append(
@@ -122,11 +125,9 @@ class Decoder:
         quotes = sum(map(bytes.count, values, repeat(b'"')))
         if quotes != self._quotes_base * n + 2 * (n - times.count(None)):
             return None
-        flat = array("d", chain.from_iterable(map(self._row, structs)))
-        if max(flat) > F32_MAX or min(flat) < -F32_MAX:
-            return None
+        flat = array("f", chain.from_iterable(map(self._row, structs)))  # in range: checked while decoding
         width = len(self.feature_names)
-        return DecodedRows(array("f", flat), width, list(map(_TRANSACTION_ID, structs)), times, list(range(n)), [])
+        return DecodedRows(flat, width, list(map(_TRANSACTION_ID, structs)), times, list(range(n)), [])
 
     def _decode_mixed_batch(self, values: Sequence[bytes | None]) -> DecodedRows:
         rows: list[tuple[float, ...]] = []
@@ -165,19 +166,7 @@ class Decoder:
                 ids.append(tid)
                 times.append(t)
                 index.append(i)
-        # msgspec reads 1e300 fine; float32 cannot hold it.
-        features = array("f")
-        valid = 0
-        for r, tid, t, i in zip(rows, ids, times, index):
-            big = next((k for k, x in enumerate(r) if abs(x) > F32_MAX), None)
-            if big is not None:
-                errors.append((i, DecodeError("non_finite", f"{self.feature_names[big]} is outside the float32 range")))
-                continue
-            features.extend(r)
-            ids[valid], times[valid], index[valid] = tid, t, i
-            valid += 1
-        del ids[valid:], times[valid:], index[valid:]
-        errors.sort(key=lambda e: e[0])
+        features = array("f", chain.from_iterable(rows))
         return DecodedRows(features, len(self.feature_names), ids, times, index, errors)
 
     def classify(self, value: bytes | None) -> tuple[tuple[float, ...], str, int | None]:
