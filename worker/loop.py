@@ -9,9 +9,9 @@ Pipelined, so that the loop's thread (where kafka-python parses every record) do
 At-least-once: a batch's offsets are committed only after every alert, score and DLQ record
 produced for it, and for every batch before it, has been acknowledged by the broker. A committer
 thread commits as acknowledgements arrive (one commit at a time, each covering everything
-acknowledged so far), so no round trip stalls the loop. A batch's results are sent only once
-every earlier batch with results is committed, so a crash repeats the results of at most one
-batch. If producing fails, nothing from that batch on is committed: the consumer is rewound to
+acknowledged so far), so no round trip stalls the loop; batches without results are committed
+together at most every COMMIT_INTERVAL. A batch's results are sent only once every earlier batch
+with results is committed, so a crash repeats the results of at most one batch. If producing fails, nothing from that batch on is committed: the consumer is rewound to
 its first offsets, the batches behind it are dropped (they will be polled again) and it is
 retried after a backoff. Offsets acknowledged but not committed are committed again on the next
 pass, on partition revocation and on shutdown; partitions lost to a forced eviction are never
@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 LAG_INTERVAL = 5.0
 LAG_TIMEOUT_MS = 2_000
 COMMIT_TIMEOUT_MS = 10_000
+# Offsets of batches without results are committed at most this often (batches come every few ms
+# under load; a commit per batch was most of the broker's writes). Committed at once: a batch
+# with results (the next one's results wait for it), and whatever the loop or a revocation waits for.
+COMMIT_INTERVAL = 0.2
 TROUBLE_LOG_INTERVAL = 30.0
 ACK_REPORT_SECONDS = 5.0  # results unacknowledged this long count as a broker error
 
@@ -100,6 +104,7 @@ class _Batch:
     epoch: int  # rebalances seen when it was polled
     scorer: Scorer | None = None  # the model it is scored with, fixed when it is submitted
     decoded: DecodedBatch | None = None
+    urgent: bool = False  # sent results: committed without waiting for the commit interval
     # Written by the producer's and the consumer's IO threads once emitted. ``outstanding``
     # counts unacknowledged sends, plus one while sending, plus one until the batch before it
     # is acknowledged (offsets are committed in order).
@@ -165,6 +170,7 @@ class Worker:
         self._chain_lock = threading.Lock()
         self._commit_ready = threading.Condition()
         self._commit_stop = False
+        self._commit_now = False
         self._committer: threading.Thread | None = None
         self._awaiting_commit: list[_Batch] = []
         self._positions: dict[TopicPartition, int] = {}  # next offset to poll, per partition seen
@@ -351,6 +357,7 @@ class Worker:
             if not self._wait_settled(self._last_with_results, behind=batch):
                 return
             self._last_with_results = batch
+            batch.urgent = True
         with self._chain_lock:
             prev, self._tail = self._tail, batch
             waits_for_prev = prev is not None and not prev.acknowledged
@@ -415,10 +422,19 @@ class Worker:
     def _request_commit(self, batch: _Batch) -> None:
         with self._commit_ready:
             self._awaiting_commit.append(batch)
+            self._commit_now = self._commit_now or batch.urgent
             if self._committer is None:
                 self._committer = threading.Thread(target=self._commit_forever, name="fraud-committer", daemon=True)
                 self._committer.start()
             self._commit_ready.notify()
+
+    def _hurry_commit(self, batch: _Batch) -> None:
+        """Someone waits for ``batch``: it is committed as soon as it is acknowledged."""
+        with self._commit_ready:
+            batch.urgent = True
+            if batch.acknowledged:  # its commit may be waiting for the interval already
+                self._commit_now = True
+                self._commit_ready.notify()
 
     def _commit_forever(self) -> None:
         """The committer thread: commits everything acknowledged so far, one commit at a time, in order.
@@ -426,13 +442,22 @@ class Worker:
         A thread of its own, so neither the loop nor kafka-python's IO threads wait for the broker's
         answer; ``KafkaConsumer.commit`` may be called from any thread but the consumer's IO thread.
         """
+        last = -COMMIT_INTERVAL
         while True:
             with self._commit_ready:
-                while not self._awaiting_commit and not self._commit_stop:
-                    self._commit_ready.wait()
-                if not self._awaiting_commit:
-                    return
+                while True:
+                    if not self._awaiting_commit:
+                        if self._commit_stop:
+                            return
+                        self._commit_ready.wait()
+                        continue
+                    due = last + COMMIT_INTERVAL - time.monotonic()
+                    if self._commit_now or self._commit_stop or due <= 0:
+                        break
+                    self._commit_ready.wait(due)
                 batches, self._awaiting_commit = self._awaiting_commit, []
+                self._commit_now = False
+            last = time.monotonic()
             offsets = self._pending_offsets()
             if not offsets:  # already committed with an earlier batch, or every partition revoked
                 for b in batches:
@@ -497,6 +522,8 @@ class Worker:
         Alive while waiting (a restart would not bring the broker back), and a broker that has
         not answered for a while is counted and reported, once per interval.
         """
+        if not batch.settled.is_set():
+            self._hurry_commit(batch)
         waited = 0.0
         while not batch.settled.wait(min(ACK_REPORT_SECONDS, self._ack_timeout - waited)):
             waited += ACK_REPORT_SECONDS
@@ -680,6 +707,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         if batch is not None and not batch.done.is_done:
             # Results are on their way: let them be acknowledged and committed while these
             # partitions are still ours, or their new owner would score them again.
+            w._hurry_commit(batch)
             await batch.done
         offsets = w._take_pending(revoked)
         if offsets:

@@ -282,3 +282,42 @@ def _batch(worker, records):
     batch.scorer = worker.models.scorer
     batch.decoded = Decoder(SPEC["feature_names"]).decode_batch([r.value for r in records])
     return batch
+
+
+def test_commits_without_results_are_coalesced_and_hurried_when_waited_for(tmp_path, monkeypatch):
+    """Batches without results wait for the commit interval; results, and whatever the loop waits for, do not."""
+    import worker.loop
+
+    monkeypatch.setattr(worker.loop, "COMMIT_INTERVAL", 30.0)
+    models = tmp_path / "models"
+    make_bundle(models, "v1", **SPEC)
+    metrics = WorkerMetrics(CollectorRegistry())
+    watcher = ModelWatcher(str(models), metrics)
+    watcher.load_initial()
+    w = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
+    p0 = TopicPartition(TOPIC, 0)
+    w._consumer, w._producer = FakeConsumer({p0: 1000}, {p0: 0}), FakeProducer()
+    fine = event(9, np.zeros(len(SPEC["feature_names"])))  # scored below the threshold: no results
+    offset = iter(range(1000))
+
+    def records(value: bytes, n: int) -> list:
+        return [Record(TOPIC, 0, next(offset), 0, None, value, []) for _ in range(n)]
+
+    def committed() -> list[int]:
+        return [c[p0].offset for c in w._consumer.commits]
+
+    w._emit(_batch(w, records(b"bad", 2)))  # a DLQ record is a result: committed at once
+    deadline = time.monotonic() + 5
+    while committed() != [2] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert committed() == [2]
+    w._emit(_batch(w, records(fine, 3)))
+    w._emit(_batch(w, records(fine, 3)))
+    time.sleep(0.3)
+    assert committed() == [2]  # acknowledged, waiting for the interval
+    start = time.monotonic()
+    assert w._wait_settled(w._tail)
+    assert committed() == [2, 8] and time.monotonic() - start < 5  # one commit for both, without the interval
+    w._emit(_batch(w, records(b"bad", 1)))
+    assert w._wait_settled(w._tail) and committed() == [2, 8, 9]
+    w._stop_committer()
