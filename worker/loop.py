@@ -400,6 +400,8 @@ class Worker:
         if batch.error is None:
             batch.acked_ms = time.time() * 1000
             self._account(batch)  # before the commit: the metrics never trail the committed offsets
+            # Not needed any more, and it may wait a while for its commit: let its memory go now.
+            batch.records, batch.decoded, batch.scores, batch.hits, batch.times = [], None, None, None, []
             revoked = self._revoked_since(batch.epoch)
         with self._chain_lock:
             # Its offsets become pending before it counts as acknowledged: a batch after it may
