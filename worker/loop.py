@@ -13,9 +13,9 @@ acknowledged so far), so no round trip stalls the loop; batches without results 
 together at most every COMMIT_INTERVAL. A batch's results are sent only once every earlier batch
 with results is committed, so a crash repeats the results of at most one batch. If producing
 fails, nothing from that batch on is committed: the consumer is rewound to its first offsets,
-the batches behind it are dropped (they will be polled again) and it is retried after a backoff. Offsets acknowledged but not committed are committed again on the next
-pass, on partition revocation and on shutdown; partitions lost to a forced eviction are never
-committed.
+the batches behind it are dropped (they will be polled again) and it is retried after a backoff.
+Offsets acknowledged but not committed are committed again on the next pass, on partition
+revocation and on shutdown; partitions lost to a forced eviction are never committed.
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ class Worker:
         A thread of its own, so neither the loop nor kafka-python's IO threads wait for the broker's
         answer; ``KafkaConsumer.commit`` may be called from any thread but the consumer's IO thread.
         """
-        last = -COMMIT_INTERVAL
+        last = float("-inf")  # the first commit goes out at once
         while True:
             with self._commit_ready:
                 while True:
