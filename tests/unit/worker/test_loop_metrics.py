@@ -239,14 +239,7 @@ def test_offsets_are_committed_in_order_when_acknowledgements_arrive_out_of_orde
     """A batch without results sent after one still waiting for its alerts is committed only after it."""
     from kafka.future import Future
 
-    models = tmp_path / "models"
-    make_bundle(models, "v1", **SPEC)
-    metrics = WorkerMetrics(CollectorRegistry())
-    watcher = ModelWatcher(str(models), metrics)
-    watcher.load_initial()
-    worker = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
-    p0 = TopicPartition(TOPIC, 0)
-    worker._consumer = FakeConsumer({p0: 1000}, {p0: 0})
+    worker, p0 = _one_partition_worker(tmp_path)
 
     class SlowProducer(FakeProducer):
         def __init__(self):
@@ -274,6 +267,19 @@ def test_offsets_are_committed_in_order_when_acknowledgements_arrive_out_of_orde
     worker._stop_committer()
 
 
+def _one_partition_worker(tmp_path) -> tuple[Worker, TopicPartition]:
+    """A worker decoding in place, serving a fresh bundle, with a stand-in consumer of one partition."""
+    models = tmp_path / "models"
+    make_bundle(models, "v1", **SPEC)
+    metrics = WorkerMetrics(CollectorRegistry())
+    watcher = ModelWatcher(str(models), metrics)
+    watcher.load_initial()
+    worker = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
+    p0 = TopicPartition(TOPIC, 0)
+    worker._consumer = FakeConsumer({p0: 1000}, {p0: 0})
+    return worker, p0
+
+
 def _batch(worker, records):
     from worker.decode import Decoder
     from worker.loop import _Batch
@@ -289,14 +295,8 @@ def test_commits_without_results_are_coalesced_and_hurried_when_waited_for(tmp_p
     import worker.loop
 
     monkeypatch.setattr(worker.loop, "COMMIT_INTERVAL", 30.0)
-    models = tmp_path / "models"
-    make_bundle(models, "v1", **SPEC)
-    metrics = WorkerMetrics(CollectorRegistry())
-    watcher = ModelWatcher(str(models), metrics)
-    watcher.load_initial()
-    w = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
-    p0 = TopicPartition(TOPIC, 0)
-    w._consumer, w._producer = FakeConsumer({p0: 1000}, {p0: 0}), FakeProducer()
+    w, p0 = _one_partition_worker(tmp_path)
+    w._producer = FakeProducer()
     fine = event(9, np.zeros(len(SPEC["feature_names"])))  # scored below the threshold: no results
     offset = iter(range(1000))
 
