@@ -267,14 +267,14 @@ def test_offsets_are_committed_in_order_when_acknowledgements_arrive_out_of_orde
     worker._stop_committer()
 
 
-def _one_partition_worker(tmp_path) -> tuple[Worker, TopicPartition]:
+def _one_partition_worker(tmp_path, **settings) -> tuple[Worker, TopicPartition]:
     """A worker decoding in place, serving a fresh bundle, with a stand-in consumer of one partition."""
     models = tmp_path / "models"
     make_bundle(models, "v1", **SPEC)
     metrics = WorkerMetrics(CollectorRegistry())
     watcher = ModelWatcher(str(models), metrics)
     watcher.load_initial()
-    worker = Worker(WorkerConfig(decoder_processes=0), watcher, metrics, HealthState(30))
+    worker = Worker(WorkerConfig(decoder_processes=0, **settings), watcher, metrics, HealthState(30))
     p0 = TopicPartition(TOPIC, 0)
     worker._consumer = FakeConsumer({p0: 1000}, {p0: 0})
     return worker, p0
@@ -321,3 +321,29 @@ def test_commits_without_results_are_coalesced_and_hurried_when_waited_for(tmp_p
     w._emit(_batch(w, records(b"bad", 1)))
     assert w._wait_settled(w._tail) and committed() == [2, 8, 9]
     w._stop_committer()
+
+
+def test_a_short_batch_is_sent_before_the_next_poll_and_a_full_one_after_it(tmp_path):
+    """Caught up (a poll returns fewer than max_batch_size records), a batch's results do not wait for
+    the next poll; a full batch (a backlog) is decoded while the next poll runs, and sent after it."""
+    w, p0 = _one_partition_worker(tmp_path, max_batch_size=4)
+    w._producer = producer = FakeProducer()
+    producer.close = lambda timeout=None: None
+    w._consumer.close = lambda autocommit=True: None
+    w._connect = lambda: True
+    script = [[Record(TOPIC, 0, o, 0, None, b"bad", []) for o in offsets] for offsets in ([0, 1], [2, 3, 4, 5], [])]
+    sent_before_poll: list[int] = []
+
+    def poll(timeout_ms=0, max_records=None):
+        sent_before_poll.append(len(producer.sent))
+        if not script:
+            w.request_stop()
+            return {}
+        records = script.pop(0)
+        return {p0: records} if records else {}
+
+    w._consumer.poll = poll
+    assert w.run() == 0
+    # Poll 2 follows the short batch's two DLQ records; poll 3 comes before the full batch's four.
+    assert sent_before_poll == [0, 2, 2, 6]
+    assert [c[p0].offset for c in w._consumer.commits][-1] == 6
