@@ -172,6 +172,9 @@ class Worker:
         self._last_with_results: _Batch | None = None  # the last batch that sent anything
         self._chain_lock = threading.Lock()
         self._commit_ready = threading.Condition()
+        # Held from taking the pending offsets to the broker's answer, by the committer thread and by
+        # the loop's own commits: one commit at a time, each at least as far as the one before it.
+        self._commit_lock = threading.Lock()
         self._commit_stop = False
         self._commit_now = False
         self._committer: threading.Thread | None = None
@@ -447,18 +450,19 @@ class Worker:
                 batches, self._awaiting_commit = self._awaiting_commit, []
                 self._commit_now = False
             last = time.monotonic()
-            offsets = self._pending_offsets()
-            if not offsets:  # already committed with an earlier batch, or every partition revoked
-                for b in batches:
-                    b.commit_ok = True
-                    b.settle()
-                continue
-            try:
-                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-                result: object = None
-            except Exception as exc:  # noqa: BLE001 - the loop retries, synchronously, with backoff
-                result = exc
-            self._committed(batches, offsets, result)
+            with self._commit_lock:
+                offsets = self._pending_offsets()
+                if offsets:
+                    try:
+                        self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                        result: object = None
+                    except Exception as exc:  # noqa: BLE001 - the loop retries, synchronously, with backoff
+                        result = exc
+                    self._committed(batches, offsets, result)
+                    continue
+            for b in batches:  # already committed with an earlier batch, or every partition revoked
+                b.commit_ok = True
+                b.settle()
 
     def _stop_committer(self) -> None:
         with self._commit_ready:
@@ -585,21 +589,24 @@ class Worker:
 
     def _commit_pending(self, retry: bool = True) -> None:
         """Commit the acknowledged offsets and wait for the broker's answer (retry and shutdown path)."""
-        offsets = self._pending_offsets()
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-        except KafkaError as exc:
-            # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
-            self.metrics.committed(False)
-            if retry:
-                self._trouble("commit", f"commit of {_describe_offsets(offsets)} failed: {exc}")
-            else:
-                logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), exc)
-            return
-        self.metrics.committed(True)
-        self._forget_committed(offsets)
+        with self._commit_lock:  # not alongside the committer thread's commit, which may be further on
+            offsets = self._pending_offsets()
+            if not offsets:
+                return
+            try:
+                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                error = None
+            except KafkaError as exc:
+                error = exc
+            self.metrics.committed(error is None)
+            if error is None:
+                self._forget_committed(offsets)
+                return
+        # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
+        if retry:
+            self._trouble("commit", f"commit of {_describe_offsets(offsets)} failed: {error}")
+        else:
+            logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), error)
 
     def _pending_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._pending_lock:

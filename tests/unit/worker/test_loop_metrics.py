@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -347,3 +348,31 @@ def test_a_short_batch_is_sent_before_the_next_poll_and_a_full_one_after_it(tmp_
     # Poll 2 follows the short batch's two DLQ records; poll 3 comes before the full batch's four.
     assert sent_before_poll == [0, 2, 2, 6]
     assert [c[p0].offset for c in w._consumer.commits][-1] == 6
+
+
+def test_the_loop_and_the_committer_thread_never_commit_at_once(tmp_path):
+    """A commit from the loop (a retry) waits for the committer thread's, so commits never go backwards."""
+    w, p0 = _one_partition_worker(tmp_path)
+    w._producer = FakeProducer()
+    consumer, lock = w._consumer, threading.Lock()
+    in_flight, most = [0], [0]
+
+    def slow_commit(offsets, timeout_ms=None):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.02)  # the broker's answer is on its way
+        consumer.commits.append(offsets)
+        with lock:
+            in_flight[0] -= 1
+
+    consumer.commit = slow_commit
+    for i in range(10):
+        w._emit(_batch(w, [Record(TOPIC, 0, i, 0, None, b"bad", [])]))  # a DLQ record: committed at once
+        time.sleep(0.005)  # the committer thread has taken the offsets and waits for the broker
+        w._commit_pending()
+    assert w._wait_settled(w._tail)
+    w._stop_committer()
+    offsets = [c[p0].offset for c in consumer.commits]
+    assert most[0] == 1, f"{most[0]} commits in flight at once"
+    assert offsets == sorted(offsets) and offsets[-1] == 10
