@@ -141,7 +141,8 @@ class _Batch:
             self.done.success(None)
 
     def describe(self) -> str:
-        return ", ".join(f"{tp.topic}[{tp.partition}]@{o}..{self.next_offsets[tp] - 1}" for tp, o in self.first_offsets.items())
+        spans = (f"{tp.topic}[{tp.partition}]@{o}..{self.next_offsets[tp] - 1}" for tp, o in self.first_offsets.items())
+        return ", ".join(spans)
 
 
 class Worker:
@@ -189,6 +190,18 @@ class Worker:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def consumer(self) -> KafkaConsumer:
+        """The consumer, once connected (every method below but ``_connect`` runs after it)."""
+        assert self._consumer is not None, "not connected"
+        return self._consumer
+
+    @property
+    def producer(self) -> KafkaProducer:
+        """The producer, once connected; after a failed batch, the one started for its retry."""
+        assert self._producer is not None, "no producer"
+        return self._producer
 
     def run(self) -> int:
         if isinstance(self._decoder, DecoderProcess):
@@ -268,7 +281,7 @@ class Worker:
         # hold that batch's alerts back.
         timeout = 0 if self._decoding is not None else self.config.poll_timeout_ms
         try:
-            polled = self._consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
+            polled = self.consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
         except KafkaError as exc:
             self._trouble("poll", f"poll failed: {exc}")
             return {}
@@ -313,6 +326,7 @@ class Worker:
             if not batch.records:
                 return
         c, scorer, decoded, records = self.config, batch.scorer, batch.decoded, batch.records
+        assert scorer is not None and decoded is not None, "emitted before it was decoded"
         outputs: list[tuple[str, bytes | None, bytes, list | None]] = []
         if decoded.index:
             t0 = time.perf_counter()
@@ -328,20 +342,21 @@ class Worker:
             times = {j: _event_time(decoded, records, j) for j in rows}
             batch.scores, batch.hits, batch.times = scores, hits, [times[j] for j in hits.tolist()]
             alerts = encode_results(scorer, hits, ids, times, scaled, scores, scored_at, c.reasons)
-            outputs += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts)]
+            outputs += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
             if c.scores_topic:
                 payloads = encode_results(scorer, range(len(scores)), ids, times, scaled, scores, scored_at, c.reasons)
                 for j, payload in enumerate(payloads):
                     r = records[decoded.index[j]]
-                    outputs.append((c.scores_topic, ids[j].encode(), payload, source_headers(r.topic, r.partition, r.offset)))
+                    source = source_headers(r.topic, r.partition, r.offset)
+                    outputs.append((c.scores_topic, ids[j].encode(), payload, source))
         for i, err in decoded.errors:
             r = records[i]
-            headers = dlq_headers(err, r.topic, r.partition, r.offset)
+            dlq = dlq_headers(err, r.topic, r.partition, r.offset)
             value = r.value
             if value is None and r.key is None:
                 value = b""  # Kafka clients refuse a record with neither key nor value
-                headers.append(("value_null", b"true"))
-            outputs.append((c.dlq_topic, r.key, value, headers))
+                dlq.append(("value_null", b"true"))
+            outputs.append((c.dlq_topic, r.key, value, dlq))
         if outputs:
             # Results wait until every earlier batch with results is committed: a crash repeats one batch at most.
             if not self._wait_settled(self._last_with_results, behind=batch):
@@ -351,14 +366,14 @@ class Worker:
         with self._chain_lock:
             prev, self._tail = self._tail, batch
             waits_for_prev = prev is not None and not prev.acknowledged
-            if waits_for_prev:
+            if prev is not None and waits_for_prev:
                 prev.next = batch
         self._unsettled.append(batch)
         try:
             if outputs and self._producer is None:
                 self._producer = KafkaProducer(**client_configs(self.config)[1])
             for topic, key, value, headers in outputs:
-                future = self._producer.send(topic, key=key, value=value, headers=headers)
+                future = self.producer.send(topic, key=key, value=value, headers=headers)
                 with batch.lock:
                     batch.outstanding += 1
                 future.add_callback(self._release, batch)
@@ -454,7 +469,7 @@ class Worker:
                 offsets = self._pending_offsets()
                 if offsets:
                     try:
-                        self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                        self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
                         result: object = None
                     except Exception as exc:  # noqa: BLE001 - the loop retries, synchronously, with backoff
                         result = exc
@@ -550,7 +565,7 @@ class Worker:
             if tp in revoked:
                 continue  # no longer ours: its new owner starts from the last commit
             try:
-                self._consumer.seek(tp, o)
+                self.consumer.seek(tp, o)
             except (KafkaError, AssertionError):
                 pass
         self._replace_producer(error)
@@ -559,6 +574,7 @@ class Worker:
     def _account(self, batch: _Batch) -> None:
         """The metrics of an acknowledged batch (any thread: the metric types take their own locks)."""
         m, decoded = self.metrics, batch.decoded
+        assert decoded is not None, "accounted for before it was decoded"
         m.events_consumed.inc(len(batch.records))
         m.batch_size.observe(len(batch.records))
         if batch.scores is not None and len(batch.scores):
@@ -594,7 +610,7 @@ class Worker:
             if not offsets:
                 return
             try:
-                self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
                 error = None
             except KafkaError as exc:
                 error = exc
@@ -630,13 +646,13 @@ class Worker:
         self._next_lag = now + LAG_INTERVAL
         lag: dict[int, int] = {}
         try:
-            assigned = list(self._consumer.assignment())
+            assigned = list(self.consumer.assignment())
             # The broker's end offsets (one ListOffsets request), not the last fetch's highwater:
             # right even for a partition this worker has not fetched from yet.
-            ends = self._consumer.end_offsets(assigned, timeout_ms=LAG_TIMEOUT_MS) if assigned else {}
+            ends = self.consumer.end_offsets(assigned, timeout_ms=LAG_TIMEOUT_MS) if assigned else {}
             for tp in assigned:
                 end = ends.get(tp)
-                position = self._consumer.position(tp, timeout_ms=100)
+                position = self.consumer.position(tp, timeout_ms=100)
                 if end is not None and position is not None:
                     lag[tp.partition] = max(0, end - position)
         except KafkaError as exc:
@@ -708,7 +724,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         if offsets:
             try:
                 # The coroutine KafkaConsumer.commit() itself runs; commit() cannot be called from this loop.
-                await w._consumer._coordinator._commit_offsets_sync_async(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+                await w.consumer._coordinator._commit_offsets_sync_async(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
                 w.metrics.committed(True)
                 logger.info("committed %s on revocation", _describe_offsets(offsets))
             except Exception as exc:  # noqa: BLE001 - their records will be delivered again: at-least-once
@@ -718,7 +734,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         w = self.worker
-        w.health.partitions = len(w._consumer.assignment())
+        w.health.partitions = len(w.consumer.assignment())
         w.metrics.rebalances.inc()
         w.metrics.partitions_assigned.set(w.health.partitions)
         logger.info("assigned %s", sorted(tp.partition for tp in assigned) or "no partitions")
@@ -741,6 +757,7 @@ def _without(batch: _Batch, partitions: frozenset[TopicPartition]) -> _Batch:
     keep = [TopicPartition(r.topic, r.partition) not in partitions for r in batch.records]
     position = np.cumsum(keep) - 1  # new position of each kept record
     d = batch.decoded
+    assert d is not None, "only a decoded batch loses records"
     rows = [j for j, i in enumerate(d.index) if keep[i]]
     decoded = DecodedBatch(
         d.features[rows],
@@ -750,7 +767,7 @@ def _without(batch: _Batch, partitions: frozenset[TopicPartition]) -> _Batch:
         [(int(position[i]), e) for i, e in d.errors if keep[i]],
     )
     return _Batch(
-        [r for r, k in zip(batch.records, keep) if k],
+        [r for r, k in zip(batch.records, keep, strict=True) if k],
         {tp: o for tp, o in batch.first_offsets.items() if tp not in partitions},
         {tp: o for tp, o in batch.next_offsets.items() if tp not in partitions},
         batch.epoch,

@@ -86,7 +86,7 @@ class FakeConsumer:
 
 
 def event(i: int, features: np.ndarray) -> bytes:
-    doc = {"transaction_id": f"tx-{i}", **dict(zip(SPEC["feature_names"], features.tolist()))}
+    doc = {"transaction_id": f"tx-{i}", **dict(zip(SPEC["feature_names"], features.tolist(), strict=True))}
     return json.dumps(doc).encode()
 
 
@@ -107,7 +107,8 @@ def scripted(tmp_path):
 
     features = rng.normal(0, 1.5, (8, len(SPEC["feature_names"])))
     now = int(time.time() * 1000)
-    values = [event(i, f) for i, f in enumerate(features)] + [b"{not json", json.dumps({"transaction_id": "x"}).encode()]
+    bad = [b"{not json", json.dumps({"transaction_id": "x"}).encode()]
+    values = [event(i, f) for i, f in enumerate(features)] + bad
     p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
     polled = {
         p0: [Record(TOPIC, 0, 100 + i, now - 50, None, v, []) for i, v in enumerate(values[:6])],
