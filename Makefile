@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+LINT_STAMP := $(VENV)/.lint-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test test-unit soak run bench clean
+.PHONY: help install test test-unit lint soak run bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -21,11 +22,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with the training and test extras
 
+# The lint extra on top of the main install (mypy checks against the training and test dependencies too).
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[lint]'
+	@rm -f $(VENV)/.lint-installed-*
+	@touch $@
+
 test: $(STAMP)  ## run every test, the integration tests against a real Kafka broker
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## run the tests that need no broker
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: $(LINT_STAMP)  ## ruff check and mypy (the lint extra, installed on first use)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 soak: $(STAMP)  ## 10 minutes at 500 events/s: flat memory and file descriptors, every event reconciled
 	$(PY) -m pytest -m soak -s tests/integration/test_soak.py $(PYTEST_ARGS)

@@ -9,9 +9,10 @@ On one topic of ULB-derived events (6 partitions) on the real local Apache Kafka
 3. the naive baseline from the usual tutorials: json.loads, then Keras ``model.predict`` per
    event, then an alert per event, with auto-commit: events/s on a small sample;
 4. latency at 50 % of the worker's measured throughput, offered by a separate generator
-   process (librdkafka, so that it takes little of the two cores): from the event's append to the input topic to the alert's append to the alert
-   topic (both LogAppendTime, the broker's clock), p50 / p99 / max; and, as the floor, a bare
-   kafka-python consumer's append-to-poll latency at the same rate;
+   process (librdkafka, so that it takes little of the two cores): from the event's append to the
+   input topic to the alert's append to the alert topic (both LogAppendTime, the broker's clock),
+   p50 / p99 / max; and, as the floor, a bare kafka-python consumer's append-to-poll latency at
+   the same rate;
 5. the worker's peak resident memory (with its decoder process) and its time from process
    start to ready;
 6. hardware and versions.
@@ -107,7 +108,7 @@ def load_events(limit: int) -> tuple[list[bytes], np.ndarray]:
             if i >= limit:
                 break
             feats = [float(x) for x in row[:30]]
-            doc = {"transaction_id": f"b-{i:07d}", **dict(zip(names, feats))}
+            doc = {"transaction_id": f"b-{i:07d}", **dict(zip(names, feats, strict=True))}
             values.append(enc(doc))
             rows.append(feats)
     return values, np.asarray(rows)
@@ -158,7 +159,8 @@ def offer(bootstrap: str, topic: str, n: int, rate: float) -> subprocess.Popen:
     Prints the seconds it took.
     """
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench; "
-            f"v, _ = bench.load_events({n}); print(bench.produce_all({bootstrap!r}, {topic!r}, v, {rate}, 1))")  # fmt: skip
+            f"v, _ = bench.load_events({n}); "
+            f"print(bench.produce_all({bootstrap!r}, {topic!r}, v, {rate}, 1))")  # fmt: skip
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
@@ -388,7 +390,9 @@ def versions(bootstrap: str) -> dict:
     pom = (REPO / "scripts/kafka/pom.xml").read_text()
     return {
         "cores": os.cpu_count(),
-        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"),
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+        ),
         "python": platform.python_version(),
         "kafka-python": md.version("kafka-python"),
         "crc32c": md.version("crc32c"),
@@ -401,7 +405,9 @@ def versions(bootstrap: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=284_807, help="events in the throughput topic (min 200,000 for the report)")
+    ap.add_argument(
+        "--events", type=int, default=284_807, help="events in the throughput topic (min 200,000 for the report)"
+    )
     ap.add_argument("--repeats", type=int, default=5, help="ceiling/worker pairs (medians reported)")
     ap.add_argument("--naive-sample", type=int, default=300, help="events for the naive baseline")
     ap.add_argument("--latency-seconds", type=float, default=20.0, help="duration of the latency run")
@@ -443,7 +449,7 @@ def main() -> int:
             log(f"round {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, consumer+decode {decodes[-1]:,.0f}/s, "
                 f"worker {workers[-1]:,.0f}/s (ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
         ceiling_med, worker_med = statistics.median(ceilings), statistics.median(workers)
-        ratios = [w / c for w, c in zip(workers, ceilings)]
+        ratios = [w / c for w, c in zip(workers, ceilings, strict=True)]
 
         log(f"naive baseline on {args.naive_sample} events")
         naive_rate = naive_process(bootstrap, topics["input"], topics["alerts"], models, version, args.naive_sample)
@@ -460,8 +466,12 @@ def main() -> int:
             "ceiling_events_per_s": {"median": ceiling_med, "runs": ceilings},
             "worker_events_per_s": {"median": worker_med, "runs": workers},
             "consumer_decode_only_events_per_s": {"median": statistics.median(decodes), "runs": decodes},
-            "decode_only_over_ceiling": statistics.median([d / c for d, c in zip(decodes, ceilings)]),
-            "worker_over_ceiling": {"median": statistics.median(ratios), "of_medians": worker_med / ceiling_med, "runs": ratios},
+            "decode_only_over_ceiling": statistics.median([d / c for d, c in zip(decodes, ceilings, strict=True)]),
+            "worker_over_ceiling": {
+                "median": statistics.median(ratios),
+                "of_medians": worker_med / ceiling_med,
+                "runs": ratios,
+            },
             "naive_events_per_s": naive_rate,
             "worker_over_naive": worker_med / naive_rate,
             "latency_at_half_load": lat,
@@ -492,7 +502,10 @@ def print_table(r: dict) -> None:
         (f"latency at {lat['offered_rate']:,.0f}/s (50%): p50", f"{lat['p50_ms']:.1f} ms"),
         ("  p99", f"{lat['p99_ms']:.1f} ms"),
         ("  max", f"{lat['max_ms']:.1f} ms  ({lat['alerts']} alerts, append to append)"),
-        ("  floor: bare consumer p50 / p99 / max", "{p50_ms:.1f} / {p99_ms:.1f} / {max_ms:.1f} ms".format(**lat["bare_consumer"])),
+        (
+            "  floor: bare consumer p50 / p99 / max",
+            "{p50_ms:.1f} / {p99_ms:.1f} / {max_ms:.1f} ms".format(**lat["bare_consumer"]),
+        ),
         ("worker peak RSS (with its decoder process)", f"{r['worker_peak_rss_mb']:.1f} MB"),
         ("worker start to ready (model + metrics)", f"{r['worker_start_to_ready_s']:.2f} s"),
         ("machine", f"{env['cores']} cores, {env['cpu']}"),

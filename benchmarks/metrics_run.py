@@ -39,7 +39,12 @@ from tests.support.workers import WorkerProcess  # noqa: E402
 from training.synthetic import generate  # noqa: E402
 from worker.bundle import read_current, read_manifest  # noqa: E402
 
-PHASES = (("steady", 45, 400.0, 0.0), ("burst", None, None, 0.0), ("steady", 30, 400.0, 0.0), ("drift", 45, 400.0, -2.0))
+PHASES = (
+    ("steady", 45, 400.0, 0.0),
+    ("burst", None, None, 0.0),
+    ("steady", 30, 400.0, 0.0),
+    ("drift", 45, 400.0, -2.0),
+)
 BURST = 30_000
 
 
@@ -49,12 +54,12 @@ def events(features: list[str], n: int, seed: int, v14_shift: float, bad_share: 
     out = []
     rows = np.column_stack([cols[f] for f in features]).tolist()
     v14 = features.index("V14")
-    for i, (row, account) in enumerate(zip(rows, cols["account_id"].tolist())):
+    for i, (row, account) in enumerate(zip(rows, cols["account_id"].tolist(), strict=True)):
         if rng.random() < bad_share:
             out.append((str(account).encode(), b'{"transaction_id": "broken", "V1": "n/a"'))
             continue
         row[v14] += v14_shift
-        doc = {"transaction_id": f"s{seed}-{i}", **dict(zip(features, row))}
+        doc = {"transaction_id": f"s{seed}-{i}", **dict(zip(features, row, strict=True))}
         out.append((str(account).encode(), json.dumps(doc).encode()))
     return out
 
@@ -113,11 +118,14 @@ def plot(prom: PrometheusServer, start: float, end: float, marks: list[tuple[str
                        ("sum(rate(fraud_events_invalid_total[5s]))", "dead-lettered")],
           "Throughput", "events/s")  # fmt: skip
     lines(axes[0, 1], [("fraud_consumer_lag", "partition {partition}")], "Consumer lag (from end offsets)", "records")
-    lines(axes[1, 0], [("histogram_quantile(0.5, sum by (le) (rate(fraud_event_latency_seconds_bucket[10s])))", "event→alert p50"),
-                       ("histogram_quantile(0.99, sum by (le) (rate(fraud_event_latency_seconds_bucket[10s])))", "event→alert p99"),
-                       ("histogram_quantile(0.99, sum by (le) (rate(fraud_scoring_seconds_bucket[10s])))", "scoring p99 (per batch)")],
-          "Latency", "seconds", log=True)  # fmt: skip
-    lines(axes[1, 1], [("sum(rate(fraud_alerts_total[15s])) / sum(rate(fraud_events_scored_total[15s]))", "alerts / scored")],
+    latency = [
+        ("histogram_quantile(0.5, sum by (le) (rate(fraud_event_latency_seconds_bucket[10s])))", "event→alert p50"),
+        ("histogram_quantile(0.99, sum by (le) (rate(fraud_event_latency_seconds_bucket[10s])))", "event→alert p99"),
+        ("histogram_quantile(0.99, sum by (le) (rate(fraud_scoring_seconds_bucket[10s])))", "scoring p99 (per batch)"),
+    ]
+    lines(axes[1, 0], latency, "Latency", "seconds", log=True)
+    lines(axes[1, 1],
+          [("sum(rate(fraud_alerts_total[15s])) / sum(rate(fraud_events_scored_total[15s]))", "alerts / scored")],
           "Alert ratio", "share")  # fmt: skip
     lines(axes[2, 1], [("fraud_score_psi", "PSI (last 5,000 scores)")], "Score drift vs training (PSI)", "PSI")
     axes[2, 1].axhline(0.2, color="red", linestyle="--", linewidth=1)

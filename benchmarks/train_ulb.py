@@ -55,7 +55,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as models:
             r = run(TrainConfig(data_path=args.data, models_dir=models, seed=seed), dataset=dataset)
         sp = r.split
-        scale = lambda X: (X - r.scaler_mean) / r.scaler_scale  # noqa: E731  the bundle's scaler
+        scale = lambda X, r=r: (X - r.scaler_mean) / r.scaler_scale  # noqa: E731  the bundle's scaler
         lr = LogisticRegression(class_weight="balanced", max_iter=2000)
         lr.fit(scale(dataset.X[sp.train]), dataset.y[sp.train])
         y_test = dataset.y[sp.test]

@@ -79,7 +79,9 @@ def main() -> int:
         except OSError as exc:
             last = exc
         if time.monotonic() >= deadline:
-            print(f"{args.address}: no metadata answer ({last if 'last' in locals() else 'no brokers'})", file=sys.stderr)
+            print(
+                f"{args.address}: no metadata answer ({last if 'last' in locals() else 'no brokers'})", file=sys.stderr
+            )
             return 1
         time.sleep(0.25)
 

@@ -160,7 +160,10 @@ def summary(result) -> str:
         ("precision / recall / F1", f"{m['precision']:.4f} / {m['recall']:.4f} / {m['f1']:.4f}"),
         ("confusion tn fp fn tp", f"{c['tn']} {c['fp']} {c['fn']} {c['tp']}"),
         ("parity max |TFLite-Keras|", f"{result.parity_max_abs_diff:.2e}"),
-        ("time load/fit/export/parity", " / ".join(f"{tm.get(k, 0.0):.1f}s" for k in ("load", "fit", "export", "parity"))),
+        (
+            "time load/fit/export/parity",
+            " / ".join(f"{tm.get(k, 0.0):.1f}s" for k in ("load", "fit", "export", "parity")),
+        ),
         ("time total", f"{tm['total']:.1f}s"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -90,7 +90,7 @@ def load_csv(
         with _open_text(path) as fh:
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
-            sample = [row for _, row in zip(range(SAMPLE_ROWS), reader)]
+            sample = [row for _, row in zip(range(SAMPLE_ROWS), reader, strict=False)]
     except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV: {exc}") from None
     if not header:
@@ -160,7 +160,7 @@ def _load_slowly(path: Path, header: list[str], wanted: list[str]) -> np.ndarray
             if len(row) != len(header):
                 raise DataError(f"{path}: data row {rowno} has {len(row)} fields, the header has {len(header)}")
             out = []
-            for name, i in zip(wanted, idx):
+            for name, i in zip(wanted, idx, strict=True):
                 text = row[i].strip()
                 if text == "":
                     out.append(float("nan"))  # reported below as a missing value, with the count

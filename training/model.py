@@ -84,7 +84,9 @@ def fit(
         loss=tf.keras.losses.BinaryCrossentropy(),
     )
 
-    class EarlyStopOnPrAuc(tf.keras.callbacks.Callback):
+    Callback: Any = tf.keras.callbacks.Callback  # TensorFlow has no type information
+
+    class EarlyStopOnPrAuc(Callback):
         """Average precision on the validation rows after each epoch (exact, unlike binned AUC)."""
 
         def __init__(self) -> None:

@@ -238,7 +238,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     )
     manifest.validate()
     files = report.render(y_test, lite_test, test_metrics, version)
-    files["metrics.json"] = (json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n").encode()
+    files["metrics.json"] = (
+        json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n"
+    ).encode()
     timings["evaluate"] = time.perf_counter() - t
 
     decision = promote.decide(

@@ -37,7 +37,7 @@ def rows_from_csv(path: Path, key_column: str, with_label: bool) -> Iterator[tup
         for row in reader:
             key = None
             fields: dict = {}
-            for name, value in zip(header, row):
+            for name, value in zip(header, row, strict=False):  # a row may be shorter or longer than the header
                 if name == key_column:
                     key = value.encode()
                 elif name == DEFAULT_LABEL and not with_label:
@@ -55,8 +55,8 @@ def rows_from_synthetic(n: int, seed: int, key_column: str, with_label: bool) ->
     names = [c for c in columns if c != key_column and (with_label or c != DEFAULT_LABEL)]
     keys = columns.get(key_column)
     values = [columns[c].tolist() for c in names]
-    for i, row in enumerate(zip(*values)):
-        yield (None if keys is None else str(keys[i]).encode()), dict(zip(names, row))
+    for i, row in enumerate(zip(*values, strict=True)):
+        yield (None if keys is None else str(keys[i]).encode()), dict(zip(names, row, strict=True))
 
 
 class Progress:
@@ -106,7 +106,8 @@ def replay(args: argparse.Namespace) -> dict:
     except KafkaTimeoutError:
         producer.close(timeout=1)
         raise RuntimeError(
-            f"topic {args.topic!r} not found at {args.bootstrap_servers} within 15 s (is the broker up, and the topic created?)"
+            f"topic {args.topic!r} not found at {args.bootstrap_servers} within 15 s "
+            "(is the broker up, and the topic created?)"
         ) from None
     encode = msgspec.json.Encoder().encode
     progress = Progress(total, not args.quiet)
@@ -147,13 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", metavar="PATH", help="CSV with a header row, e.g. the ULB creditcard.csv.gz")
     src.add_argument("--synthetic", metavar="N", type=int, help="generate N synthetic transactions instead")
     p.add_argument("--topic", default="transactions", help="topic to produce to (default: %(default)s)")
-    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument(
+        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)"
+    )
     p.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible (default)")
     p.add_argument("--count", type=int, default=0, help="stop after this many events; 0 = all (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator (default: %(default)s)")
-    p.add_argument("--key-column", default="account_id", help="column used as the record key, when present (default: %(default)s)")
+    p.add_argument(
+        "--key-column", default="account_id", help="column used as the record key, when present (default: %(default)s)"
+    )
     p.add_argument("--id-prefix", default=None, help="transaction id prefix (default: r<start time>)")
-    p.add_argument("--with-label", action="store_true", help="keep the Class column in the events (extra fields are ignored by the worker)")
+    p.add_argument(
+        "--with-label",
+        action="store_true",
+        help="keep the Class column in the events (extra fields are ignored by the worker)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -177,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
         print(f"fraud-replay: {exc}", file=sys.stderr)
         return 1
-    print(f"fraud-replay: {summary['events']:,} events to {args.topic} in {summary['seconds']} s ({summary['rate']:,.0f}/s)")
+    print(
+        f"fraud-replay: {summary['events']:,} events to {args.topic} in {summary['seconds']} s "
+        f"({summary['rate']:,.0f}/s)"
+    )
     return 0
 
 

@@ -47,7 +47,7 @@ def render(y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: 
     out["roc_curve.png"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    bins = np.linspace(0, 1, 51)
+    bins = np.linspace(0, 1, 51).tolist()
     ax.hist(s[y == 0], bins=bins, density=True, alpha=0.6, label=f"genuine ({int((y == 0).sum())})")
     ax.hist(s[y == 1], bins=bins, density=True, alpha=0.6, label=f"fraud ({int(y.sum())})")
     ax.axvline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:.6g}")

@@ -95,7 +95,7 @@ def write_csv(path: str | Path, columns: Mapping[str, np.ndarray], quote_header:
         writer.writerow(names)
         plain = csv.writer(fh)
         cols = [_as_text(np.asarray(columns[name]), name == "Class") for name in names]
-        plain.writerows(zip(*cols))
+        plain.writerows(zip(*cols, strict=True))
     return path
 
 

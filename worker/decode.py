@@ -16,10 +16,10 @@ import json
 import math
 import operator
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
 
@@ -88,7 +88,8 @@ class Decoder:
         )
         fields = [(name, tp, default) if default is not ... else (name, tp) for name, tp, default in fields]  # type: ignore[misc]
         struct = msgspec.defstruct("Transaction", fields, omit_defaults=True)
-        self._decode = msgspec.json.Decoder(struct).decode
+        # The struct type is built at run time: its fields are unknown to a type checker.
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
         get = operator.attrgetter(*(f"f{i}" for i in range(n)))
         self._row = get if n > 1 else (lambda s: (get(s),))
         # Each field present costs two quotes for its name; transaction_id's value two more.
@@ -112,9 +113,12 @@ class Decoder:
         the known (ASCII) keys, and msgspec refuses invalid UTF-8 in the one string it decodes.
         """
         try:
-            if not values or None in values or max(map(len, values)) > self.max_bytes:
+            if not values or None in values:
                 return None
-            structs = list(map(self._decode, values))
+            records = cast("Sequence[bytes]", values)  # no None: checked above
+            if max(map(len, records)) > self.max_bytes:
+                return None
+            structs = list(map(self._decode, records))
         except Exception:  # noqa: BLE001 - any doubt: the mixed path gives each record its verdict
             return None
         n = len(values)
@@ -122,7 +126,7 @@ class Decoder:
         # Quotes only delimit strings. A decoded record holds at least its minimum (two per key,
         # two for the id), so a total at the sum of the minimums proves every record is at its
         # own: no duplicate or extra key anywhere in the batch.
-        quotes = sum(map(bytes.count, values, repeat(b'"')))
+        quotes = sum(map(bytes.count, records, repeat(b'"')))
         if quotes != self._quotes_base * n + 2 * (n - times.count(None)):
             return None
         flat = array("f", chain.from_iterable(map(self._row, structs)))  # in range: checked while decoding
@@ -192,8 +196,9 @@ class Decoder:
             raise DecodeError("invalid_json", str(exc)[:200]) from None
         if not isinstance(obj, dict):
             raise DecodeError("not_an_object", f"JSON {_json_type(obj)} where an object belongs")
-        if obj.duplicate is not None:
-            raise DecodeError("duplicate_field", f"field {obj.duplicate!r} appears more than once")
+        duplicate = cast(_Object, obj).duplicate  # object_pairs_hook makes every JSON object an _Object
+        if duplicate is not None:
+            raise DecodeError("duplicate_field", f"field {duplicate!r} appears more than once")
         tid = obj.get("transaction_id")
         if tid is None and "transaction_id" not in obj:
             raise DecodeError("missing_field", "transaction_id is missing")

@@ -52,7 +52,7 @@ class _Reply(msgspec.Struct, array_like=True):
 
 def _to_reply(d: DecodedRows) -> _Reply:
     errors = [(i, e.reason, e.detail) for i, e in d.errors]
-    return _Reply(d.features.tobytes(), d.n_features, d.transaction_ids, d.event_times, d.index, errors)
+    return _Reply(bytes(d.features), d.n_features, d.transaction_ids, d.event_times, d.index, errors)
 
 
 def _from_reply(r: _Reply) -> DecodedBatch:
@@ -82,7 +82,11 @@ def serve(requests: Connection, replies: Connection) -> None:
         except (EOFError, OSError):
             return
         if decoder is None or request.feature_names is not None or decoder.max_bytes != request.max_bytes:
-            decoder = Decoder(request.feature_names or decoder.feature_names, request.max_bytes)
+            names: Sequence[str] | None = request.feature_names
+            if not names:  # the same names as before
+                assert decoder is not None, "the first request names the features"
+                names = decoder.feature_names
+            decoder = Decoder(names, request.max_bytes)
         try:
             replies.send_bytes(write(_to_reply(decoder.decode_rows(request.values))))
         except OSError:
@@ -158,6 +162,7 @@ class DecoderProcess:
         try:
             self.start()
             send_names = list(names) if names != self._names else None
+            assert self._requests is not None  # start() leaves a running child and its pipe
             self._requests.send_bytes(self._encode(_Request(send_names, max_bytes, self._pending[0])))
             self._names = names
         except OSError as exc:
@@ -181,6 +186,7 @@ class DecoderProcess:
 
     def _exit_status(self) -> int | None:
         """None while the child runs; its wait status once it has exited (and is reaped)."""
+        assert self.pid is not None, "no child to wait for"
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:

@@ -47,7 +47,11 @@ class HealthState:
             return 503, {"status": "not ready", "reason": "no model loaded"}
         problem = self.model_check() if self.model_check is not None else None
         if problem is not None:
-            return 503, {"status": "not ready", "reason": f"model removed: {problem}", "model_version": self.model_version}
+            return 503, {
+                "status": "not ready",
+                "reason": f"model removed: {problem}",
+                "model_version": self.model_version,
+            }
         if self.partitions == 0:
             return 503, {"status": "not ready", "reason": "no partitions assigned", "model_version": self.model_version}
         return 200, {"status": "ready", "model_version": self.model_version, "partitions": self.partitions}

@@ -58,7 +58,7 @@ class ArrayHistogram:
         with self._lock:
             cumulative = np.cumsum(self._counts)
             total = self._sum
-        buckets = [(floatToGoString(b), float(c)) for b, c in zip(self._upper, cumulative[:-1])]
+        buckets = [(floatToGoString(b), float(c)) for b, c in zip(self._upper, cumulative[:-1], strict=True)]
         buckets.append(("+Inf", float(cumulative[-1])))
         return [HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)]
 
@@ -125,7 +125,10 @@ class WorkerMetrics:
         )
         self.model_threshold = Gauge("fraud_model_threshold", "Alert threshold of the serving model.", registry=r)
         self.model_reloads = Counter(
-            "fraud_model_reloads", "Attempts to switch to the model named by CURRENT, by result.", ["result"], registry=r
+            "fraud_model_reloads",
+            "Attempts to switch to the model named by CURRENT, by result.",
+            ["result"],
+            registry=r,
         )
         self.broker_errors = Counter(
             "fraud_broker_errors",

@@ -113,7 +113,9 @@ def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300
         raise ConfigError("reconcile needs the all-scores topic: set --scores-topic / FRAUD_SCORES_TOPIC")
     common = {"bootstrap_servers": config.bootstrap_servers, **config.consumer_options()}
     consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, client_id="fraud-reconcile", **common)
-    admin = KafkaAdminClient(client_id="fraud-reconcile", **{k: v for k, v in common.items() if k in KafkaAdminClient.DEFAULT_CONFIG})
+    admin = KafkaAdminClient(
+        client_id="fraud-reconcile", **{k: v for k, v in common.items() if k in KafkaAdminClient.DEFAULT_CONFIG}
+    )
     try:
         parts = consumer.partitions_for_topic(config.input_topic)
         if not parts:
@@ -124,7 +126,9 @@ def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300
             stop = consumer.end_offsets(tps)
         else:
             committed = _group_offsets(admin, config.group_id, timeout)
-            stop = {tp: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else begin[tp]) for tp in tps}
+            stop = {
+                tp: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else begin[tp]) for tp in tps
+            }
         ranges = {tp.partition: (begin[tp], max(begin[tp], stop[tp])) for tp in tps}
         report = Report(config.input_topic, ranges)
         scored = {p: np.zeros(hi - lo, dtype=np.int32) for p, (lo, hi) in ranges.items()}

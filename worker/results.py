@@ -7,7 +7,7 @@ by signed contribution to the logit), ``event_time`` (epoch ms) and ``scored_at`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -20,9 +20,9 @@ _encode = msgspec.json.Encoder().encode
 
 def encode_results(
     scorer: Scorer,
-    rows: Sequence[int],
+    rows: Sequence[int] | np.ndarray,
     transaction_ids: Sequence[str],
-    event_times: Sequence[int],
+    event_times: Mapping[int, int],  # epoch ms by row index
     scaled: np.ndarray,
     scores: np.ndarray,
     scored_at: int,
@@ -47,7 +47,7 @@ def encode_results(
                 "scored_at": scored_at,
             }
         )
-        for j, score, why in zip(rows, picked, reasons)
+        for j, score, why in zip(rows, picked, reasons, strict=True)
     ]
 
 

@@ -32,7 +32,9 @@ class Scorer:
             self._interp = Interpreter(model_content=bundle.model_bytes, num_threads=num_threads)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"bundle {m.version}: LiteRT cannot load {bundle.path.name}/model.tflite: {exc}") from None
+            raise BundleError(
+                f"bundle {m.version}: LiteRT cannot load {bundle.path.name}/model.tflite: {exc}"
+            ) from None
         inputs = self._interp.get_input_details()
         outputs = self._interp.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -91,8 +93,8 @@ class Scorer:
         top = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
         names = self.feature_names
         return [
-            [(names[i], round(c, 4)) for i, c in zip(row_order, row_top)]
-            for row_order, row_top in zip(order.tolist(), top.tolist())
+            [(names[i], round(c, 4)) for i, c in zip(row_order, row_top, strict=True)]
+            for row_order, row_top in zip(order.tolist(), top.tolist(), strict=True)
         ]
 
     def probe(self) -> None:

@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print alerts from the alert topic as they arrive, one line each "
         "(time, transaction id, score >= threshold, top reasons, model). Joins no consumer group.",
     )
-    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument(
+        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)"
+    )
     p.add_argument("--topic", default="fraud-alerts", help="alert topic (default: %(default)s)")
     p.add_argument("--from-beginning", action="store_true", help="print the alerts already in the topic too")
     p.add_argument("--json", action="store_true", help="print each alert's JSON as it is instead of a summary line")
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-url", default=None,
         help="a worker's /metrics URL, e.g. http://127.0.0.1:9108/metrics: print a running summary from it",
     )  # fmt: skip
-    p.add_argument("--summary-seconds", type=float, default=5.0, help="seconds between summary lines (default: %(default)s)")
+    p.add_argument(
+        "--summary-seconds", type=float, default=5.0, help="seconds between summary lines (default: %(default)s)"
+    )
     return p
 
 

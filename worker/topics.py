@@ -32,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers [FRAUD_BOOTSTRAP_SERVERS]")
     p.add_argument(
         "--partitions", type=int, default=DEFAULT_PARTITIONS,
-        help="partitions of the input topic: the most workers of one group that can share the load (default: %(default)s)",
+        help="partitions of the input topic: the most workers of one group that can share the load "
+        "(default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--output-partitions", type=int, default=None,
         help="partitions of the alert, dead-letter and scores topics (default: same as --partitions)",
     )  # fmt: skip
-    p.add_argument("--replication-factor", type=int, default=1, help="replicas of each partition (default: %(default)s)")
+    p.add_argument(
+        "--replication-factor", type=int, default=1, help="replicas of each partition (default: %(default)s)"
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default: %(default)s)")
     return p
 

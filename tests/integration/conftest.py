@@ -32,7 +32,7 @@ class Ulb:
         import json
 
         doc = {"transaction_id": f"{prefix}-{i}"}
-        doc.update(zip(ULB_FEATURES, self.features[i].tolist()))
+        doc.update(zip(ULB_FEATURES, self.features[i].tolist(), strict=True))
         return json.dumps(doc).encode()
 
 

@@ -20,7 +20,9 @@ from tests.support.workers import WorkerProcess, committed, end_offsets, produce
 
 
 def _limit(kafka, topic: str, max_bytes: int) -> None:
-    kafka.admin().alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})])
+    kafka.admin().alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})]
+    )
 
 
 def test_refused_alerts_hold_the_commit_until_the_topic_accepts_them(kafka, ulb, models_dir, topics, workers):
@@ -34,7 +36,9 @@ def test_refused_alerts_hold_the_commit_until_the_topic_accepts_them(kafka, ulb,
 
     _limit(kafka, topics["alert_topic"], 64)
     frauds = np.flatnonzero(ulb.labels == 1).tolist()
-    second = [(None, ulb.event(i, prefix="f")) for i in frauds] + [(None, ulb.event(i, prefix="b")) for i in range(2000, 4000)]
+    second = [(None, ulb.event(i, prefix="f")) for i in frauds] + [
+        (None, ulb.event(i, prefix="b")) for i in range(2000, 4000)
+    ]
     produce(producer, topics["input_topic"], second)
     held_from = time.monotonic()
     errors = worker.wait_metric("fraud_broker_errors_total", 3, labels={"stage": "produce"}, timeout=60)

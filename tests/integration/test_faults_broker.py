@@ -89,7 +89,9 @@ def test_broker_stopped_for_20s_mid_stream_worker_recovers_by_itself(own_broker,
 
 
 def test_worker_started_before_the_broker_waits_then_works(own_broker, ulb, models_dir, workers):
-    names = {k: f"{k.split('_')[0]}-{own_broker.port}" for k in ("input_topic", "alert_topic", "dlq_topic", "scores_topic")}
+    names = {
+        k: f"{k.split('_')[0]}-{own_broker.port}" for k in ("input_topic", "alert_topic", "dlq_topic", "scores_topic")
+    }
     group = f"g-{own_broker.port}"
     worker = WorkerProcess(own_broker.bootstrap, models_dir, group=group, **names,
                            extra=["--retry-backoff-max-seconds", "2"]).start()  # fmt: skip

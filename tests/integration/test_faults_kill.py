@@ -74,4 +74,5 @@ def test_three_sigkills_lose_nothing_and_repeat_at_most_one_batch_each(kafka, ul
     for p, offset in repeated:
         assert any(c.get(p, 0) <= offset < c.get(p, 0) + UNCOMMITTED for c in at_kill), (p, offset, at_kill)
     print(f"{KILLS} SIGKILLs (seed {SEED}) over {N:,} events in {elapsed:.0f}s: lost {report.lost}, "
-          f"wrong {report.wrong_alerts + report.missing_alerts}, scored twice {report.duplicates} (max {KILLS * UNCOMMITTED})")  # fmt: skip
+          f"wrong {report.wrong_alerts + report.missing_alerts}, "
+          f"scored twice {report.duplicates} (max {KILLS * UNCOMMITTED})")  # fmt: skip

@@ -56,7 +56,9 @@ def _unreadable(models: Path, model: dict) -> str:
 
 def test_bad_bundles_are_refused_counted_and_logged_while_v1_serves(kafka, ulb, models_dir, topics, workers):
     group = kafka.group()
-    worker = WorkerProcess(kafka.bootstrap, models_dir, group=group, **topics, extra=["--max-batch-size", "100"]).start()
+    worker = WorkerProcess(
+        kafka.bootstrap, models_dir, group=group, **topics, extra=["--max-batch-size", "100"]
+    ).start()
     workers.append(worker)
     worker.wait_ready()
     stream = Stream(kafka.producer(linger_ms=10), topics["input_topic"],
@@ -81,7 +83,7 @@ def test_bad_bundles_are_refused_counted_and_logged_while_v1_serves(kafka, ulb, 
 
     refusals = [line for line in worker.output().splitlines() if "model reload refused" in line]
     assert len(refusals) == len(troubles), refusals
-    for version, line in zip(troubles, refusals):
+    for version, line in zip(troubles, refusals, strict=True):
         assert version in line and "still serving v1" in line, line
     versions = {json.loads(r.value)["model_version"] for r in read_topic(kafka, topics["scores_topic"])}
     assert versions == {"v1"}

@@ -26,7 +26,9 @@ def _read_all(kafka, topic: str, n: int) -> list:
 
 def test_synthetic_replay_is_keyed_by_account_with_unique_ids(kafka, capsys):
     topic = kafka.topic(partitions=3)
-    rc = replay_main(["--synthetic", "500", "--topic", topic, "--bootstrap-servers", kafka.bootstrap, "--id-prefix", "t"])
+    rc = replay_main(
+        ["--synthetic", "500", "--topic", topic, "--bootstrap-servers", kafka.bootstrap, "--id-prefix", "t"]
+    )
     assert rc == 0
     assert "500 events" in capsys.readouterr().out
     records = _read_all(kafka, topic, 500)
@@ -44,14 +46,16 @@ def test_synthetic_replay_is_keyed_by_account_with_unique_ids(kafka, capsys):
 
 def test_csv_replay_keeps_every_value_of_the_first_rows(kafka):
     topic = kafka.topic(partitions=1)
-    rc = replay_main(["--data", str(ULB), "--count", "200", "--topic", topic, "--bootstrap-servers", kafka.bootstrap, "--quiet"])
+    rc = replay_main(
+        ["--data", str(ULB), "--count", "200", "--topic", topic, "--bootstrap-servers", kafka.bootstrap, "--quiet"]
+    )
     assert rc == 0
     events = [json.loads(r.value) for r in _read_all(kafka, topic, 200)]
     with gzip.open(ULB, "rt", newline="") as fh:
         reader = csv.DictReader(fh)
-        expected = [row for _, row in zip(range(200), reader)]
+        expected = [row for _, row in zip(range(200), reader, strict=False)]
     assert len(events) == 200
-    for event, row in zip(events, expected):  # one partition: order is kept
+    for event, row in zip(events, expected, strict=True):  # one partition: order is kept
         assert event["V1"] == float(row["V1"]) and event["Amount"] == float(row["Amount"])
         assert "Class" not in event
 

@@ -67,7 +67,7 @@ def test_malformed_records_go_to_the_dlq_once_each_and_valid_ones_are_scored(kaf
     by_offset = {int(headers(r)["source_offset"]): r for r in dlq}
     assert len(by_offset) == len(bad), "each bad record once"
     positions = [n for n, (key, value) in enumerate(records) if (key, value) in {(k, v) for _, k, v in bad}]
-    for (reason, key, value), offset in zip(bad, positions):
+    for (reason, key, value), offset in zip(bad, positions, strict=True):
         r = by_offset[offset]
         h = headers(r)
         assert h["error"] == reason, (h, value[:80] if value else value)

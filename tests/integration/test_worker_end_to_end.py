@@ -66,5 +66,6 @@ def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka
     want = scorer.top_reasons(scorer.scale(ulb.features[i : i + 1].astype(np.float32))[0], 3)
     assert [(r["feature"], r["contribution"]) for r in alert_docs[sample]["reasons"]] == want
     h = headers(read_topic(kafka, topics["scores_topic"])[0])
-    assert {"source_topic", "source_partition", "source_offset"} <= set(h) and h["source_topic"] == topics["input_topic"]
+    assert {"source_topic", "source_partition", "source_offset"} <= set(h)
+    assert h["source_topic"] == topics["input_topic"]
     assert read_topic(kafka, topics["dlq_topic"]) == []

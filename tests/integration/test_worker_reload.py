@@ -65,7 +65,7 @@ def test_hot_reload_switches_versions_and_refuses_corrupt_bundles(kafka, ulb, mo
     assert set(versions) == {"v1", "v2"} and all(n > 0 for n in versions.values()), versions
     # Per partition, every v1 score comes before every v2 score.
     by_partition = defaultdict(list)
-    for r, d in zip(scores, docs):
+    for r, d in zip(scores, docs, strict=True):
         h = headers(r)
         by_partition[h["source_partition"]].append((int(h["source_offset"]), d["model_version"]))
     for seq in by_partition.values():

@@ -18,7 +18,11 @@ def _run_and_interrupt(kafka, ulb, models_dir, topics, workers, sig):
     stream = Stream(kafka.producer(linger_ms=5), topics["input_topic"],
                     [(f"acct-{i % 31}".encode(), ulb.event(i)) for i in range(N)], rate=1500)  # fmt: skip
     # A short session: a killed member's partitions move on after seconds, not the default 45 s.
-    extra = ["--max-batch-size", "50", "--kafka-option", "session_timeout_ms=6000", "--kafka-option", "heartbeat_interval_ms=1000"]
+    extra = [
+        "--max-batch-size", "50",
+        "--kafka-option", "session_timeout_ms=6000",
+        "--kafka-option", "heartbeat_interval_ms=1000",
+    ]  # fmt: skip
     args = dict(group=group, extra=extra, **topics)
     first = WorkerProcess(kafka.bootstrap, models_dir, **args).start()
     workers.append(first)

@@ -80,7 +80,9 @@ class WorkerProcess:
         _, text = self.get("/metrics")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
+                if sample.name == name and (
+                    labels is None or all(sample.labels.get(k) == v for k, v in labels.items())
+                ):
                     return sample.value
         return 0.0
 

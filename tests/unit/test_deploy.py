@@ -188,7 +188,8 @@ def test_trainer_commands_parse_with_fraud_train() -> None:
     cmd = dockerfile("trainer.Dockerfile")["CMD"][-1]
     assert train_parser().parse_args(yaml.safe_load(cmd)).models_dir == "/models"
     assert "[training]" in " ".join(dockerfile("trainer.Dockerfile")["RUN"])
-    assert dockerfile("trainer.Dockerfile")["USER"][-1].split(":")[0] == dockerfile("worker.Dockerfile")["USER"][-1].split(":")[0]
+    trainer_user = dockerfile("trainer.Dockerfile")["USER"][-1].split(":")[0]
+    assert trainer_user == dockerfile("worker.Dockerfile")["USER"][-1].split(":")[0]
 
 
 def test_replay_command_parses_and_targets_the_input_topic() -> None:

@@ -56,7 +56,8 @@ def _fixed_decoder_command(tree: ast.AST) -> bool:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "argv" for t in node.targets):
             v = node.value
             return (isinstance(v, ast.List) and ast.unparse(v.elts[0]) == "sys.executable"
-                    and [getattr(e, "value", None) for e in v.elts[1:3]] == ["-m", "worker.decoder_process"])  # fmt: skip
+                    and [getattr(e, "value", None) for e in v.elts[1:3]]
+                    == ["-m", "worker.decoder_process"])  # fmt: skip
     return False
 
 

@@ -114,7 +114,11 @@ def _check_agreement(decoder: Decoder, value: bytes | None) -> None:
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
 )
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
 field_names = st.sampled_from(["transaction_id", "event_time", *FEATURES, "other"])
 
 
@@ -191,7 +195,10 @@ extreme_numbers = st.one_of(
 
 @st.composite
 def extreme_or_deep(draw) -> bytes:
-    doc = {"transaction_id": draw(st.text(min_size=1, max_size=8)), **{name: draw(extreme_numbers) for name in FEATURES}}
+    doc = {
+        "transaction_id": draw(st.text(min_size=1, max_size=8)),
+        **{name: draw(extreme_numbers) for name in FEATURES},
+    }
     text = json.dumps(doc, allow_nan=True)
     if draw(st.booleans()):  # nest one feature's value (or the whole document) deeply
         n = draw(st.integers(1, 5000))

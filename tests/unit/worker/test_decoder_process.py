@@ -19,7 +19,7 @@ def values(n: int, seed: int = 0) -> list[bytes | None]:
     rng = np.random.default_rng(seed)
     out: list[bytes | None] = []
     for i in range(n):
-        doc = {"transaction_id": f"tx-{i}", **dict(zip(NAMES, rng.normal(0, 3, 3).tolist()))}
+        doc = {"transaction_id": f"tx-{i}", **dict(zip(NAMES, rng.normal(0, 3, 3).tolist(), strict=True))}
         if i % 3 == 0:
             doc["event_time"] = 1_700_000_000_000 + i
         out.append(json.dumps(doc).encode())

@@ -20,7 +20,7 @@ def fraud_like(n: int, rng: np.random.Generator = RNG) -> np.ndarray:
 
 def test_psi_matches_the_formula_by_hand():
     e, a = [50, 30, 20], [30, 30, 40]
-    want = sum((x / 100 - y / 100) * math.log((x / 100) / (y / 100)) for x, y in zip(a, e))
+    want = sum((x / 100 - y / 100) * math.log((x / 100) / (y / 100)) for x, y in zip(a, e, strict=True))
     assert psi(e, a) == pytest.approx(want)
     assert psi(e, e) == 0.0
     assert psi([1, 1], [2, 0]) > 0  # an empty bin costs a lot, but not infinity
@@ -59,7 +59,7 @@ def test_training_histogram_has_quantile_edges():
     train = fraud_like(50_000)
     hist = histogram(train, bins=20)
     edges, counts = hist["edges"], hist["counts"]
-    assert edges[0] == 0.0 and edges[-1] == 1.0 and all(b > a for a, b in zip(edges, edges[1:]))
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and all(b > a for a, b in zip(edges, edges[1:], strict=False))
     assert len(counts) == 20 and sum(counts) == 50_000
     assert max(counts) / min(counts) < 1.1  # about 1/20 of the training scores in each bin
     # Ties collapse bins instead of producing empty ones.
