@@ -7,8 +7,8 @@ record) does little else:
     decoder       decode N ..........................................| decode N+1 ...
     IO threads    earlier batches' results acknowledged -> committer thread commits their offsets
 
-Once caught up (a poll returns fewer than max_batch_size records), each batch is submitted, taken
-back and sent before the next poll: its alerts do not wait for that poll.
+With time to spare (a poll returns at most a third of max_batch_size records), a batch is
+submitted, taken back and sent before the next poll: its alerts do not wait for that poll.
 
 At-least-once: a batch's offsets are committed only after every alert, score and DLQ record
 produced for it, and for every batch before it, has been acknowledged by the broker. A committer
@@ -220,8 +220,8 @@ class Worker:
                 polled = self._poll()
                 batch = _Batch.of(polled, self._epoch) if polled else None
                 self._step(batch)
-                if batch is not None and len(batch.records) < self.config.max_batch_size:
-                    self._step(None)  # caught up: finished now, not behind the next poll (see _step)
+                if batch is not None and len(batch.records) <= self.config.max_batch_size // 3:
+                    self._step(None)  # well caught up: finished now, not behind the next poll (see _step)
                 if not polled and self._decoding is None:
                     self._wait_settled(self._tail)
                     if self._pending:
@@ -291,13 +291,19 @@ class Worker:
     def _step(self, new: _Batch | None) -> None:
         """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one.
 
-        A full batch (max_batch_size records: a backlog) is emitted on the next step, after the
-        next poll, so that polling and decoding overlap. A shorter one means the worker has caught
-        up; the loop then takes it back at once (``_step(None)``): behind the next poll its alerts
-        would wait for that poll's record parsing, which takes longer than decoding (at 19,000
-        events/s, p99 98-115 ms pipelined, 50-72 ms finished at once). Even then the decoding
-        stays in the decoder process: on this thread it kept the loop from polling, and the
-        records queued behind it (p99 at 20,000 events/s: 270-630 ms).
+        A batch is emitted on the next step, after the next poll, so that polling and decoding
+        overlap; its alerts then also wait for that poll's record parsing, which takes longer than
+        decoding. A poll of at most a third of max_batch_size means the worker has time to spare,
+        and the loop takes that batch back at once (``_step(None)``). Not every short batch: a
+        loop that waits for the decoder at each step handles fewer events a second, and at 21,000
+        events/s it fell behind. p99 in 15-20 s runs of the benchmark's latency step (ms):
+
+            finished at once          19,000/s: 40-72      21,000/s: 132-458
+            pipelined                 19,000/s: 72-189     21,000/s: 57-191
+            at most a third: at once  19,000/s: 65-107     21,000/s: 52-354 (median of 5: 85)
+
+        The decoding stays in the decoder process even then: on this thread it kept the loop from
+        polling, and the records queued behind it (p99 at 20,000 events/s: 270-630 ms).
         """
         prev, self._decoding = self._decoding, None
         if prev is not None and prev.decoded is None:

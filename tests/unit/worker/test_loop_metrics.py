@@ -325,15 +325,15 @@ def test_commits_without_results_are_coalesced_and_hurried_when_waited_for(tmp_p
     w._stop_committer()
 
 
-def test_a_short_batch_is_sent_before_the_next_poll_and_a_full_one_after_it(tmp_path):
-    """Caught up (a poll returns fewer than max_batch_size records), a batch's results do not wait for
-    the next poll; a full batch (a backlog) is decoded while the next poll runs, and sent after it."""
-    w, p0 = _one_partition_worker(tmp_path, max_batch_size=4)
+def test_a_short_batch_is_sent_before_the_next_poll_and_a_longer_one_after_it(tmp_path):
+    """With time to spare (a poll of at most a third of max_batch_size), a batch's results do not wait
+    for the next poll; a longer batch is decoded while the next poll runs, and sent after it."""
+    w, p0 = _one_partition_worker(tmp_path, max_batch_size=6)
     w._producer = producer = FakeProducer()
     producer.close = lambda timeout=None: None
     w._consumer.close = lambda autocommit=True: None
     w._connect = lambda: True
-    script = [[Record(TOPIC, 0, o, 0, None, b"bad", []) for o in offsets] for offsets in ([0, 1], [2, 3, 4, 5], [])]
+    script = [[Record(TOPIC, 0, o, 0, None, b"bad", []) for o in offsets] for offsets in ([0, 1], [2, 3, 4], [])]
     sent_before_poll: list[int] = []
 
     def poll(timeout_ms=0, max_records=None):
@@ -346,9 +346,9 @@ def test_a_short_batch_is_sent_before_the_next_poll_and_a_full_one_after_it(tmp_
 
     w._consumer.poll = poll
     assert w.run() == 0
-    # Poll 2 follows the short batch's two DLQ records; poll 3 comes before the full batch's four.
-    assert sent_before_poll == [0, 2, 2, 6]
-    assert [c[p0].offset for c in w._consumer.commits][-1] == 6
+    # Poll 2 follows the short batch's two DLQ records; poll 3 comes before the longer batch's three.
+    assert sent_before_poll == [0, 2, 2, 5]
+    assert [c[p0].offset for c in w._consumer.commits][-1] == 5
 
 
 def test_the_loop_and_the_committer_thread_never_commit_at_once(tmp_path):
@@ -377,3 +377,4 @@ def test_the_loop_and_the_committer_thread_never_commit_at_once(tmp_path):
     offsets = [c[p0].offset for c in consumer.commits]
     assert most[0] == 1, f"{most[0]} commits in flight at once"
     assert offsets == sorted(offsets) and offsets[-1] == 10
+
