@@ -241,6 +241,7 @@ class Worker:
             try:
                 if self._producer is None:
                     self._producer = KafkaProducer(**producer_cfg)
+                    _learn_topics(self._producer, self.config)
                 self._consumer = KafkaConsumer(**consumer_cfg)
                 self._consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
                 self._recovered()
@@ -780,6 +781,24 @@ def _without(batch: _Batch, partitions: frozenset[TopicPartition]) -> _Batch:
         batch.scorer,
         decoded,
     )
+
+
+def _learn_topics(producer: KafkaProducer, c: WorkerConfig) -> None:
+    """Fetch the output topics' metadata now, on a side thread, not at the first alert.
+
+    kafka-python's producer learns a topic's partitions at its first send to it, and the loop's
+    thread waits meanwhile (about 90 ms for a second topic, here): the first alerts would queue
+    the records behind them. A topic that does not exist (yet) is left to the first send, as before.
+    """
+
+    def learn() -> None:
+        for topic in filter(None, (c.alert_topic, c.dlq_topic, c.scores_topic)):
+            try:
+                producer.partitions_for(topic)
+            except Exception as exc:  # noqa: BLE001 - only a head start: the send reports real trouble
+                logger.debug("metadata of %s not fetched ahead: %s", topic, exc)
+
+    threading.Thread(target=learn, name="fraud-topic-metadata", daemon=True).start()
 
 
 def _event_time(decoded: DecodedBatch, records: list, row: int) -> int:

@@ -378,3 +378,24 @@ def test_the_loop_and_the_committer_thread_never_commit_at_once(tmp_path):
     assert most[0] == 1, f"{most[0]} commits in flight at once"
     assert offsets == sorted(offsets) and offsets[-1] == 10
 
+
+def test_the_output_topics_metadata_is_fetched_ahead_and_a_missing_topic_is_left_to_the_first_send():
+    from kafka.errors import KafkaTimeoutError
+
+    from worker.loop import _learn_topics
+
+    asked: list[str] = []
+    done = threading.Event()
+
+    class Producer:
+        def partitions_for(self, topic):
+            asked.append(topic)
+            if topic == "transactions-dlq":
+                raise KafkaTimeoutError("no such topic yet")
+            if len(asked) == 3:
+                done.set()
+            return {0}
+
+    _learn_topics(Producer(), WorkerConfig(scores_topic="fraud-scores"))
+    assert done.wait(5)
+    assert asked == ["fraud-alerts", "transactions-dlq", "fraud-scores"]
