@@ -55,7 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_size", 500, int, "most records taken per poll and scored in one invocation"),
     Setting("poll_timeout_ms", 500, int, "how long one poll waits for records (ms)"),
     Setting("decoder_processes", 1, int,
-            "1: decode JSON in a child process, pipelined with polling (a second core); 0: in the worker itself"),
+            "1: decode JSON in a child process, pipelined with polling under load (a second core); "
+            "0: in the worker itself"),
     Setting("metrics_host", "127.0.0.1", str, "address of the /metrics, /healthz, /readyz server"),
     Setting("metrics_port", 9108, int, "port of that server; 0 turns it off"),
     Setting("log_level", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
