@@ -173,9 +173,7 @@ class Worker:
         self._last_with_results: _Batch | None = None  # the last batch that sent anything
         self._chain_lock = threading.Lock()
         self._commit_ready = threading.Condition()
-        # Held from taking the pending offsets to the broker's answer, by the committer thread and by
-        # the loop's own commits: one commit at a time, each at least as far as the one before it.
-        self._commit_lock = threading.Lock()
+        self._commit_lock = threading.Lock()  # one commit at a time (_commit_acknowledged)
         self._commit_stop = False
         self._commit_now = False
         self._committer: threading.Thread | None = None
@@ -472,18 +470,11 @@ class Worker:
                 batches, self._awaiting_commit = self._awaiting_commit, []
                 self._commit_now = False
             last = time.monotonic()
-            with self._commit_lock:
-                offsets = self._pending_offsets()
-                if offsets:
-                    try:
-                        self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-                        result: object = None
-                    except Exception as exc:  # noqa: BLE001 - the loop retries, synchronously, with backoff
-                        result = exc
-                    self._committed(batches, offsets, result)
-                    continue
-            for b in batches:  # already committed with an earlier batch, or every partition revoked
-                b.commit_ok = True
+            # Nothing pending: already committed with an earlier batch, or every partition revoked.
+            # A failed commit is retried by the loop, synchronously, with backoff (_collect).
+            _, error = self._commit_acknowledged()
+            for b in batches:
+                b.commit_ok = error is None
                 b.settle()
 
     def _stop_committer(self) -> None:
@@ -492,15 +483,6 @@ class Worker:
             self._commit_ready.notify()
         if self._committer is not None:
             self._committer.join(timeout=COMMIT_TIMEOUT_MS / 1000 + 5)
-
-    def _committed(self, batches: list[_Batch], offsets: dict, result) -> None:
-        ok = not isinstance(result, BaseException)
-        self.metrics.committed(ok)
-        if ok:
-            self._forget_committed(offsets)
-        for b in batches:
-            b.commit_ok = ok
-            b.settle()
 
     def _collect(self, behind: _Batch | None = None) -> bool:
         """Account for the settled batches at the front of the pipeline; False if one failed."""
@@ -612,24 +594,36 @@ class Worker:
 
     def _commit_pending(self, retry: bool = True) -> None:
         """Commit the acknowledged offsets and wait for the broker's answer (retry and shutdown path)."""
-        with self._commit_lock:  # not alongside the committer thread's commit, which may be further on
-            offsets = self._pending_offsets()
-            if not offsets:
-                return
-            try:
-                self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-                error = None
-            except KafkaError as exc:
-                error = exc
-            self.metrics.committed(error is None)
-            if error is None:
-                self._forget_committed(offsets)
-                return
+        offsets, error = self._commit_acknowledged()
+        if error is None:
+            return
+        if not isinstance(error, KafkaError):
+            raise error
         # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
         if retry:
             self._trouble("commit", f"commit of {_describe_offsets(offsets)} failed: {error}")
         else:
             logger.warning("final commit of %s failed: %s", _describe_offsets(offsets), error)
+
+    def _commit_acknowledged(self) -> tuple[dict[TopicPartition, OffsetAndMetadata], BaseException | None]:
+        """Commit every acknowledged offset and wait for the answer: (offsets, error), ({}, None) if none.
+
+        The committer thread's commits and the loop's own go through here, one at a time, each
+        taking the offsets once it holds the lock: a commit never overtakes one further on, which
+        answered in the other order would take the group's offsets back.
+        """
+        with self._commit_lock:
+            offsets = self._pending_offsets()
+            if not offsets:
+                return offsets, None
+            try:
+                self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                self.metrics.committed(False)
+                return offsets, exc
+            self.metrics.committed(True)
+            self._forget_committed(offsets)
+            return offsets, None
 
     def _pending_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._pending_lock:
