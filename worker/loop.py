@@ -45,6 +45,7 @@ from worker.health import HealthState
 from worker.logs import Throttle
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
+from worker.records import install_reader
 from worker.results import dlq_headers, encode_results, source_headers
 from worker.scoring import Scorer
 
@@ -241,6 +242,7 @@ class Worker:
                     self._producer = KafkaProducer(**producer_cfg)
                     _learn_topics(self._producer, self.config)
                 self._consumer = KafkaConsumer(**consumer_cfg)
+                install_reader(self._consumer)
                 self._consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
                 self._recovered()
                 logger.info("connected to %s; consuming %s as group %s", self.config.bootstrap_servers,
