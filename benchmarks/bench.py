@@ -3,9 +3,11 @@
 On one topic of ULB-derived events (6 partitions) on the real local Apache Kafka broker:
 
 1. ceiling: a bare kafka-python consumer in a group, same fetch settings and max_poll_records as
-   the worker, touching only the value bytes (no decoding, no per-batch commit);
+   the worker, touching only the value bytes (no decoding, no per-batch commit); and the same
+   consumer reading records with the worker's record reader (worker/records.py), as a second
+   reference;
 2. the worker end to end (decode, validate, scale, score, alerts, commit) as a real process;
-   (1) and (2) alternate several times and the medians are reported, with their ratio;
+   (1) and (2) alternate several times and the medians are reported, with their ratios;
 3. the naive baseline from the usual tutorials: json.loads, then Keras ``model.predict`` per
    event, then an alert per event, with auto-commit: events/s on a small sample;
 4. latency at 50 % of the worker's measured throughput, offered by a separate generator
@@ -164,17 +166,22 @@ def offer(bootstrap: str, topic: str, n: int, rate: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
-def ceiling(bootstrap: str, topic: str, n: int, decode=None) -> float:
+def ceiling(bootstrap: str, topic: str, n: int, reader: bool = False, decode=None) -> float:
     """events/s of a bare group consumer touching only the value bytes.
 
-    With ``decode`` (a callable taking a batch's values) it also decodes them on the polling
-    thread and nothing else: what a worker decoding where it polls could reach at best (the
-    worker decodes in a child process instead).
+    With ``reader``, the consumer reads records with the worker's record reader
+    (worker.records.install_reader) instead of kafka-python's. With ``decode`` (a callable taking
+    a batch's values) it also decodes them on the polling thread and nothing else: what a worker
+    decoding where it polls could reach at best (the worker decodes in a child process instead).
     """
     from kafka import KafkaConsumer
 
+    from worker.records import install_reader
+
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
                              enable_auto_commit=False, auto_offset_reset="earliest", **fetch_settings())  # fmt: skip
+    if reader:
+        install_reader(consumer)
     seen, nbytes, t_first = 0, 0, None
     while seen < n:
         for records in consumer.poll(timeout_ms=500).values():
@@ -438,16 +445,18 @@ def main() -> int:
         from worker.decode import Decoder
 
         decode_only = Decoder(manifest["feature_names"]).decode_batch
-        ceilings, decodes, workers, ups, peaks = [], [], [], [], []
+        ceilings, readers, decodes, workers, ups, peaks = [], [], [], [], [], []
         for i in range(args.repeats):
             ceilings.append(ceiling(bootstrap, topics["input"], len(values)))
-            decodes.append(ceiling(bootstrap, topics["input"], len(values), decode=decode_only))
+            readers.append(ceiling(bootstrap, topics["input"], len(values), reader=True))
+            decodes.append(ceiling(bootstrap, topics["input"], len(values), reader=True, decode=decode_only))
             r = worker_run(bootstrap, models, topics, len(values))
             workers.append(r["rate"])
             ups.append(r["start_to_ready_s"])
             peaks.append(r["peak_rss_mb"])
-            log(f"round {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, consumer+decode {decodes[-1]:,.0f}/s, "
-                f"worker {workers[-1]:,.0f}/s (ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
+            log(f"round {i + 1}/{args.repeats}: ceiling {ceilings[-1]:,.0f}/s, with the worker's reader "
+                f"{readers[-1]:,.0f}/s, consumer+decode {decodes[-1]:,.0f}/s, worker {workers[-1]:,.0f}/s "
+                f"(ratio {workers[-1] / ceilings[-1]:.3f})")  # fmt: skip
         ceiling_med, worker_med = statistics.median(ceilings), statistics.median(workers)
         ratios = [w / c for w, c in zip(workers, ceilings, strict=True)]
 
@@ -465,6 +474,10 @@ def main() -> int:
             "model_version": version,
             "ceiling_events_per_s": {"median": ceiling_med, "runs": ceilings},
             "worker_events_per_s": {"median": worker_med, "runs": workers},
+            "ceiling_with_worker_reader_events_per_s": {"median": statistics.median(readers), "runs": readers},
+            "worker_over_ceiling_with_worker_reader": statistics.median(
+                [w / c for w, c in zip(workers, readers, strict=True)]
+            ),
             "consumer_decode_only_events_per_s": {"median": statistics.median(decodes), "runs": decodes},
             "decode_only_over_ceiling": statistics.median([d / c for d, c in zip(decodes, ceilings, strict=True)]),
             "worker_over_ceiling": {
@@ -496,7 +509,12 @@ def print_table(r: dict) -> None:
         ("ceiling: bare consumer (median)", f"{r['ceiling_events_per_s']['median']:,.0f} events/s"),
         ("worker end to end (median)", f"{r['worker_events_per_s']['median']:,.0f} events/s"),
         ("worker / ceiling (median of pairs)", f"{r['worker_over_ceiling']['median']:.3f}"),
-        ("consumer + JSON decode on one thread / ceiling", f"{r['decode_only_over_ceiling']:.3f}"),
+        (
+            "ceiling with the worker's record reader (median)",
+            f"{r['ceiling_with_worker_reader_events_per_s']['median']:,.0f} events/s",
+        ),
+        ("worker / that (median of pairs)", f"{r['worker_over_ceiling_with_worker_reader']:.3f}"),
+        ("consumer + reader + JSON decode on one thread / ceiling", f"{r['decode_only_over_ceiling']:.3f}"),
         ("naive per-event Keras predict", f"{r['naive_events_per_s']:,.1f} events/s"),
         ("worker / naive", f"{r['worker_over_naive']:,.0f}x"),
         (f"latency at {lat['offered_rate']:,.0f}/s (50%): p50", f"{lat['p50_ms']:.1f} ms"),
