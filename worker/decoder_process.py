@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -94,32 +95,33 @@ def serve(requests: Connection, replies: Connection) -> None:
 
 
 class InlineDecoder:
-    """Decodes in the calling process: ``submit`` does the work, ``result`` hands it back."""
+    """Decodes in the calling process: ``submit`` does the work, ``result`` hands it back (oldest first)."""
 
     def __init__(self) -> None:
         self._decoder: Decoder | None = None
-        self._result: DecodedBatch | None = None
+        self._results: deque[DecodedBatch] = deque()
 
     def submit(self, values: Sequence[bytes | None], feature_names: Sequence[str], max_bytes: int) -> None:
         d = self._decoder
         if d is None or d.feature_names != tuple(feature_names) or d.max_bytes != max_bytes:
             d = self._decoder = Decoder(feature_names, max_bytes)
-        self._result = d.decode_batch(values)
+        self._results.append(d.decode_batch(values))
 
     def result(self) -> DecodedBatch:
-        result, self._result = self._result, None
-        assert result is not None, "result() without submit()"
-        return result
+        assert self._results, "result() without submit()"
+        return self._results.popleft()
 
     def close(self) -> None:
         pass
 
 
 class DecoderProcess:
-    """One child process decoding one batch at a time; ``submit`` returns at once.
+    """One child process decoding batches in turn; ``submit`` returns at once.
 
-    If the child dies (it should not: it only runs the decoder, which raises nothing), the batch
-    in hand is decoded in this process and a new child is started for the next one.
+    Batches can be submitted before the results of earlier ones are taken; ``result`` returns
+    them oldest first. If the child dies (it should not: it only runs the decoder, which raises
+    nothing), the batches it had are decoded in this process and a new child is started for the
+    next one.
     """
 
     def __init__(self) -> None:
@@ -127,7 +129,9 @@ class DecoderProcess:
         self._requests: Connection | None = None  # our writing end
         self._replies: Connection | None = None  # our reading end
         self._names: tuple[str, ...] | None = None
-        self._pending: tuple[list, tuple[str, ...], int] | None = None
+        # Submitted, result not taken: values, names, max bytes, and the reply pipe of the child
+        # that has them (None: not sent).
+        self._pending: deque[tuple[list, tuple[str, ...], int, Connection | None]] = deque()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(_Reply).decode
         self._inline = InlineDecoder()
@@ -157,24 +161,24 @@ class DecoderProcess:
         self._names = None
 
     def submit(self, values: Sequence[bytes | None], feature_names: Sequence[str], max_bytes: int) -> None:
-        names = tuple(feature_names)
-        self._pending = (list(values), names, max_bytes)
+        names, batch = tuple(feature_names), list(values)
         try:
             self.start()
             send_names = list(names) if names != self._names else None
             assert self._requests is not None  # start() leaves a running child and its pipe
-            self._requests.send_bytes(self._encode(_Request(send_names, max_bytes, self._pending[0])))
+            self._requests.send_bytes(self._encode(_Request(send_names, max_bytes, batch)))
             self._names = names
+            self._pending.append((batch, names, max_bytes, self._replies))
         except OSError as exc:
             self._lost(exc)
+            self._pending.append((batch, names, max_bytes, None))
 
     def result(self) -> DecodedBatch:
-        assert self._pending is not None, "result() without submit()"
-        values, names, max_bytes = self._pending
-        self._pending = None
-        if self._replies is not None:
+        assert self._pending, "result() without submit()"
+        values, names, max_bytes, replies = self._pending.popleft()
+        if replies is not None and replies is self._replies:
             try:
-                return _from_reply(self._decode(self._replies.recv_bytes()))
+                return _from_reply(self._decode(replies.recv_bytes()))
             except (EOFError, OSError, msgspec.DecodeError) as exc:
                 self._lost(exc or type(exc).__name__)
         self._inline.submit(values, names, max_bytes)  # this batch, here; the next one in a new child

@@ -55,11 +55,34 @@ def test_the_child_decodes_exactly_as_the_worker_would(child):
     same(child.result(), Decoder(NAMES[::-1], 4096).decode_batch(values(50, seed=1)[:50]))
 
 
-def test_inline_decoder_is_the_same_interface():
-    d = InlineDecoder()
-    batch = values(20)
-    d.submit(batch, NAMES, 4096)
-    same(d.result(), Decoder(NAMES, 4096).decode_batch(batch))
+@pytest.mark.parametrize("kind", [DecoderProcess, InlineDecoder])
+def test_batches_submitted_before_earlier_results_are_taken_come_back_in_order(kind):
+    d = kind()
+    try:
+        batches = [values(30, seed=s) for s in range(3)]
+        for b in batches[:2]:
+            d.submit(b, NAMES, 4096)
+        same(d.result(), Decoder(NAMES, 4096).decode_batch(batches[0]))
+        d.submit(batches[2], NAMES[::-1], 4096)
+        same(d.result(), Decoder(NAMES, 4096).decode_batch(batches[1]))
+        same(d.result(), Decoder(NAMES[::-1], 4096).decode_batch(batches[2]))
+    finally:
+        d.close()
+
+
+def test_a_child_that_dies_with_two_batches_leaves_both_to_this_process(child, caplog):
+    first, second = values(40, seed=1), values(40, seed=2)
+    os.kill(child.pid, signal.SIGSTOP)  # so that it dies with both batches unanswered
+    child.submit(first, NAMES, 4096)
+    child.submit(second, NAMES, 4096)
+    os.kill(child.pid, signal.SIGKILL)
+    got = [child.result(), child.result()]
+    assert caplog.text.count("decoder process lost") == 1
+    same(got[0], Decoder(NAMES, 4096).decode_batch(first))
+    same(got[1], Decoder(NAMES, 4096).decode_batch(second))
+    child.submit(first, NAMES, 4096)  # and a new child takes the next one
+    same(child.result(), Decoder(NAMES, 4096).decode_batch(first))
+    assert child.pid is not None
 
 
 def test_a_dead_child_costs_nothing_but_a_warning(child, caplog):
