@@ -1,10 +1,10 @@
 """JSON decoding in a child process, so it runs on a second core while the loop polls Kafka.
 
-kafka-python parses every record in pure Python on the polling thread; decoding the JSON on the
-same thread adds about a third to the cost of each event. With a child process the loop hands a
-batch's values over (one message on a pipe), polls the next batch while the child decodes, and
-takes the result back; the two stages overlap and the loop's own cost per event stays close to a
-bare consumer's.
+Records are parsed in Python on the polling thread (worker/records.py); decoding the JSON on the
+same thread would about double the cost of each event there. With a child process the loop hands
+a batch's values over (one message on a pipe), polls the next batch while the child decodes, and
+takes the result back; the two stages overlap. The loop hands the next batch over before it takes
+the previous one back, so the child always has work queued while the loop emits and polls.
 
 The child is ``python -m worker.decoder_process`` (a fixed command: nothing from the input or a
 models directory reaches it), started with ``os.posix_spawn``, so it holds only msgspec and
