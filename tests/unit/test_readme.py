@@ -112,9 +112,18 @@ def test_flags_on_command_lines_exist_in_that_command() -> None:
     assert not missing, "\n".join(missing)
 
 
+def bench_help() -> str:
+    """``benchmarks/bench.py --help`` (``make bench``): the Performance section names its options."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/bench.py"), "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_every_flag_in_the_readme_exists_somewhere() -> None:
     helps = " ".join(help_text(c) for c in COMMANDS)
     helps += " ".join(help_text(("fraud-worker", sub)) for sub in SUBCOMMANDS)
+    helps += bench_help()
     flags = set(FLAG.findall(README)) - EXTERNAL_FLAGS
     missing = sorted(f for f in flags if f not in helps)
     assert not missing, f"flags named in the README that no command accepts: {missing}"
