@@ -129,6 +129,13 @@ def test_a_worker_sized_fetch_reads_every_record_with_its_offset_and_value():
     assert result["drains"] == 1
 
 
+def test_lengths_of_one_two_three_and_more_varint_bytes():
+    sizes = [0, 63, 64, 8191, 8192, 70_000, 1_100_000]
+    recs = [(j, 1_764_000_000_000 + (-1) ** j * j * 10**9, b"k" * n, b"v" * n, []) for j, n in enumerate(sizes)]
+    got = records_of(same(batch(recs)))
+    assert [len(r.value) for r in got] == sizes
+
+
 def test_the_next_fetch_starts_after_a_compacted_tail():
     result = same(batch([(0, 1, None, b"a", []), (1, 2, None, b"b", [])], base_offset=10, compacted_tail=5))
     assert [r.offset for r in records_of(result)] == [10, 11]
