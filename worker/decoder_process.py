@@ -62,11 +62,25 @@ def _from_reply(r: _Reply) -> DecodedBatch:
     return DecodedRows(r.features, r.n_features, r.transaction_ids, r.event_times, r.index, errors).to_batch()
 
 
-def _widen(fd: int) -> None:
+def _widen(fd: int, size: int) -> int:
+    """Ask for a pipe of ``size`` bytes; returns the size it has."""
     try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:  # above /proc/sys/fs/pipe-max-size: the default works, with more waiting
         pass
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+class _Submitted:
+    """A batch handed to the decoder whose result is not taken yet."""
+
+    __slots__ = ("values", "names", "max_bytes", "replies", "size", "reply")
+
+    def __init__(self, values: list, names: tuple[str, ...], max_bytes: int) -> None:
+        self.values, self.names, self.max_bytes = values, names, max_bytes
+        self.replies: Connection | None = None  # the reply pipe of the child that has it; None: not sent
+        self.size = 0  # bytes of the request on the pipe
+        self.reply: bytes | None = None  # read ahead of result(), to free the child
 
 
 def serve(requests: Connection, replies: Connection) -> None:
@@ -124,14 +138,14 @@ class DecoderProcess:
     next one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pipe_bytes: int = PIPE_BYTES) -> None:
         self.pid: int | None = None
+        self._pipe_bytes = pipe_bytes
+        self._capacity = 0  # of the request pipe, as the kernel gave it
         self._requests: Connection | None = None  # our writing end
         self._replies: Connection | None = None  # our reading end
         self._names: tuple[str, ...] | None = None
-        # Submitted, result not taken: values, names, max bytes, and the reply pipe of the child
-        # that has them (None: not sent).
-        self._pending: deque[tuple[list, tuple[str, ...], int, Connection | None]] = deque()
+        self._pending: deque[_Submitted] = deque()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(_Reply).decode
         self._inline = InlineDecoder()
@@ -144,8 +158,8 @@ class DecoderProcess:
             self._lost(f"it exited with status {status}")
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        _widen(req_w)
-        _widen(rep_w)
+        self._capacity = _widen(req_w, self._pipe_bytes)
+        _widen(rep_w, self._pipe_bytes)
         # Only the child's two ends are inherited (os.pipe() descriptors are not, by default).
         os.set_inheritable(req_r, True)
         os.set_inheritable(rep_w, True)
@@ -161,28 +175,60 @@ class DecoderProcess:
         self._names = None
 
     def submit(self, values: Sequence[bytes | None], feature_names: Sequence[str], max_bytes: int) -> None:
-        names, batch = tuple(feature_names), list(values)
+        entry = _Submitted(list(values), tuple(feature_names), max_bytes)
+        self._pending.append(entry)
         try:
             self.start()
-            send_names = list(names) if names != self._names else None
+            data = self._request(entry)
+            if self._unanswered_bytes() + len(data) + 8 > self._capacity:
+                # The child may be waiting to write a reply we have not read; a request the pipe
+                # cannot hold would then wait for it forever. Read its replies first.
+                self._read_replies()
+                self.start()
+                data = self._request(entry)
             assert self._requests is not None  # start() leaves a running child and its pipe
-            self._requests.send_bytes(self._encode(_Request(send_names, max_bytes, batch)))
-            self._names = names
-            self._pending.append((batch, names, max_bytes, self._replies))
+            self._requests.send_bytes(data)
+            self._names = entry.names
+            entry.replies, entry.size = self._replies, len(data)
         except OSError as exc:
             self._lost(exc)
-            self._pending.append((batch, names, max_bytes, None))
 
     def result(self) -> DecodedBatch:
         assert self._pending, "result() without submit()"
-        values, names, max_bytes, replies = self._pending.popleft()
-        if replies is not None and replies is self._replies:
+        entry = self._pending.popleft()
+        if entry.reply is None and entry.replies is not None and entry.replies is self._replies:
             try:
-                return _from_reply(self._decode(replies.recv_bytes()))
-            except (EOFError, OSError, msgspec.DecodeError) as exc:
+                entry.reply = entry.replies.recv_bytes()
+            except (EOFError, OSError) as exc:
                 self._lost(exc or type(exc).__name__)
-        self._inline.submit(values, names, max_bytes)  # this batch, here; the next one in a new child
+        if entry.reply is not None:
+            try:
+                return _from_reply(self._decode(entry.reply))
+            except msgspec.DecodeError as exc:
+                self._lost(exc)
+        # This batch, here; the next one in a new child.
+        self._inline.submit(entry.values, entry.names, entry.max_bytes)
         return self._inline.result()
+
+    def _request(self, entry: _Submitted) -> bytes:
+        send_names = list(entry.names) if entry.names != self._names else None
+        return self._encode(_Request(send_names, entry.max_bytes, entry.values))
+
+    def _waiting(self) -> list[_Submitted]:
+        """Batches the running child has, whose replies are not read yet (oldest first)."""
+        return [e for e in self._pending if e.reply is None and e.replies is not None and e.replies is self._replies]
+
+    def _unanswered_bytes(self) -> int:
+        return sum(e.size + 8 for e in self._waiting())
+
+    def _read_replies(self) -> None:
+        for entry in self._waiting():
+            assert self._replies is not None
+            try:
+                entry.reply = self._replies.recv_bytes()
+            except (EOFError, OSError) as exc:
+                self._lost(exc or type(exc).__name__)
+                return
 
     def _lost(self, why: object) -> None:
         logger.warning("decoder process lost (%s); starting a new one", why)

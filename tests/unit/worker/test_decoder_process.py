@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -68,6 +69,31 @@ def test_batches_submitted_before_earlier_results_are_taken_come_back_in_order(k
         same(d.result(), Decoder(NAMES[::-1], 4096).decode_batch(batches[2]))
     finally:
         d.close()
+
+
+def test_batches_larger_than_the_pipes_never_deadlock():
+    """The child can be blocked writing a reply nobody reads while the worker writes a batch that
+    does not fit in the pipe: the worker then reads the replies first."""
+    d = DecoderProcess(pipe_bytes=4096)  # the smallest pipes the kernel gives
+    batches = [values(600, seed=s) for s in range(3)]  # about 45 KB each way per batch
+    got: list = []
+
+    def run() -> None:
+        d.submit(batches[0], NAMES, 4096)
+        d.submit(batches[1], NAMES, 4096)
+        got.append(d.result())
+        d.submit(batches[2], NAMES, 4096)
+        got.extend([d.result(), d.result()])
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    alive = t.is_alive()
+    d.close()  # unblocks a deadlocked thread: its pipes close
+    assert not alive, "submit and result deadlocked on full pipes"
+    assert len(got) == 3
+    for b, g in zip(batches, got, strict=True):
+        same(g, Decoder(NAMES, 4096).decode_batch(b))
 
 
 def test_a_child_that_dies_with_two_batches_leaves_both_to_this_process(child, caplog):
