@@ -11,10 +11,10 @@ On one topic of ULB-derived events (6 partitions) on the real local Apache Kafka
 3. the naive baseline from the usual tutorials: json.loads, then Keras ``model.predict`` per
    event, then an alert per event, with auto-commit: events/s on a small sample;
 4. latency at 50 % of the worker's measured throughput, offered by a separate generator process
-   (librdkafka, so that it takes little of the two cores), after a 2 s warm-up: from the event's append to the
-   input topic to the alert's append to the alert topic (both LogAppendTime, the broker's clock),
-   p50 / p99 / max; and, as the floor, a bare kafka-python consumer's append-to-poll latency at
-   the same rate;
+   (librdkafka, so that it takes little of the two cores), after a 2 s warm-up: from the event's
+   append to the input topic to the alert's append to the alert topic (both LogAppendTime, the
+   broker's clock), p50 / p99 / max; and, as the floor, a bare kafka-python consumer's
+   append-to-poll latency at the same rate;
 5. the worker's peak resident memory (with its decoder process) and its time from process
    start to ready;
 6. hardware and versions.

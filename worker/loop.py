@@ -1,10 +1,10 @@
 """The consume -> decode -> scale -> score -> produce -> acknowledge -> commit loop.
 
-Pipelined while there is a backlog, so that the loop's thread (where kafka-python parses every
-record) does little else:
+Pipelined while there is a backlog, so that the loop's thread (where every record is parsed:
+worker/records.py) does little else:
 
-    loop thread   poll N+1 ............ | take N's rows, submit N+1 | score N, send its results | poll N+2
-    decoder       decode N ..........................................| decode N+1 ...
+    loop thread   poll N+1 ............ | submit N+1, take N's rows | score N, send its results | poll N+2
+    decoder       decode N ...............| decode N+1 ...............................................
     IO threads    earlier batches' results acknowledged -> committer thread commits their offsets
 
 With time to spare (a poll returns at most a third of max_batch_size records), a batch is
