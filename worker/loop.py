@@ -244,6 +244,12 @@ class Worker:
                 self._consumer = KafkaConsumer(**consumer_cfg)
                 install_reader(self._consumer)
                 self._consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
+                # The input topic's partitions, known before the first poll joins the group.
+                # Otherwise kafka-python joins first: as the group's leader it assigns nothing
+                # ("No partition metadata"), and it only rejoins once a later metadata update
+                # shows the partitions. Now and then no such update came, and the worker sat
+                # with no partitions until the next periodic refresh (5 minutes by default).
+                self._consumer.partitions_for_topic(self.config.input_topic)
                 self._recovered()
                 logger.info("connected to %s; consuming %s as group %s", self.config.bootstrap_servers,
                             self.config.input_topic, self.config.group_id)  # fmt: skip
