@@ -60,6 +60,7 @@ COMMIT_TIMEOUT_MS = 10_000
 COMMIT_INTERVAL = 0.2
 TROUBLE_LOG_INTERVAL = 30.0
 ACK_REPORT_SECONDS = 5.0  # results unacknowledged this long count as a broker error
+METADATA_WAIT_MS = 5_000  # for the input topic's partitions before the first poll (_await_partitions)
 
 
 def client_configs(c: WorkerConfig) -> tuple[dict, dict]:
@@ -244,12 +245,7 @@ class Worker:
                 self._consumer = KafkaConsumer(**consumer_cfg)
                 install_reader(self._consumer)
                 self._consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
-                # The input topic's partitions, known before the first poll joins the group.
-                # Otherwise kafka-python joins first: as the group's leader it assigns nothing
-                # ("No partition metadata"), and it only rejoins once a later metadata update
-                # shows the partitions. Now and then no such update came, and the worker sat
-                # with no partitions until the next periodic refresh (5 minutes by default).
-                self._consumer.partitions_for_topic(self.config.input_topic)
+                _await_partitions(self._consumer, self.config.input_topic, METADATA_WAIT_MS)
                 self._recovered()
                 logger.info("connected to %s; consuming %s as group %s", self.config.bootstrap_servers,
                             self.config.input_topic, self.config.group_id)  # fmt: skip
@@ -785,6 +781,37 @@ def _without(batch: _Batch, partitions: frozenset[TopicPartition]) -> _Batch:
         batch.scorer,
         decoded,
     )
+
+
+def _await_partitions(consumer: KafkaConsumer, topic: str, timeout_ms: int) -> None:
+    """Wait until ``consumer`` knows ``topic``'s partitions, so its first poll's join assigns them.
+
+    kafka-python joins the group on the first poll, whether or not the subscription's metadata has
+    arrived. Before it has, the group's leader assigns nothing ("No partition metadata") and
+    rejoins only once a later metadata update shows the partitions; twice in a row a worker in the
+    tests then sat with no partitions until the next periodic refresh (5 minutes by default).
+    ``KafkaConsumer.partitions_for_topic`` would wait without a bound and fetch every topic of the
+    cluster: this asks for the subscribed topics alone and gives up after ``timeout_ms``.
+
+    A refresh already in flight when subscribe() ran answers the update asked for without the
+    topic; the loop then asks again. A topic that does not exist (yet) ends the wait at once:
+    kafka-python keeps asking for it, and the group rebalances when it appears. Uses kafka-python
+    internals (``_cluster``, ``_net``, ``_manager``), as worker/records.py does; hence the pin.
+    """
+    cluster = consumer._cluster
+    deadline = time.monotonic() + timeout_ms / 1000
+    while cluster.partitions_for_topic(topic) is None:
+        left_ms = (deadline - time.monotonic()) * 1000
+        if left_ms <= 0:
+            logger.warning("no metadata for %s after %d ms; the group join goes ahead without it", topic, timeout_ms)
+            return
+        try:
+            consumer._net.run(consumer._manager.wait_for, cluster.request_update(), left_ms)
+        except KafkaTimeoutError:
+            continue
+        except KafkaError as exc:  # the topic does not exist (yet), or the broker did not answer
+            logger.info("metadata for %s not fetched before joining the group: %s", topic, exc)
+            return
 
 
 def _learn_topics(producer: KafkaProducer, c: WorkerConfig) -> None:
