@@ -196,11 +196,8 @@ class DecoderProcess:
     def result(self) -> DecodedBatch:
         assert self._pending, "result() without submit()"
         entry = self._pending.popleft()
-        if entry.reply is None and entry.replies is not None and entry.replies is self._replies:
-            try:
-                entry.reply = entry.replies.recv_bytes()
-            except (EOFError, OSError) as exc:
-                self._lost(exc or type(exc).__name__)
+        if self._unread(entry):
+            self._read(entry)
         if entry.reply is not None:
             try:
                 return _from_reply(self._decode(entry.reply))
@@ -214,21 +211,31 @@ class DecoderProcess:
         send_names = list(entry.names) if entry.names != self._names else None
         return self._encode(_Request(send_names, entry.max_bytes, entry.values))
 
+    def _unread(self, entry: _Submitted) -> bool:
+        """The running child has ``entry``, and its reply is not read yet."""
+        return entry.reply is None and entry.replies is not None and entry.replies is self._replies
+
     def _waiting(self) -> list[_Submitted]:
         """Batches the running child has, whose replies are not read yet (oldest first)."""
-        return [e for e in self._pending if e.reply is None and e.replies is not None and e.replies is self._replies]
+        return [e for e in self._pending if self._unread(e)]
 
     def _unanswered_bytes(self) -> int:
         return sum(e.size + 8 for e in self._waiting())
 
     def _read_replies(self) -> None:
         for entry in self._waiting():
-            assert self._replies is not None
-            try:
-                entry.reply = self._replies.recv_bytes()
-            except (EOFError, OSError) as exc:
-                self._lost(exc or type(exc).__name__)
+            if not self._read(entry):
                 return
+
+    def _read(self, entry: _Submitted) -> bool:
+        """Read ``entry``'s reply from the running child; False if the child is gone."""
+        assert self._replies is not None
+        try:
+            entry.reply = self._replies.recv_bytes()
+        except (EOFError, OSError) as exc:
+            self._lost(exc or type(exc).__name__)
+            return False
+        return True
 
     def _lost(self, why: object) -> None:
         logger.warning("decoder process lost (%s); starting a new one", why)

@@ -292,7 +292,7 @@ class Worker:
         return polled
 
     def _step(self, new: _Batch | None) -> None:
-        """Take the decoded batch back, hand the new one to the decoder, then emit the decoded one.
+        """Hand the new batch to the decoder, take the previous one's rows back, then emit it.
 
         A batch is emitted on the next step, after the next poll, so that polling and decoding
         overlap; its alerts then also wait for that poll's record parsing, which takes longer than
