@@ -41,6 +41,7 @@ from worker.config import WorkerConfig
 from worker.decode import DecodedBatch
 from worker.decoder_process import DecoderProcess, InlineDecoder
 from worker.errors import BrokerError
+from worker.handoffs import install_handoff_shortcuts
 from worker.health import HealthState
 from worker.logs import Throttle
 from worker.metrics import WorkerMetrics
@@ -244,6 +245,7 @@ class Worker:
                     _learn_topics(self._producer, self.config)
                 self._consumer = KafkaConsumer(**consumer_cfg)
                 install_reader(self._consumer)
+                install_handoff_shortcuts(self._consumer)
                 self._consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
                 _await_partitions(self._consumer, self.config.input_topic, METADATA_WAIT_MS)
                 self._recovered()
