@@ -67,6 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reload_interval_seconds", 1.0, float, "how often models/CURRENT is checked between batches"),
     Setting("retry_backoff_max_seconds", 10.0, float, "longest wait between retries while the broker is down"),
     Setting("drift_window", 10_000, int, "live scores compared with the training scores for fraud_score_psi"),
+    Setting("fast_paths", "all", str,
+            "kafka-python fast paths to use (worker/kafka_compat): all, none, or a comma-separated list of "
+            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit"),
 )
 _BY_ENV = {s.env: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -97,6 +100,7 @@ class WorkerConfig:
     reload_interval_seconds: float = 1.0
     retry_backoff_max_seconds: float = 10.0
     drift_window: int = 10_000
+    fast_paths: str = "all"
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -209,6 +213,12 @@ def _check(c: WorkerConfig) -> None:
         raise ConfigError(f"log_level {c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if c.log_format.lower() not in LOG_FORMATS:
         raise ConfigError(f"log_format {c.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    from worker.kafka_compat import parse_fast_paths
+
+    try:
+        parse_fast_paths(c.fast_paths)
+    except ValueError as exc:
+        raise ConfigError(f"fast_paths: {exc}") from None
     options = dict(c.kafka_options)
     if "max_partition_fetch_bytes" in options and options["max_partition_fetch_bytes"] < c.max_message_bytes:
         raise ConfigError("kafka option max_partition_fetch_bytes is smaller than max_message_bytes")
