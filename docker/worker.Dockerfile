@@ -1,6 +1,8 @@
 # The streaming worker: base dependencies only (kafka-python, crc32c, prometheus-client, numpy,
-# LiteRT, msgspec). No TensorFlow: see DESIGN.md, dependency rule. Also runs fraud-replay and
-# `fraud-worker create-topics` / `tail-alerts`, which need nothing more.
+# LiteRT, msgspec). No TensorFlow: see DESIGN.md, dependency rule. Also runs the operator tools
+# (worker/tools/: fraud-replay, `fraud-worker create-topics` / `tail-alerts` / `reconcile`), which
+# need nothing more. training/ is not copied: nothing here imports it (fraud-train is the trainer
+# image's job, and its script in this image would fail at import).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -8,7 +10,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker/ worker/
-COPY training/ training/
 RUN pip install . && rm -rf /src
 
 # A fixed non-root uid, so a models volume shared with the trainer image has one owner.

@@ -19,9 +19,9 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
 SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reconcile"
-    "create-topics": "worker.topics:main",
-    "reconcile": "worker.reconcile:main",
-    "tail-alerts": "worker.tail:main",
+    "create-topics": "worker.tools.topics:main",
+    "reconcile": "worker.tools.reconcile:main",
+    "tail-alerts": "worker.tools.tail:main",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.support.broker import Broker, _run_launcher, free_port_pair
 from worker.config import load_config
-from worker.reconcile import Report, format_report, reconcile
+from worker.tools.reconcile import Report, format_report, reconcile
 
 
 def reconcile_run(bootstrap: str, group: str, topics: dict, end: str = "committed") -> Report:

@@ -22,9 +22,9 @@ import yaml
 
 from tests.support.prometheus import promtool
 from training.cli import build_parser as train_parser
-from training.replay import build_parser as replay_parser
+from worker.tools.replay import build_parser as replay_parser
 from worker.config import load_config
-from worker.topics import DEFAULT_PARTITIONS, planned_topics
+from worker.tools.topics import DEFAULT_PARTITIONS, planned_topics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -131,6 +131,8 @@ def test_worker_image_runs_fraud_worker_as_non_root_without_tensorflow() -> None
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert shlex.split(df["ENTRYPOINT"][-1].strip("[]").replace(",", " ")) == ["fraud-worker"]
     assert scripts["fraud-worker"] == "worker.cli:main"
+    # The image holds worker/ only: every tool it runs must live there (no training import).
+    assert scripts["fraud-replay"].startswith("worker.") and not any("training" in c for c in df["COPY"])
     assert "entrypoint" not in service("worker")
     user = df["USER"][-1].split(":")[0]
     assert user not in ("root", "0")

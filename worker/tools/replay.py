@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.synthetic import generate
+from worker.tools.synthetic import generate
 
 logger = logging.getLogger(__name__)
 DEFAULT_LABEL = "Class"

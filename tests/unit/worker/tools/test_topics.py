@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from worker.cli import main
 from worker.config import load_config
-from worker.topics import planned_topics
+from worker.tools.topics import planned_topics
 
 
 def test_default_topics_and_partitions() -> None:

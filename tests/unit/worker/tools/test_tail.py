@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from worker.tail import build_parser, format_alert, format_summary, parse_metrics
+from worker.tools.tail import build_parser, format_alert, format_summary, parse_metrics
 
 ALERT = {
     "transaction_id": "tx-000123",

@@ -7,7 +7,8 @@ components (as V14, V17, V12, V10 do in the ULB data), are spread over the night
 and very large amounts, and overlap the genuine rows enough that no model is perfect.
 
 The same ``(n, seed, fraud_rate)`` always gives the same rows, so demos, tests and a replay tool
-can share data without shipping files.
+can share data without shipping files. It lives on the worker side because ``fraud-replay`` (which
+runs in the worker image, without the training package) uses it; ``training.synthetic`` re-exports it.
 """
 
 from __future__ import annotations
