@@ -1,5 +1,5 @@
 # The streaming worker: base dependencies only (kafka-python, crc32c, prometheus-client, numpy,
-# LiteRT, msgspec). No TensorFlow: see DESIGN.md, dependency rule. Also runs the operator tools
+# LiteRT, msgspec). No TensorFlow: see docs/design.md, "Dependency rule". Also runs the operator tools
 # (worker/tools/: fraud-replay, `fraud-worker create-topics` / `tail-alerts` / `reconcile`), which
 # need nothing more. training/ is not copied: nothing here imports it (fraud-train is the trainer
 # image's job, and its script in this image would fail at import).
