@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -47,6 +46,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # for scripts.local_kafka, the broker launcher the tests use too
+
+from scripts.local_kafka import LocalKafka, kafka_version  # noqa: E402
+
 ULB = REPO.parent / "shared" / "datasets" / "creditcard.csv.gz"
 BATCH = 500  # the worker's default max batch size; the ceiling uses the same
 FETCH_KEYS = ("max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes", "fetch_min_bytes",
@@ -54,9 +57,9 @@ FETCH_KEYS = ("max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes"
 
 
 def fetch_settings() -> dict:
-    """The worker's own consumer settings that shape fetching (worker.loop.client_configs)."""
+    """The worker's own consumer settings that shape fetching (worker.clients.client_configs)."""
+    from worker.clients import client_configs
     from worker.config import WorkerConfig
-    from worker.loop import client_configs
 
     consumer, _ = client_configs(WorkerConfig(max_batch_size=BATCH))
     return {k: v for k, v in consumer.items() if k in FETCH_KEYS}
@@ -64,36 +67,6 @@ def fetch_settings() -> dict:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
-
-
-class LocalBroker:
-    def __init__(self) -> None:
-        self.state = tempfile.mkdtemp(prefix="fraud-bench-kafka-")
-        self.env = dict(os.environ, KAFKA_STATE_DIR=self.state)
-        self.port = free_port_pair()
-
-    def start(self) -> str:
-        out = subprocess.run([str(REPO / "scripts/local-kafka"), "start", "--port", str(self.port)],
-                             env=self.env, capture_output=True, text=True, check=True)  # fmt: skip
-        return out.stdout.strip().splitlines()[-1].split("=", 1)[1]
-
-    def stop(self) -> None:
-        subprocess.run([str(REPO / "scripts/local-kafka"), "stop"], env=self.env, capture_output=True)
-        shutil.rmtree(self.state, ignore_errors=True)
 
 
 def load_events(limit: int) -> tuple[list[bytes], np.ndarray]:
@@ -178,13 +151,13 @@ def ceiling(bootstrap: str, topic: str, n: int, reader: bool = False, decode=Non
     """events/s of a bare group consumer touching only the value bytes.
 
     With ``reader``, the consumer reads records with the worker's record reader
-    (worker.records.install_reader) instead of kafka-python's. With ``decode`` (a callable taking
+    (worker.kafka_compat.install_record_reader) instead of kafka-python's. With ``decode`` (a callable taking
     a batch's values) it also decodes them on the polling thread and nothing else: what a worker
     decoding where it polls could reach at best (the worker decodes in a child process instead).
     """
     from kafka import KafkaConsumer
 
-    from worker.records import install_reader
+    from worker.kafka_compat import install_record_reader as install_reader
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"ceiling-{uuid.uuid4().hex[:8]}",
                              enable_auto_commit=False, auto_offset_reset="earliest", **fetch_settings())  # fmt: skip
@@ -412,7 +385,6 @@ def latency(bootstrap: str, models: str, rate: float, seconds: float, warmup: fl
 def versions(bootstrap: str) -> dict:
     import importlib.metadata as md
 
-    pom = (REPO / "scripts/kafka/pom.xml").read_text()
     return {
         "cores": os.cpu_count(),
         "cpu": next(
@@ -423,7 +395,7 @@ def versions(bootstrap: str) -> dict:
         "crc32c": md.version("crc32c"),
         "ai-edge-litert": md.version("ai-edge-litert"),
         "numpy": md.version("numpy"),
-        "kafka_broker": "Apache Kafka " + pom.split("<kafka.version>")[1].split("<")[0] + " (local-kafka)"
+        "kafka_broker": f"Apache Kafka {kafka_version()} (local-kafka)"
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else f"external at {bootstrap}",
     }
 
@@ -445,7 +417,7 @@ def main() -> int:
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        broker = LocalBroker()
+        broker = LocalKafka(prefix="fraud-bench-kafka-")
         bootstrap = broker.start()
     log(f"broker at {bootstrap}")
     try:
@@ -519,7 +491,7 @@ def main() -> int:
         return 0
     finally:
         if broker is not None:
-            broker.stop()
+            broker.close()
 
 
 def print_table(r: dict) -> None:

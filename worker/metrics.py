@@ -197,6 +197,21 @@ class WorkerMetrics:
         if window is not None:
             window.add(scores)
 
+    def observe_batch(
+        self, records: int, scores: np.ndarray | None, alert_latency: np.ndarray | None, invalid: Sequence[str]
+    ) -> None:
+        """An acknowledged batch: its records, scores, alerts (latency in seconds each) and invalid records."""
+        self.events_consumed.inc(records)
+        self.batch_size.observe(records)
+        if scores is not None and len(scores):
+            self.events_scored.inc(len(scores))
+            self.observe_scores(scores)
+        if alert_latency is not None and len(alert_latency):
+            self.alerts.inc(len(alert_latency))
+            self.event_latency.observe_many(alert_latency)
+        if invalid:
+            self.count_invalid(invalid)
+
     def committed(self, ok: bool) -> None:
         self.commits.labels(result="ok" if ok else "failed").inc()
         if ok:

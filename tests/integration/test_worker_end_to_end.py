@@ -27,7 +27,7 @@ def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka
     worker.wait_ready()
     # The first join already knows the input's partitions: no empty assignment to recover from.
     lines = worker.output().splitlines()
-    assigned = [line.split("worker.loop: ", 1)[1] for line in lines if "worker.loop: assigned" in line]
+    assigned = [line.split("worker.rebalance: ", 1)[1] for line in lines if "worker.rebalance: assigned" in line]
     assert assigned[:1] == ["assigned [0, 1, 2]"], assigned
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
 

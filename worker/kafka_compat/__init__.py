@@ -1,8 +1,36 @@
-"""The one home of the worker's uses of kafka-python internals (placeholder, filled in below)."""
+"""The one home of the worker's uses of kafka-python internals: four fast paths, each switchable.
+
+| fast path             | module        | what it saves                       | without it (kafka-python's own way)    |
+|-----------------------|---------------|-------------------------------------|----------------------------------------|
+| ``record_reader``     | records.py    | two thirds of the per-record cost   | kafka-python's reader                  |
+| ``handoff_shortcuts`` | handoffs.py   | two IO-thread hand-offs per poll    | every poll hands both to the IO thread |
+| ``metadata_wait``     | metadata.py   | a metadata request for one topic    | ``partitions_for_topic`` (all topics)  |
+| ``revocation_commit`` | revocation.py | retries of the revocation commit    | one ``commit_async``, not retried      |
+
+``install(consumer, wanted)`` checks at start that every internal each wanted fast path relies on
+is there and behaves; one that is not is logged in one line and left off, and the worker runs on
+plain kafka-python for it: slower, never wrong. The ``fast_paths`` setting (``FRAUD_FAST_PATHS``:
+``all``, ``none`` or a comma-separated list) chooses which are wanted. The version pin on
+kafka-python in pyproject.toml names these internals; tests/unit/worker/kafka_compat/ and
+tests/integration/test_kafka_compat*.py check them. No other module of the worker touches a
+private kafka-python name.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
+from kafka import KafkaConsumer
+
+from worker.kafka_compat import handoffs, metadata, records, revocation
+from worker.kafka_compat.counters import TAKEN
+
+logger = logging.getLogger(__name__)
+
 FAST_PATHS = ("record_reader", "handoff_shortcuts", "metadata_wait", "revocation_commit")
+
+__all__ = ["FAST_PATHS", "TAKEN", "KafkaCompat", "parse_fast_paths", "install_record_reader"]
 
 
 def parse_fast_paths(text: str) -> frozenset[str]:
@@ -16,3 +44,56 @@ def parse_fast_paths(text: str) -> frozenset[str]:
     if unknown:
         raise ValueError(f"unknown fast path {', '.join(unknown)!s} (known: all, none, {', '.join(FAST_PATHS)})")
     return frozenset(words)
+
+
+def install_record_reader(consumer: KafkaConsumer) -> None:
+    """The record reader alone, checked first (the benchmark's bare consumer uses it)."""
+    records.check_reader()
+    records.install_reader(consumer)
+
+
+_INSTALL: dict[str, Callable[[KafkaConsumer], None]] = {
+    "record_reader": install_record_reader,
+    "handoff_shortcuts": handoffs.install_handoff_shortcuts,
+    "metadata_wait": metadata.check_metadata,
+    "revocation_commit": revocation.check_revocation,
+}
+
+
+class KafkaCompat:
+    """The fast paths one consumer runs with; each of the others goes kafka-python's own way."""
+
+    def __init__(self, active: frozenset[str] = frozenset()) -> None:
+        self.active = active
+
+    @classmethod
+    def install(cls, consumer: KafkaConsumer, wanted: frozenset[str]) -> KafkaCompat:
+        """Check and install each wanted fast path in ``consumer``; log one line for each that cannot be."""
+        active = set()
+        for name in FAST_PATHS:
+            if name not in wanted:
+                continue
+            try:
+                _INSTALL[name](consumer)
+            except Exception as exc:  # noqa: BLE001 - any surprise means kafka-python changed: use its own path
+                logger.warning("kafka-python fast path %s is off, kafka-python's own path is used (slower, same "
+                               "results): %s: %s", name, type(exc).__name__, exc)  # fmt: skip
+                continue
+            active.add(name)
+        off = [n for n in FAST_PATHS if n not in active]
+        logger.debug("kafka-python fast paths on: %s; off: %s", sorted(active) or "none", off or "none")
+        return cls(frozenset(active))
+
+    def await_partitions(self, consumer: KafkaConsumer, topic: str, timeout_ms: int) -> None:
+        """Wait at most ``timeout_ms`` until ``consumer`` knows ``topic``'s partitions (metadata.py)."""
+        if "metadata_wait" in self.active:
+            metadata.await_partitions(consumer, topic, timeout_ms)
+        else:
+            metadata.await_partitions_plain(consumer, topic, timeout_ms)
+
+    async def commit_on_revocation(self, consumer: KafkaConsumer, offsets: dict, timeout_ms: int) -> None:
+        """Commit ``offsets`` from inside the rebalance listener (revocation.py); raises on failure."""
+        if "revocation_commit" in self.active:
+            await revocation.commit_on_revocation(consumer, offsets, timeout_ms)
+        else:
+            await revocation.commit_on_revocation_plain(consumer, offsets, timeout_ms)

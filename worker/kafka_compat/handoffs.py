@@ -13,7 +13,9 @@ only reads, and leaves every other case to kafka-python: an unknown or disconnec
 (its lookup and reconnection), and any broker without a fetch in flight. It relies on kafka-python
 internals (``KafkaConsumer._coordinator`` and ``_fetcher``, the coordinator's ``coordinator_id``
 and ``_client``, the fetcher's ``_nodes_with_pending_fetch_requests`` and ``_manager``), held by
-the same version pin as worker/records.py; tests/unit/worker/test_handoffs.py checks them.
+the same version pin as the record reader; ``check_handoffs(consumer)`` looks for each at start, and
+tests/unit/worker/kafka_compat/test_handoffs.py and tests/integration/test_kafka_compat*.py check
+them on stand-ins and on a real consumer.
 """
 
 from __future__ import annotations
@@ -25,12 +27,27 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 
+from worker.kafka_compat.counters import TAKEN
 
-def install_handoff_shortcuts(consumer: KafkaConsumer) -> None:
-    """Skip ``consumer``'s coordinator check and fetch sending in ``poll()`` when each would do nothing."""
+
+def check_handoffs(consumer: KafkaConsumer) -> None:
+    """Raise unless every internal the shortcuts read is there, with the expected shape."""
     coordinator, fetcher = consumer._coordinator, consumer._fetcher
     if not isinstance(coordinator, BaseCoordinator) or not isinstance(fetcher, Fetcher):
         raise TypeError(f"unexpected kafka-python internals {type(coordinator).__name__}, {type(fetcher).__name__}")
+    for owner, name in ((coordinator, "ensure_coordinator_ready"), (coordinator._client, "connected"),
+                        (fetcher, "send_fetches"), (fetcher._manager.cluster, "brokers")):  # fmt: skip
+        if not callable(getattr(owner, name, None)):
+            raise TypeError(f"kafka-python's {type(owner).__name__}.{name} is gone")
+    if not hasattr(coordinator, "coordinator_id"):
+        raise TypeError("kafka-python's coordinator has no coordinator_id")
+    set(fetcher._nodes_with_pending_fetch_requests)  # iterable, as the shortcut copies it
+
+
+def install_handoff_shortcuts(consumer: KafkaConsumer) -> None:
+    """Skip ``consumer``'s coordinator check and fetch sending in ``poll()`` when each would do nothing."""
+    check_handoffs(consumer)
+    coordinator, fetcher = consumer._coordinator, consumer._fetcher
     # Instance attributes: other consumers in the process (tests, the benchmark's ceiling) keep kafka-python's own.
     coordinator.ensure_coordinator_ready = coordinator_ready_shortcut(coordinator, coordinator.ensure_coordinator_ready)
     fetcher.send_fetches = send_fetches_shortcut(fetcher, fetcher.send_fetches)
@@ -46,6 +63,7 @@ def coordinator_ready_shortcut(coordinator: Any, original: Callable[..., bool]) 
     def ensure_coordinator_ready(timeout_ms: int | None = None) -> bool:
         node = coordinator.coordinator_id
         if node is not None and coordinator._client.connected(node):
+            TAKEN["handoff_shortcuts"] += 1
             return True
         return original(timeout_ms)
 
@@ -63,6 +81,7 @@ def send_fetches_shortcut(fetcher: Any, original: Callable[[], list]) -> Callabl
         if pending:
             brokers = fetcher._manager.cluster.brokers()
             if brokers and all(b.node_id in pending for b in brokers):
+                TAKEN["handoff_shortcuts"] += 1
                 return []
         return original()
 

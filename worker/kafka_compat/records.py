@@ -9,10 +9,12 @@ positions, counters and errors. kafka-python's own code still reads everything e
 transactional, control and older batches, and every fetch of a consumer with deserializers or
 with ``isolation_level="read_committed"``.
 
-``install_reader(consumer)`` puts it in a consumer's fetcher. It relies on two kafka-python
-internals, ``KafkaConsumer._fetcher`` and ``DefaultRecordBatch._buffer``;
-tests/unit/worker/test_records.py checks it against kafka-python's own reader, record for
-record, so a kafka-python release that changes them fails there.
+``install_reader(consumer)`` puts it in a consumer's fetcher. It relies on kafka-python
+internals: ``KafkaConsumer._fetcher``, ``Fetcher.PartitionRecords`` (the class the fetcher builds
+per fetched partition, and its ``_unpack_records``) and ``DefaultRecordBatch._buffer``.
+``check_reader()`` reads one batch with both readers at start (worker/kafka_compat/__init__.py);
+tests/unit/worker/kafka_compat/test_records.py checks them record for record over generated
+fetches, and tests/integration/test_kafka_compat.py that a real consumer reads through it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.structs import TopicPartition
 
+from worker.kafka_compat.counters import TAKEN
+
 HEADER_SIZE = DefaultRecordBatch.HEADER_STRUCT.size  # 61 bytes before the first record
 
 
@@ -35,6 +39,33 @@ def install_reader(consumer: KafkaConsumer) -> None:
     if not isinstance(fetcher, Fetcher):
         raise TypeError(f"unexpected kafka-python fetcher {type(fetcher).__name__}")
     fetcher.PartitionRecords = BatchRecords
+
+
+def check_reader() -> None:
+    """Raise unless kafka-python's reader and ``BatchRecords`` read a sample batch alike."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    from kafka.record.memory_records import MemoryRecords
+
+    if not isinstance(getattr(Fetcher, "PartitionRecords", None), type):
+        raise TypeError("kafka-python's Fetcher.PartitionRecords is gone")
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=-1, producer_epoch=-1,
+        base_sequence=-1, batch_size=1 << 20,
+    )  # fmt: skip
+    for i, (key, headers) in enumerate([(None, []), (b"k" * 200, [("h", b"v"), ("n", None)]), (b"k", [])]):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=key, value=b'{"a":1}' * (i * 40 + 1), headers=headers)
+    data = bytes(builder.build())
+    tp = TopicPartition("probe", 0)
+
+    def read(cls: Any) -> tuple:
+        part = cls(1, tp, MemoryRecords(data), check_crcs=True)
+        return tuple(part.take(None)), part.next_fetch_offset, part.records_read, part.bytes_read
+
+    before = TAKEN["record_reader"]
+    ours, theirs = read(BatchRecords), read(Fetcher.PartitionRecords)
+    TAKEN["record_reader"] = before  # the probe is not a use
+    if ours != theirs:
+        raise ValueError("kafka-python's reader and BatchRecords disagree on a sample batch")
 
 
 def _varint(b: bytes, p: int) -> tuple[int, int]:
@@ -103,6 +134,7 @@ class BatchRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                 raise CorruptRecordError(
                     f"Record batch for partition {self.topic_partition} at offset {batch.base_offset} failed crc check"
                 )
+            TAKEN["record_reader"] += 1
             self.leader_epoch = epoch = batch.leader_epoch
             base = batch.base_offset
             ts_type = batch.timestamp_type

@@ -1,4 +1,4 @@
-"""The wait for the input topic's partitions before the first poll (worker.loop._await_partitions).
+"""The wait for the input topic's partitions before the first poll (worker/kafka_compat/metadata.py).
 
 The consumer is a stand-in with kafka-python's shapes: a cluster whose metadata requests are
 answered by a script, one answer per request. The same wait is checked end to end, through a real
@@ -11,7 +11,7 @@ import logging
 
 from kafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
-from worker.loop import _await_partitions
+from worker.kafka_compat.metadata import await_partitions
 
 TOPIC = "transactions"
 
@@ -30,7 +30,7 @@ class Cluster:
 
 
 class Consumer:
-    """``_cluster``, ``_manager.wait_for`` and ``_net.run`` as _await_partitions uses them."""
+    """``_cluster``, ``_manager.wait_for`` and ``_net.run`` as await_partitions uses them."""
 
     def __init__(self, answers: list[str], known: bool = False) -> None:
         self._cluster = Cluster(known)
@@ -57,13 +57,13 @@ class Consumer:
 
 def test_known_partitions_need_no_request():
     consumer = Consumer([], known=True)
-    _await_partitions(consumer, TOPIC, 5_000)
+    await_partitions(consumer, TOPIC, 5_000)
     assert consumer._cluster.requests == 0
 
 
 def test_an_answer_without_the_topic_is_followed_by_another_request():
     consumer = Consumer(["without the topic", "without the topic", "with the topic"])
-    _await_partitions(consumer, TOPIC, 5_000)
+    await_partitions(consumer, TOPIC, 5_000)
     assert consumer._cluster.requests == 3
     assert consumer._cluster.partitions_for_topic(TOPIC) == {0, 1, 2}
     assert all(0 < t <= 5_000 for t in consumer.timeouts)
@@ -71,15 +71,15 @@ def test_an_answer_without_the_topic_is_followed_by_another_request():
 
 def test_a_topic_that_does_not_exist_ends_the_wait_at_once(caplog):
     consumer = Consumer(["no such topic"])
-    with caplog.at_level(logging.INFO, logger="worker.loop"):
-        _await_partitions(consumer, TOPIC, 5_000)
+    with caplog.at_level(logging.INFO, logger="worker.kafka_compat.metadata"):
+        await_partitions(consumer, TOPIC, 5_000)
     assert consumer._cluster.requests == 1
     assert any("not fetched before joining the group" in r.getMessage() for r in caplog.records)
 
 
 def test_the_wait_gives_up_at_its_bound_with_one_warning(caplog, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("worker.loop.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("worker.kafka_compat.metadata.time.monotonic", lambda: clock[0])
     consumer = Consumer(["no answer"] * 10)
     real_run = consumer.run
 
@@ -88,8 +88,8 @@ def test_the_wait_gives_up_at_its_bound_with_one_warning(caplog, monkeypatch):
         return real_run(fn, future, timeout_ms)
 
     consumer.run = slow_run
-    with caplog.at_level(logging.WARNING, logger="worker.loop"):
-        _await_partitions(consumer, TOPIC, 2_000)
+    with caplog.at_level(logging.WARNING, logger="worker.kafka_compat.metadata"):
+        await_partitions(consumer, TOPIC, 2_000)
     assert consumer._cluster.requests == 1 and consumer.timeouts == [2_000]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [f"no metadata for {TOPIC} after 2000 ms; the group join goes ahead without it"]

@@ -16,7 +16,7 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
-from worker.records import BatchRecords, install_reader
+from worker.kafka_compat.records import BatchRecords, install_reader
 
 TP = TopicPartition("transactions", 3)
 H = DefaultRecordBatch

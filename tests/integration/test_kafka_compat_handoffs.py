@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker.handoffs import install_handoff_shortcuts
+from worker.kafka_compat.handoffs import install_handoff_shortcuts
 
 N = 3_000
 

@@ -9,7 +9,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 
-from worker.handoffs import coordinator_ready_shortcut, install_handoff_shortcuts, send_fetches_shortcut
+from worker.kafka_compat.handoffs import coordinator_ready_shortcut, install_handoff_shortcuts, send_fetches_shortcut
 
 
 class Calls:

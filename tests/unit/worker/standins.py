@@ -1,0 +1,90 @@
+"""Small stand-ins for the Kafka clients in the worker's unit tests: what they return is the script."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tests.unit.worker.conftest import SPEC
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    def send(self, topic, key=None, value=None, headers=None):
+        from kafka.future import Future
+
+        self.sent.append((topic, key, value))
+        return Future().success(None)  # acknowledged at once
+
+    def flush(self, timeout=None) -> None:
+        pass
+
+
+class FakeConsumer:
+    def __init__(self, ends: dict, positions: dict) -> None:
+        self.ends, self.positions = ends, positions
+        self.commits: list[dict] = []
+
+    def assignment(self):
+        return set(self.ends)
+
+    def end_offsets(self, partitions, timeout_ms=None):
+        return {tp: self.ends[tp] for tp in partitions}
+
+    def position(self, tp, timeout_ms=None):
+        return self.positions[tp]
+
+    def highwater(self, tp):
+        return self.ends[tp]
+
+    def commit(self, offsets, timeout_ms=None) -> None:
+        self.commits.append(offsets)
+
+    def commit_async(self, offsets, callback=None):
+        from kafka.future import Future
+
+        self.commit(offsets)
+        if callback is not None:
+            callback(offsets, None)
+        return Future().success(None)
+
+    def close(self, autocommit=True) -> None:
+        pass
+
+
+class FakeClients:
+    """What ``Worker`` builds its Kafka clients with (worker/clients.py), returning the stand-ins."""
+
+    def __init__(self, consumer, producer) -> None:
+        self.stand_in_consumer, self.stand_in_producer = consumer, producer
+
+    def producer(self):
+        return self.stand_in_producer
+
+    def learn_topics(self, producer) -> None:
+        pass
+
+    def consumer(self, listener):
+        from worker.kafka_compat import KafkaCompat
+
+        return self.stand_in_consumer, KafkaCompat()
+
+
+def event(i: int, features: np.ndarray) -> bytes:
+    doc = {"transaction_id": f"tx-{i}", **dict(zip(SPEC["feature_names"], features.tolist(), strict=True))}
+    return json.dumps(doc).encode()

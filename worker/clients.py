@@ -1,0 +1,90 @@
+"""The worker's Kafka clients, built from its config: settings, construction, and metadata fetched ahead."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+
+from worker.config import WorkerConfig
+from worker.kafka_compat import KafkaCompat, parse_fast_paths
+
+logger = logging.getLogger(__name__)
+
+METADATA_WAIT_MS = 5_000  # for the input topic's partitions before the first poll (kafka_compat/metadata.py)
+
+
+def client_configs(c: WorkerConfig) -> tuple[dict, dict]:
+    """The worker's kafka-python consumer and producer settings (the benchmark's ceiling uses the first)."""
+    consumer = {
+        "bootstrap_servers": c.bootstrap_servers,
+        "client_id": "fraud-worker",
+        "group_id": c.group_id,
+        "enable_auto_commit": False,
+        "max_poll_records": c.max_batch_size,
+        "auto_offset_reset": "earliest",
+        "bootstrap_timeout_ms": 5_000,
+        # 256 KB per partition (kafka-python's default is 1 MB): a fetch response and the records
+        # parsed from it stay small, which takes about 25 MB off the worker's peak memory while it
+        # catches up a backlog, at no cost in throughput (benchmarks/bench.py).
+        "max_partition_fetch_bytes": max(256 * 1024, c.max_message_bytes * 2),
+        # The broker holds a fetch for partitions without new data up to this long (default 500 ms);
+        # records arriving meanwhile on partitions outside that fetch wait for it. 20 ms keeps
+        # that wait off the alert latency, for about 50 small fetch requests a second when idle.
+        "fetch_max_wait_ms": 20,
+    }
+    producer = {
+        "bootstrap_servers": c.bootstrap_servers,
+        "client_id": "fraud-worker",
+        "acks": "all",
+        # Alerts are rare and urgent: sent at once, not held back to fill a batch.
+        "linger_ms": 0,
+        "request_timeout_ms": 10_000,
+        "delivery_timeout_ms": 30_000,
+        "max_block_ms": 10_000,
+        # kafka-python's producer waits 30 s for a first broker by default: as long as the
+        # /healthz stall bound, so a worker waiting for its broker would be reported dead.
+        "bootstrap_timeout_ms": 5_000,
+    }
+    consumer.update(c.consumer_options())
+    producer.update(c.producer_options())
+    return consumer, producer
+
+
+class KafkaClients:
+    """Builds the worker's consumer (with its kafka-python fast paths) and producers."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._consumer_cfg, self._producer_cfg = client_configs(config)
+
+    def producer(self) -> KafkaProducer:
+        """A new producer (one at start, and one for each retry after a failed batch)."""
+        return KafkaProducer(**self._producer_cfg)
+
+    def consumer(self, listener: AsyncConsumerRebalanceListener) -> tuple[KafkaConsumer, KafkaCompat]:
+        """A consumer subscribed to the input topic, knowing its partitions (or having waited for them)."""
+        consumer = KafkaConsumer(**self._consumer_cfg)
+        compat = KafkaCompat.install(consumer, parse_fast_paths(self.config.fast_paths))
+        consumer.subscribe([self.config.input_topic], listener=listener)
+        compat.await_partitions(consumer, self.config.input_topic, METADATA_WAIT_MS)
+        return consumer, compat
+
+    def learn_topics(self, producer: KafkaProducer) -> None:
+        """Fetch the output topics' metadata now, on a side thread, not at the first alert.
+
+        kafka-python's producer learns a topic's partitions at its first send to it, and the loop's
+        thread waits meanwhile (about 90 ms for a second topic, here): the first alerts would queue
+        the records behind them. A topic that does not exist (yet) is left to the first send, as before.
+        """
+        c = self.config
+
+        def learn() -> None:
+            for topic in filter(None, (c.alert_topic, c.dlq_topic, c.scores_topic)):
+                try:
+                    producer.partitions_for(topic)
+                except Exception as exc:  # noqa: BLE001 - only a head start: the send reports real trouble
+                    logger.debug("metadata of %s not fetched ahead: %s", topic, exc)
+
+        threading.Thread(target=learn, name="fraud-topic-metadata", daemon=True).start()

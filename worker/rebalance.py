@@ -1,0 +1,102 @@
+"""Rebalances: which partitions were revoked since a batch was polled, and the listener kafka-python calls.
+
+``Revocations`` counts rebalances (epochs). A batch remembers the epoch it was polled in, and
+``since(epoch)`` tells which of its partitions are no longer ours: their results are not sent
+and their offsets not committed (their new owner starts from the last commit).
+
+``RebalanceListener`` runs on kafka-python's IO loop, so it awaits instead of blocking. On
+revocation it lets the results already on their way be acknowledged and committed while the
+partitions are still ours (or their new owner would score them again), then commits the pending
+offsets of the revoked partitions. On a forced eviction (partitions lost) those offsets are
+dropped: the group no longer accepts this member's commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
+
+from worker.batch import Batch, describe_offsets
+from worker.committer import Committer, Offsets
+from worker.health import HealthState
+from worker.metrics import WorkerMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class Revocations:
+    """The partitions revoked at each rebalance, by epoch (the last 64 rebalances)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self._by_epoch: list[tuple[int, frozenset[TopicPartition]]] = []
+
+    def revoke(self, partitions) -> None:
+        self.epoch += 1
+        self._by_epoch.append((self.epoch, frozenset(partitions)))
+        del self._by_epoch[:-64]
+
+    def since(self, epoch: int) -> frozenset[TopicPartition]:
+        if epoch >= self.epoch:
+            return frozenset()
+        return frozenset().union(*(p for e, p in list(self._by_epoch) if e > epoch))
+
+
+class RebalanceListener(AsyncConsumerRebalanceListener):
+    """Commits before partitions go; keeps the health state and the partition metrics current."""
+
+    def __init__(
+        self,
+        revocations: Revocations,
+        committer: Committer,
+        in_flight: Callable[[], Batch | None],  # the last batch emitted
+        commit: Callable[[Offsets], Awaitable[None]],  # a commit that may run on kafka-python's IO loop
+        assignment: Callable[[], set],  # the consumer's assignment now
+        health: HealthState,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.revocations = revocations
+        self.committer = committer
+        self.in_flight = in_flight
+        self.commit = commit
+        self.assignment = assignment
+        self.health = health
+        self.metrics = metrics
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.revocations.revoke(revoked)
+        batch = self.in_flight()
+        if batch is not None and not batch.done.is_done:
+            # Results are on their way: let them be acknowledged and committed while these
+            # partitions are still ours, or their new owner would score them again.
+            self.committer.hurry(batch)
+            await batch.done
+        offsets = self.committer.take(revoked)
+        if offsets:
+            try:
+                await self.commit(offsets)
+                self.metrics.committed(True)
+                logger.info("committed %s on revocation", describe_offsets(offsets))
+            except Exception as exc:  # noqa: BLE001 - their records will be delivered again: at-least-once
+                self.metrics.committed(False)
+                logger.warning("commit on revocation of %s failed: %s", describe_offsets(offsets), exc)
+        self._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.health.partitions = len(self.assignment())
+        self.metrics.rebalances.inc()
+        self.metrics.partitions_assigned.set(self.health.partitions)
+        logger.info("assigned %s", sorted(tp.partition for tp in assigned) or "no partitions")
+
+    async def on_partitions_lost(self, lost) -> None:
+        logger.warning("group membership lost; dropping uncommitted offsets of %s", sorted(tp.partition for tp in lost))
+        self.revocations.revoke(lost)
+        self.committer.take(lost)
+        self._forget(lost)
+
+    def _forget(self, partitions) -> None:
+        self.metrics.forget_partitions(tp.partition for tp in partitions)
+        self.health.partitions = max(0, self.health.partitions - len(partitions))
+        self.metrics.partitions_assigned.set(self.health.partitions)
