@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/metrics_run.py [--out docs/img/metrics_run.png] [--models-dir DIR]
 
-What it does: a Kafka broker (``KAFKA_BOOTSTRAP_SERVERS``, else ``scripts/local-kafka``, as the
-tests do), a model trained on synthetic data (``fraud-train --synthetic``, unless ``--models-dir``
-names one), one worker, and a real Prometheus (the Debian package ``prometheus``, installed if
-missing) scraping it every second with the shipped rules. A producer plays four phases:
+What it does: a Kafka broker (``KAFKA_BOOTSTRAP_SERVERS``, else ``scripts/local-kafka`` started by
+``scripts/local_kafka.py``, the launcher the tests use too), a model trained on synthetic data
+(``fraud-train --synthetic``, unless ``--models-dir`` names one), one worker, and a real Prometheus
+(the Debian package ``prometheus``, installed if missing) scraping it every second with the shipped
+rules. A producer plays four phases:
 
   1. steady traffic at 400 events/s, with 1 % malformed records;
   2. a burst of 30,000 events as fast as possible: lag rises and drains;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.broker import acquire  # noqa: E402
+from scripts.local_kafka import LocalKafka  # noqa: E402
 from tests.support.prometheus import DEPLOY, PrometheusServer  # noqa: E402
 from tests.support.workers import WorkerProcess  # noqa: E402
 from training.synthetic import generate  # noqa: E402
@@ -177,18 +179,22 @@ def main() -> int:
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
     features = list(read_manifest(models / read_current(models)).feature_names)
 
-    broker = acquire()
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    if not bootstrap:
+        broker = LocalKafka(prefix="fraud-metrics-kafka-")
+        bootstrap = broker.start()
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
 
     topics = {k: f"{k.split('_')[0]}-{int(time.time())}" for k in ("input_topic", "alert_topic", "dlq_topic")}
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(t, 3 if k == "input_topic" else 1, 1) for k, t in topics.items()])
     admin.close()
-    worker = WorkerProcess(broker.bootstrap, models, group=f"metrics-run-{int(time.time())}",
+    worker = WorkerProcess(bootstrap, models, group=f"metrics-run-{int(time.time())}",
                            extra=["--drift-window", "5000"], **topics)  # fmt: skip
     prom = PrometheusServer(work / "prometheus", [f"127.0.0.1:{worker.port}"], rule_files=(DEPLOY / "alerts.yml",))
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     try:
         worker.start().wait_ready()
         prom.start()
@@ -206,7 +212,8 @@ def main() -> int:
         prom.close()
         worker.stop()
         worker.close()
-        broker.close()
+        if broker is not None:
+            broker.close()
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import LOCAL_KAFKA, free_port_pair
+from scripts.local_kafka import LOCAL_KAFKA, LocalKafka, free_port_pair
 
 
 def _run(args, env, timeout=180):
@@ -97,3 +97,31 @@ def test_failed_download_fails_in_one_line(tmp_path, hidden):
     errors = [line for line in proc.stderr.strip().splitlines() if "resolving" not in line]
     assert len(errors) == 1 and "download" in errors[0] and "failed" in errors[0], proc.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob(".complete"))
+
+
+def test_launcher_restarts_with_the_data_kept_and_close_removes_its_state(kafka_broker):
+    # scripts/local_kafka.py, the launcher the test fixtures and the benchmarks share.
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    broker = LocalKafka(prefix="fraud-test-launcher-")
+    state = Path(broker.state_dir)
+    try:
+        bootstrap = broker.start()
+        assert bootstrap == f"127.0.0.1:{broker.port}" and len(_java_pids_for(state)) == 1
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="launcher-test")
+        try:
+            admin.create_topics([NewTopic("kept", num_partitions=1, replication_factor=1)])
+        finally:
+            admin.close()
+        broker.stop()
+        assert _java_pids_for(state) == []
+        assert broker.start(keep_data=True) == bootstrap
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="launcher-test")
+        try:
+            assert "kept" in admin.list_topics()
+        finally:
+            admin.close()
+    finally:
+        broker.close()
+    assert _java_pids_for(state) == [] and not state.exists()

@@ -2,42 +2,31 @@
 
 In this order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; a testcontainers Kafka container where a
 Docker engine answers; else ``scripts/local-kafka`` (the Maven Central broker on Java 17), with
-its own state directory and free ports, stopped when the session ends.
+its own state directory and free ports, stopped (and its state directory removed) when the session
+ends. Starting and stopping local brokers is ``scripts/local_kafka.py``, the launcher the benchmarks
+use too; its names are re-exported here for the tests.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.local_kafka import LOCAL_KAFKA, LocalKafka, free_port_pair, run_launcher
+
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_KAFKA = REPO / "scripts" / "local-kafka"
-
-
-def free_port_pair() -> int:
-    """A port p such that p and p + 1 are both free on 127.0.0.1 (client and controller)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65000:
-            continue
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of ports on 127.0.0.1")
+__all__ = ["LOCAL_KAFKA", "REPO", "Broker", "acquire", "free_port_pair", "run_launcher"]
+_run_launcher = run_launcher  # the name tests/support/faults.py imports
 
 
 @dataclass
 class Broker:
-    """A running broker the tests may use. ``restartable`` only for the local launcher."""
+    """A running broker the tests may use. ``restartable`` only for the local launcher.
+
+    A local broker is a ``LocalKafka``; one started elsewhere with ``run_launcher`` is adopted from
+    ``_state_dir``, ``_port`` and ``_env`` (its state directory is then left in place by ``close``).
+    """
 
     bootstrap: str
     description: str
@@ -46,34 +35,31 @@ class Broker:
     _port: int | None = None
     _container: object | None = None
     _env: dict = field(default_factory=dict)
+    _local: LocalKafka | None = None
+
+    def __post_init__(self) -> None:
+        if self._local is None and self._state_dir:
+            self._local = LocalKafka(self._state_dir, self._port, env=self._env or None)
 
     def stop(self) -> None:
         """Stop the broker (local launcher only); its data is kept for ``start``."""
         if self._container is not None:
             self._container.stop()
             return
-        if self._state_dir:
-            subprocess.run([str(LOCAL_KAFKA), "stop"], env=self._env, check=True, capture_output=True, timeout=60)
+        if self._local is not None:
+            self._local.stop()
 
     def start(self) -> None:
         """Start the local broker again on the same port, keeping its topics and offsets."""
-        if not self.restartable:
+        if not self.restartable or self._local is None:
             raise RuntimeError(f"{self.description} cannot be restarted by the tests")
-        _run_launcher(["start", "--port", str(self._port), "--keep-data"], self._env)
+        self._local.start(keep_data=True)
 
     def close(self) -> None:
         if self._container is not None:
             self._container.stop()
-        elif self._state_dir:
-            self.stop()
-
-
-def _run_launcher(args: list[str], env: dict) -> str:
-    proc = subprocess.run([str(LOCAL_KAFKA), *args], env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"scripts/local-kafka {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
-    last = proc.stdout.strip().splitlines()[-1]
-    return last.split("=", 1)[1]
+        elif self._local is not None:
+            self._local.close()
 
 
 def _docker_answers() -> bool:
@@ -101,16 +87,14 @@ def acquire() -> Broker:
             description="testcontainers apache/kafka:4.1.0",
             _container=container,
         )
-    state = tempfile.mkdtemp(prefix="fraud-test-kafka-")
-    port = free_port_pair()
-    env = dict(os.environ, KAFKA_STATE_DIR=state)
-    bootstrap = _run_launcher(["start", "--port", str(port)], env)
-    version = (REPO / "scripts" / "kafka" / "pom.xml").read_text().split("<kafka.version>")[1].split("<")[0]
+    local = LocalKafka(prefix="fraud-test-kafka-")
+    bootstrap = local.start()
     return Broker(
         bootstrap=bootstrap,
-        description=f"Apache Kafka {version} (kafka_2.13-{version}.jar, KRaft) via scripts/local-kafka",
+        description=local.description,
         restartable=True,
-        _state_dir=state,
-        _port=port,
-        _env=env,
+        _state_dir=local.state_dir,
+        _port=local.port,
+        _env=local.env,
+        _local=local,
     )
