@@ -1,18 +1,21 @@
 """Worker settings: flags and ``FRAUD_*`` environment variables, read here and nowhere else.
 
-``load_config(argv, environ)`` is the one place a ``WorkerConfig`` is built. Flags win over
-environment variables, which win over defaults. Every default works against a local broker.
-Kafka client settings (security, timeouts, ...) pass through as ``--kafka-option KEY=VALUE`` or
-``FRAUD_KAFKA_<KEY>`` and are checked against kafka-python's own configuration names, so a typo
-fails at start naming the key instead of being ignored.
+``load_config(argv, environ)`` builds the worker's ``WorkerConfig``; the operator tools
+(``worker/tools/``) add the flags of the settings they use with ``add_settings`` and build theirs
+with ``config_from_args``, and get each kafka-python client's keyword arguments from
+``client_options``. Flags win over environment variables, which win over defaults; every default
+works against a local broker and is written once, on its ``WorkerConfig`` field (``SETTINGS`` is
+derived from the fields). Kafka client settings (security, timeouts, ...) pass through as
+``--kafka-option KEY=VALUE`` or ``FRAUD_KAFKA_<KEY>`` and are checked against kafka-python's own
+configuration names, so a typo fails at start naming the key instead of being ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn
 
 from worker.errors import ConfigError
 
@@ -26,6 +29,13 @@ OWNED_KAFKA_KEYS = frozenset(
         "consumer_timeout_ms", "default_offset_commit_callback",
     }
 )  # fmt: skip
+
+
+class SettingsParser(argparse.ArgumentParser):
+    """A parser whose errors are one line naming the flag, exit status 2 like any other bad setting."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: bad setting: {message} (see {self.prog} --help)\n")
 
 
 @dataclass(frozen=True)
@@ -44,115 +54,160 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("bootstrap_servers", "127.0.0.1:9092", str, "Kafka bootstrap servers, comma-separated host:port"),
-    Setting("input_topic", "transactions", str, "topic of transaction events to score"),
-    Setting("alert_topic", "fraud-alerts", str, "topic for alerts (score >= the model's threshold)"),
-    Setting("dlq_topic", "transactions-dlq", str, "dead-letter topic for records that cannot be scored"),
-    Setting("scores_topic", "", str, "optional topic receiving every score (same JSON as an alert); empty = off"),
-    Setting("group_id", "fraud-worker", str, "consumer group id"),
-    Setting("models_dir", "models", str, "models directory holding <version>/ bundles and CURRENT"),
-    Setting("max_batch_size", 500, int, "most records taken per poll and scored in one invocation"),
-    Setting("poll_timeout_ms", 500, int, "how long one poll waits for records (ms)"),
-    Setting("decoder_processes", 1, int,
-            "1: decode JSON in a child process, pipelined with polling under load (a second core); "
-            "0: in the worker itself"),
-    Setting("metrics_host", "127.0.0.1", str, "address of the /metrics, /healthz, /readyz server"),
-    Setting("metrics_port", 9108, int, "port of that server; 0 turns it off"),
-    Setting("log_level", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
-    Setting("log_format", "text", str, "text (human-readable lines) or json (one JSON object per line)"),
-    Setting("max_message_bytes", 65536, int, "larger record values go to the DLQ as too_large"),
-    Setting("reasons", 3, int, "number of reason codes (top contributing features) in each alert"),
-    Setting("health_stall_seconds", 30.0, float, "/healthz fails when the loop has not polled for this long"),
-    Setting("reload_interval_seconds", 1.0, float, "how often models/CURRENT is checked between batches"),
-    Setting("retry_backoff_max_seconds", 10.0, float, "longest wait between retries while the broker is down"),
-    Setting("drift_window", 10_000, int, "live scores compared with the training scores for fraud_score_psi"),
-    Setting("fast_paths", "all", str,
-            "kafka-python fast paths to use (worker/kafka_compat): all, none, or a comma-separated list of "
-            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit"),
-)
-_BY_ENV = {s.env: s for s in SETTINGS}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything the worker needs to run; built only by ``load_config``."""
+    """Everything the worker needs to run; built only by ``load_config`` / ``config_from_args``.
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    input_topic: str = "transactions"
-    alert_topic: str = "fraud-alerts"
-    dlq_topic: str = "transactions-dlq"
-    scores_topic: str = ""
-    group_id: str = "fraud-worker"
-    models_dir: str = "models"
-    max_batch_size: int = 500
-    poll_timeout_ms: int = 500
-    decoder_processes: int = 1
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108
-    log_level: str = "INFO"
-    log_format: str = "text"
-    max_message_bytes: int = 65536
-    reasons: int = 3
-    health_stall_seconds: float = 30.0
-    reload_interval_seconds: float = 1.0
-    retry_backoff_max_seconds: float = 10.0
-    drift_window: int = 10_000
-    fast_paths: str = "all"
+    Each field with a ``help`` is a setting (flag, ``FRAUD_*`` variable, default): ``SETTINGS`` is
+    derived from these fields, so a default is written here and nowhere else.
+    """
+
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers, comma-separated host:port"}
+    )
+    input_topic: str = field(default="transactions", metadata={"help": "topic of transaction events to score"})
+    alert_topic: str = field(
+        default="fraud-alerts", metadata={"help": "topic for alerts (score >= the model's threshold)"}
+    )
+    dlq_topic: str = field(
+        default="transactions-dlq", metadata={"help": "dead-letter topic for records that cannot be scored"}
+    )
+    scores_topic: str = field(
+        default="", metadata={"help": "optional topic receiving every score (same JSON as an alert); empty = off"}
+    )
+    group_id: str = field(default="fraud-worker", metadata={"help": "consumer group id"})
+    models_dir: str = field(
+        default="models", metadata={"help": "models directory holding <version>/ bundles and CURRENT"}
+    )
+    max_batch_size: int = field(
+        default=500, metadata={"help": "most records taken per poll and scored in one invocation"}
+    )
+    poll_timeout_ms: int = field(default=500, metadata={"help": "how long one poll waits for records (ms)"})
+    decoder_processes: int = field(
+        default=1,
+        metadata={
+            "help": "1: decode JSON in a child process, pipelined with polling under load (a second core); "
+            "0: in the worker itself"
+        },
+    )
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the /metrics, /healthz, /readyz server"}
+    )
+    metrics_port: int = field(default=9108, metadata={"help": "port of that server; 0 turns it off"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_format: str = field(
+        default="text", metadata={"help": "text (human-readable lines) or json (one JSON object per line)"}
+    )
+    max_message_bytes: int = field(default=65536, metadata={"help": "larger record values go to the DLQ as too_large"})
+    reasons: int = field(
+        default=3, metadata={"help": "number of reason codes (top contributing features) in each alert"}
+    )
+    health_stall_seconds: float = field(
+        default=30.0, metadata={"help": "/healthz fails when the loop has not polled for this long"}
+    )
+    reload_interval_seconds: float = field(
+        default=1.0, metadata={"help": "how often models/CURRENT is checked between batches"}
+    )
+    retry_backoff_max_seconds: float = field(
+        default=10.0, metadata={"help": "longest wait between retries while the broker is down"}
+    )
+    drift_window: int = field(
+        default=10_000, metadata={"help": "live scores compared with the training scores for fraud_score_psi"}
+    )
+    fast_paths: str = field(
+        default="all",
+        metadata={
+            "help": "kafka-python fast paths to use (worker/kafka_compat): all, none, or a comma-separated list of "
+            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit"
+        },
+    )
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
+    def passed_through(self, client: str) -> dict[str, Any]:
+        """The passed-through Kafka settings that one client ("admin", "consumer", "producer") accepts."""
+        accepted = _client_defaults()[client]
+        return {k: v for k, v in self.kafka_options if k in accepted}
+
     def consumer_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.kafka_options if k in _kafka_defaults()[0]}
+        return self.passed_through("consumer")
 
     def producer_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.kafka_options if k in _kafka_defaults()[1]}
+        return self.passed_through("producer")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    epilog = (
-        "Every flag has an environment variable (shown in brackets); flags win. Kafka client settings pass "
-        "through with --kafka-option KEY=VALUE (repeatable) or FRAUD_KAFKA_<KEY>=VALUE, e.g. "
-        "FRAUD_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FRAUD_KAFKA_SASL_MECHANISM=PLAIN, FRAUD_KAFKA_SSL_CAFILE=/ca.pem; "
-        "KEY is a kafka-python KafkaConsumer/KafkaProducer setting. Exit codes: 0 ok, 1 error, 2 bad settings, "
-        "3 failed to start (no servable model)."
-    )
-    parser = argparse.ArgumentParser(
-        prog="fraud-worker",
-        description="Score Kafka transaction events with the current model bundle; publish alerts.",
-        epilog=epilog,
-    )
-    for s in SETTINGS:
+_KINDS: dict[str, type] = {"str": str, "int": int, "float": float}
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.default, _KINDS[f.type if isinstance(f.type, str) else f.type.__name__], f.metadata["help"])
+    for f in fields(WorkerConfig)
+    if "help" in f.metadata
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+_BY_ENV = {s.env: s for s in SETTINGS}
+KAFKA_OPTION_HELP = "a kafka-python client setting passed through (repeatable) [FRAUD_KAFKA_<KEY>]"
+# The precedence and pass-through rules, for the help of the worker and of each tool.
+SETTINGS_EPILOG = (
+    "Every setting has an environment variable (shown in brackets); flags win over variables, which win over "
+    "the defaults. Kafka client settings pass through with --kafka-option KEY=VALUE (repeatable) or "
+    "FRAUD_KAFKA_<KEY>=VALUE, e.g. FRAUD_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FRAUD_KAFKA_SASL_MECHANISM=PLAIN, "
+    "FRAUD_KAFKA_SSL_CAFILE=/ca.pem; KEY is a kafka-python KafkaConsumer/KafkaProducer setting."
+)
+
+
+def add_settings(
+    parser: argparse.ArgumentParser, names: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
+) -> None:
+    """Give ``parser`` the flags of the named settings and ``--kafka-option``, as the worker has them.
+
+    Each flag defaults to None, so ``config_from_args`` can tell a flag given from one left out (then
+    the ``FRAUD_*`` variable or the default applies). ``aliases`` adds older flag spellings.
+    """
+    for name in names:
+        s = _BY_NAME[name]
         parser.add_argument(
             s.flag,
+            *(aliases or {}).get(name, ()),
             dest=s.name,
             default=None,
             metavar=s.name.split("_")[-1].upper(),
             help=f"{s.help} [{s.env}, default {s.default!r}]",
         )
-    parser.add_argument(
-        "--kafka-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a kafka-python client setting passed through (repeatable) [FRAUD_KAFKA_<KEY>]",
+    parser.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE", help=KAFKA_OPTION_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SettingsParser(
+        prog="fraud-worker",
+        description="Score Kafka transaction events with the current model bundle; publish alerts.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 ok, 1 error, 2 bad settings, 3 failed to start (no servable model).",
     )
+    add_settings(parser, [s.name for s in SETTINGS])
     return parser
 
 
 def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> WorkerConfig:
     """Build the config from flags, then ``FRAUD_*`` variables, then defaults; raise ``ConfigError``."""
-    args = build_parser().parse_args(list(argv) if argv is not None else [])
-    values: dict[str, Any] = {}
+    return config_from_args(build_parser().parse_args(list(argv) if argv is not None else []), environ)
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> WorkerConfig:
+    """The config from parsed flags (``add_settings``; any subset of them), ``FRAUD_*`` variables, defaults.
+
+    The one way a tool gets its settings too, so a tool and the worker never disagree about a
+    topic, the bootstrap servers or a Kafka option. Raises ``ConfigError`` naming the setting.
+    """
     for key in sorted(environ):
         if not key.startswith(ENV_PREFIX) or key.startswith(KAFKA_ENV_PREFIX):
             continue
         if key not in _BY_ENV:
             raise ConfigError(f"{key} is not a known setting (see fraud-worker --help)")
+    values: dict[str, Any] = {}
     for s in SETTINGS:
-        raw, source = getattr(args, s.name), s.flag
+        raw, source = getattr(args, s.name, None), s.flag
         if raw is None and s.env in environ:
             raw, source = environ[s.env], s.env
         values[s.name] = s.default if raw is None else _convert(s, raw, source)
@@ -162,7 +217,7 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Worke
         if key.startswith(KAFKA_ENV_PREFIX):
             name = key[len(KAFKA_ENV_PREFIX) :].lower()
             kafka[name] = _kafka_value(name, environ[key], key)
-    for item in args.kafka_option:
+    for item in getattr(args, "kafka_option", None) or []:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--kafka-option {item!r} is not KEY=VALUE")
@@ -172,6 +227,15 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Worke
     config = WorkerConfig(**values)
     _check(config)
     return config
+
+
+def client_options(config: WorkerConfig, client: str, **defaults: Any) -> dict[str, Any]:
+    """Keyword arguments for one kafka-python client ("admin", "consumer" or "producer") of a tool.
+
+    ``defaults`` (the tool's own, e.g. its ``client_id``) are overridden by the passed-through
+    settings that this client accepts; ``bootstrap_servers`` comes from the config.
+    """
+    return {**defaults, **config.passed_through(client), "bootstrap_servers": config.bootstrap_servers}
 
 
 def _convert(s: Setting, raw: str, source: str) -> Any:
@@ -225,10 +289,20 @@ def _check(c: WorkerConfig) -> None:
 
 
 def _kafka_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
-    # Imported lazily: `fraud-worker --help` should not pay for kafka-python.
-    from kafka import KafkaConsumer, KafkaProducer
+    """kafka-python's consumer and producer settings with their defaults."""
+    clients = _client_defaults()
+    return clients["consumer"], clients["producer"]
 
-    return KafkaConsumer.DEFAULT_CONFIG, KafkaProducer.DEFAULT_CONFIG
+
+def _client_defaults() -> dict[str, dict[str, Any]]:
+    # Imported lazily: `fraud-worker --help` should not pay for kafka-python.
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    return {
+        "admin": KafkaAdminClient.DEFAULT_CONFIG,
+        "consumer": KafkaConsumer.DEFAULT_CONFIG,
+        "producer": KafkaProducer.DEFAULT_CONFIG,
+    }
 
 
 def _kafka_value(name: str, raw: str, source: str) -> Any:

@@ -109,3 +109,53 @@ def test_help_documents_every_setting():
     for s in SETTINGS:
         assert s.flag in text and s.env in text
     assert "--kafka-option" in text and "FRAUD_KAFKA_" in text
+
+
+def test_every_setting_is_a_config_field_with_its_one_default():
+    from dataclasses import fields
+
+    by_field = {f.name: f for f in fields(WorkerConfig) if f.name != "kafka_options"}
+    assert [s.name for s in SETTINGS] == list(by_field)
+    for s in SETTINGS:
+        assert s.default == by_field[s.name].default == getattr(WorkerConfig(), s.name)
+        assert isinstance(s.default, s.kind) and s.help == by_field[s.name].metadata["help"]
+    assert "fast_paths" in by_field and WorkerConfig().fast_paths == "all"
+
+
+def test_a_tool_parser_with_some_settings_gets_the_rest_from_environment_and_defaults():
+    import argparse
+
+    from worker.config import add_settings, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings(parser, ["input_topic"], aliases={"input_topic": ["--topic"]})
+    env = {"FRAUD_INPUT_TOPIC": "env-in", "FRAUD_GROUP_ID": "env-group", "FRAUD_KAFKA_CLIENT_ID": "env-id"}
+    c = config_from_args(parser.parse_args(["--topic", "flag-in", "--kafka-option", "client_id=flag-id"]), env)
+    assert (c.input_topic, c.group_id, c.alert_topic) == ("flag-in", "env-group", "fraud-alerts")
+    assert dict(c.kafka_options)["client_id"] == "flag-id"
+    with pytest.raises(ConfigError, match="FRAUD_INPUT_TOPICS"):
+        config_from_args(parser.parse_args([]), {"FRAUD_INPUT_TOPICS": "x"})
+
+
+def test_client_options_filter_per_client_and_passed_through_settings_win_over_tool_defaults():
+    from worker.config import client_options
+
+    argv = ["--bootstrap-servers", "h:1", "--kafka-option", "linger_ms=7", "--kafka-option", "fetch_max_wait_ms=9",
+            "--kafka-option", "client_id=mine", "--kafka-option", "security_protocol=SSL"]  # fmt: skip
+    c = load_config(argv, {})
+    producer = client_options(c, "producer", client_id="tool", linger_ms=20, batch_size=1024)
+    assert producer == {"bootstrap_servers": "h:1", "client_id": "mine", "linger_ms": 7, "batch_size": 1024,
+                        "security_protocol": "SSL"}  # fmt: skip
+    consumer = client_options(c, "consumer", client_id="tool")
+    assert consumer == {"bootstrap_servers": "h:1", "client_id": "mine", "fetch_max_wait_ms": 9,
+                        "security_protocol": "SSL"}  # fmt: skip
+    admin = client_options(load_config([], {}), "admin", client_id="tool")
+    assert admin == {"bootstrap_servers": "127.0.0.1:9092", "client_id": "tool"}
+
+
+def test_a_malformed_command_line_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load_config(["--no-such-flag"], {})
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--no-such-flag" in err and "fraud-worker --help" in err
