@@ -199,7 +199,7 @@ def test_replay_command_parses_and_targets_the_input_topic() -> None:
     assert replay["entrypoint"] == ["fraud-replay"]
     args = replay_parser().parse_args(replay["command"])
     config = load_config([], worker_env())
-    assert args.topic == config.input_topic and args.bootstrap_servers == config.bootstrap_servers
+    assert args.input_topic == config.input_topic and args.bootstrap_servers == config.bootstrap_servers
     assert args.rate > 0
     assert replay["image"] == service("worker")["image"]  # fraud-replay needs no training extra
 

@@ -14,7 +14,8 @@ checks up to the topic's end instead (use it once the stream has stopped and bee
 Exit 0 when nothing is lost or wrong, 1 otherwise, 2 for bad settings.
 
 Needs the worker to run with ``--scores-topic`` (each score record names its source record in
-``source_topic``/``source_partition``/``source_offset`` headers, as DLQ records do).
+``source_topic``/``source_partition``/``source_offset`` headers, as DLQ records do). The topics,
+group, bootstrap servers and passed-through Kafka settings are the worker's (``worker.config``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
 
-from worker.config import WorkerConfig, load_config
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
 from worker.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 SAMPLE = 20
+PROG = "fraud-worker reconcile"
+# The worker settings this tool reads: where the broker is, the worker's group and its four topics.
+USES = ("bootstrap_servers", "group_id", "input_topic", "alert_topic", "dlq_topic", "scores_topic")
 
 
 class _Result(msgspec.Struct):
@@ -105,17 +110,25 @@ def _read_topic(consumer, topic: str, handle: Callable[[object], None], timeout:
     return n
 
 
+def consumer_options(config: WorkerConfig) -> dict[str, Any]:
+    """The reading consumer's settings: the config's bootstrap servers and Kafka settings, no group."""
+    options = client_options(config, "consumer", client_id="fraud-reconcile")
+    return {**options, "group_id": None, "enable_auto_commit": False}
+
+
+def admin_options(config: WorkerConfig) -> dict[str, Any]:
+    """The admin client's settings (it reads the worker group's committed offsets)."""
+    return client_options(config, "admin", client_id="fraud-reconcile")
+
+
 def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300.0) -> Report:
     """Account for every input record in the range; see the module docstring."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     if not config.scores_topic:
         raise ConfigError("reconcile needs the all-scores topic: set --scores-topic / FRAUD_SCORES_TOPIC")
-    common = {"bootstrap_servers": config.bootstrap_servers, **config.consumer_options()}
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, client_id="fraud-reconcile", **common)
-    admin = KafkaAdminClient(
-        client_id="fraud-reconcile", **{k: v for k, v in common.items() if k in KafkaAdminClient.DEFAULT_CONFIG}
-    )
+    consumer = KafkaConsumer(**consumer_options(config))
+    admin = KafkaAdminClient(**admin_options(config))
     try:
         parts = consumer.partitions_for_topic(config.input_topic)
         if not parts:
@@ -236,32 +249,39 @@ def format_report(r: Report) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    own = argparse.ArgumentParser(
-        prog="fraud-worker reconcile",
+def build_parser() -> argparse.ArgumentParser:
+    p = SettingsParser(
+        prog=PROG,
         description="Check that every input record up to the committed offsets has a score or a DLQ entry, "
-        "and that alerts agree with their thresholds. Takes every fraud-worker setting too (topics, group, "
-        "bootstrap servers, --scores-topic, Kafka options) from flags or FRAUD_* variables.",
+        "and that alerts agree with their thresholds. Topics, group, bootstrap servers and Kafka client settings "
+        "are the worker's own (same flags, FRAUD_* variables and defaults); the worker must run with a scores topic.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 every record accounted for, 1 records lost or alerts wrong "
+        "(or an error), 2 bad settings.",
     )
-    own.add_argument("--end", choices=("committed", "latest"), default="committed",
-                     help="range end: the worker group's committed offsets (default) or the topic's end")  # fmt: skip
-    own.add_argument("--json", action="store_true", help="print the report as JSON")
-    own.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to read each topic (default 300)")
-    args, rest = own.parse_known_args(list(argv or []))
-    if "-h" in rest or "--help" in rest:
-        own.print_help()
-        print("\nfraud-worker settings accepted as well (see fraud-worker --help).")
-        return 0
+    add_settings(p, USES)
+    p.add_argument("--end", choices=("committed", "latest"), default="committed",
+                   help="range end: the worker group's committed offsets (default) or the topic's end")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to read each topic (default 300)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config = load_config(rest, os.environ)
-        report = reconcile(config, end=args.end, timeout=args.timeout)
-    except SystemExit as exc:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
         return int(exc.code or 0)
+    if not args.timeout > 0:
+        print(f"{PROG}: bad setting: --timeout must be > 0 (got {args.timeout})", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args, os.environ)
+        report = reconcile(config, end=args.end, timeout=args.timeout)
     except ConfigError as exc:
-        print(f"fraud-worker reconcile: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one line for the operator
-        print(f"fraud-worker reconcile: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1

@@ -3,8 +3,10 @@
 For demos and load tests. Rows become transaction events (DESIGN.md): a ``transaction_id``,
 one number per numeric column, and ``event_time`` (epoch ms, stamped when the event is sent).
 Records are keyed by the account id column where the data has one (``account_id`` by default),
-so one account's events stay in order on one partition. Needs only the base install (numpy,
-kafka-python, msgspec): no TensorFlow.
+so one account's events stay in order on one partition. The topic (the worker's input topic), the
+bootstrap servers and the passed-through Kafka settings come from ``worker.config`` (flags,
+``FRAUD_*`` variables, defaults), as the worker's do. Needs only the base install (numpy,
+kafka-python, msgspec): no TensorFlow, no ``training`` package (it runs in the worker image).
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ import gzip
 import io
 import itertools
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
+from worker.errors import ConfigError
 from worker.tools.synthetic import generate
 
 logger = logging.getLogger(__name__)
 DEFAULT_LABEL = "Class"
+PROG = "fraud-replay"
 
 
 def rows_from_csv(path: Path, key_column: str, with_label: bool) -> Iterator[tuple[bytes | None, dict]]:
@@ -81,7 +88,20 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def replay(args: argparse.Namespace) -> dict:
+def producer_options(config: WorkerConfig, paced: bool) -> dict[str, Any]:
+    """The producer's settings: replay's own defaults, then the config's Kafka settings; always acks=all."""
+    options = client_options(
+        config,
+        "producer",
+        linger_ms=5 if paced else 20,
+        batch_size=256 * 1024,
+        client_id="fraud-replay",
+        max_block_ms=15_000,
+    )
+    return {**options, "acks": "all"}
+
+
+def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError
 
@@ -93,20 +113,15 @@ def replay(args: argparse.Namespace) -> dict:
         total = min(args.count or args.synthetic, args.synthetic)
     if args.count:
         rows = itertools.islice(rows, args.count)
-    producer = KafkaProducer(
-        bootstrap_servers=args.bootstrap_servers,
-        acks="all",
-        linger_ms=5 if args.rate else 20,
-        batch_size=256 * 1024,
-        client_id="fraud-replay",
-        max_block_ms=15_000,
-    )
+    topic = config.input_topic
+    options = producer_options(config, paced=bool(args.rate))
+    producer = KafkaProducer(**options)
     try:
-        producer.partitions_for(args.topic)
+        producer.partitions_for(topic)
     except KafkaTimeoutError:
         producer.close(timeout=1)
         raise RuntimeError(
-            f"topic {args.topic!r} not found at {args.bootstrap_servers} within 15 s "
+            f"topic {topic!r} not found at {config.bootstrap_servers} within {options['max_block_ms'] / 1000:g} s "
             "(is the broker up, and the topic created?)"
         ) from None
     encode = msgspec.json.Encoder().encode
@@ -123,7 +138,7 @@ def replay(args: argparse.Namespace) -> dict:
                     time.sleep(ahead)
             fields["transaction_id"] = f"{args.id_prefix}-{sent:09d}"
             fields["event_time"] = time.time_ns() // 1_000_000
-            future = producer.send(args.topic, key=key, value=encode(fields))
+            future = producer.send(topic, key=key, value=encode(fields))
             if len(failures) < 1:
                 future.add_errback(failures.append)
             sent += 1
@@ -140,17 +155,17 @@ def replay(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fraud-replay",
-        description="Produce transactions to a Kafka topic from a CSV (plain or .gz) or from the synthetic generator.",
+    p = SettingsParser(
+        prog=PROG,
+        description="Produce transactions to a Kafka topic (the worker's input topic unless --topic names another) "
+        "from a CSV (plain or .gz) or from the synthetic generator.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 every event acknowledged, 1 error (no such file, topic or "
+        "broker), 2 bad settings, 130 interrupted.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="PATH", help="CSV with a header row, e.g. the ULB creditcard.csv.gz")
     src.add_argument("--synthetic", metavar="N", type=int, help="generate N synthetic transactions instead")
-    p.add_argument("--topic", default="transactions", help="topic to produce to (default: %(default)s)")
-    p.add_argument(
-        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)"
-    )
+    add_settings(p, ("bootstrap_servers", "input_topic"), aliases={"input_topic": ("--topic",)})
     p.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible (default)")
     p.add_argument("--count", type=int, default=0, help="stop after this many events; 0 = all (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator (default: %(default)s)")
@@ -167,27 +182,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
+        return int(exc.code or 0)
+    if args.rate < 0 or args.count < 0 or (args.synthetic is not None and args.synthetic <= 0):
+        print(f"{PROG}: bad setting: --rate, --count and --synthetic must not be negative", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if args.data and not Path(args.data).is_file():
+        print(f"{PROG}: {args.data}: no such file", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # A missing topic is reported once, below; kafka-python would log it on every metadata retry.
     logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)
-    if args.data and not Path(args.data).is_file():
-        print(f"fraud-replay: {args.data}: no such file", file=sys.stderr)
-        return 1
-    if args.rate < 0 or args.count < 0 or (args.synthetic is not None and args.synthetic <= 0):
-        print("fraud-replay: --rate, --count and --synthetic must not be negative", file=sys.stderr)
-        return 2
     args.id_prefix = args.id_prefix or time.strftime("r%Y%m%dT%H%M%S", time.gmtime())
     try:
-        summary = replay(args)
+        summary = replay(args, config)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        print(f"fraud-replay: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"fraud-replay: {summary['events']:,} events to {args.topic} in {summary['seconds']} s "
+        f"{PROG}: {summary['events']:,} events to {config.input_topic} in {summary['seconds']} s "
         f"({summary['rate']:,.0f}/s)"
     )
     return 0

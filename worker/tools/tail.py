@@ -1,7 +1,9 @@
 """``fraud-worker tail-alerts``: print alerts as they arrive, one line each, for people.
 
 A plain consumer of the alert topic with no consumer group (it assigns itself every partition and
-commits nothing), so it never takes partitions or offsets from anyone. Optionally it reads a
+commits nothing), so it never takes partitions or offsets from anyone. The topic, the bootstrap
+servers and the passed-through Kafka settings are the worker's (``worker.config``: flags,
+``FRAUD_*`` variables, defaults), so it reads what the worker writes, from a secured cluster too. Optionally it reads a
 worker's ``/metrics`` every few seconds and prints a summary line (events scored, alerts,
 dead-lettered, lag). No TensorFlow, no model: only kafka-python and the standard library.
 
@@ -12,14 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
+from worker.errors import ConfigError
+
+PROG = "fraud-worker tail-alerts"
 
 # Counters summed over their labels for the summary line (prometheus_client drops `_total`).
 SUMMARY_METRICS = {
@@ -85,15 +94,13 @@ def format_summary(totals: Mapping[str, float], previous: Mapping[str, float] | 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fraud-worker tail-alerts",
+    p = SettingsParser(
+        prog=PROG,
         description="Print alerts from the alert topic as they arrive, one line each "
         "(time, transaction id, score >= threshold, top reasons, model). Joins no consumer group.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 stopped (or --max-alerts reached), 1 broker trouble, 2 bad settings.",
     )
-    p.add_argument(
-        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)"
-    )
-    p.add_argument("--topic", default="fraud-alerts", help="alert topic (default: %(default)s)")
+    add_settings(p, ("bootstrap_servers", "alert_topic"), aliases={"alert_topic": ("--topic",)})
     p.add_argument("--from-beginning", action="store_true", help="print the alerts already in the topic too")
     p.add_argument("--json", action="store_true", help="print each alert's JSON as it is instead of a summary line")
     p.add_argument("--max-alerts", type=int, default=0, help="exit after this many alerts; 0 = never (default)")
@@ -105,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-seconds", type=float, default=5.0, help="seconds between summary lines (default: %(default)s)"
     )
     return p
+
+
+def consumer_options(config: WorkerConfig) -> dict[str, Any]:
+    """The consumer's settings: the config's bootstrap servers and Kafka settings, no group, no commits."""
+    options = client_options(config, "consumer", client_id="fraud-tail-alerts")
+    return {**options, "group_id": None, "enable_auto_commit": False}
 
 
 def _follow(consumer, topic: str, from_beginning: bool, timeout: float = 30.0) -> int:
@@ -132,25 +145,42 @@ def _summary(url: str) -> dict[str, float] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
+        return int(exc.code or 0)
+    if args.max_alerts < 0 or not args.summary_seconds > 0:
+        print(f"{PROG}: bad setting: --max-alerts must be >= 0 and --summary-seconds > 0", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
+        return 2
+    stop = {"now": False}
+    # SIGTERM ends the loop after the poll in hand; the caller's handler is back once it returns.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        return _tail(args, config, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool]) -> int:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=args.bootstrap_servers, group_id=None, enable_auto_commit=False,
-            client_id="fraud-tail-alerts",
-        )  # fmt: skip
+        consumer = KafkaConsumer(**consumer_options(config))
     except KafkaError as exc:
-        print(f"fraud-worker tail-alerts: {args.bootstrap_servers}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {config.bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
+    topic = config.alert_topic
     shown = 0
     try:
-        n = _follow(consumer, args.topic, args.from_beginning)
+        n = _follow(consumer, topic, args.from_beginning)
         where = "the beginning" if args.from_beginning else "now on"
-        print(f"tail-alerts: following {args.topic} ({n} partitions) from {where}", file=sys.stderr, flush=True)
+        print(f"tail-alerts: following {topic} ({n} partitions) from {where}", file=sys.stderr, flush=True)
         previous, last = None, time.monotonic()
         while not stop["now"]:
             for records in consumer.poll(timeout_ms=500).values():
@@ -173,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except (KafkaError, RuntimeError) as exc:
-        print(f"fraud-worker tail-alerts: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     finally:
         consumer.close()

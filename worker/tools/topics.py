@@ -1,12 +1,14 @@
 """``fraud-worker create-topics``: create the worker's topics, idempotently.
 
-The topics are the ones the worker itself would use (its ``FRAUD_*`` variables and defaults:
-input, alert, dead-letter and, when set, scores), so a deployment creates exactly what the worker
-reads and writes. A topic that already exists is left as it is (its partition count is reported,
-not changed). The input topic's partition count bounds how many workers of one group do work:
-replicas beyond it sit idle.
+The topics are the ones the worker itself would use (its flags, ``FRAUD_*`` variables and
+defaults: input, alert, dead-letter and, when set, scores), so a deployment creates exactly what
+the worker reads and writes; the admin client gets the same passed-through Kafka settings
+(``--kafka-option`` / ``FRAUD_KAFKA_*``: security, timeouts) as the worker's clients, so a
+SASL/SSL cluster is set up the same way it is consumed. A topic that already exists is left as it
+is (its partition count is reported, not changed). The input topic's partition count bounds how
+many workers of one group do work: replicas beyond it sit idle.
 
-Exit codes: 0 every topic exists, 1 the broker refused or did not answer, 2 bad usage.
+Exit codes: 0 every topic exists, 1 the broker refused or did not answer, 2 bad settings.
 """
 
 from __future__ import annotations
@@ -15,21 +17,28 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from worker.config import WorkerConfig, load_config
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
 from worker.errors import ConfigError
 
 DEFAULT_PARTITIONS = 6
+PROG = "fraud-worker create-topics"
+# The worker settings this tool reads: where the broker is, and the topics to create.
+USES = ("bootstrap_servers", "input_topic", "alert_topic", "dlq_topic", "scores_topic")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fraud-worker create-topics",
+    p = SettingsParser(
+        prog=PROG,
         description="Create the worker's input, alert, dead-letter (and scores, if set) topics unless they exist. "
-        "Topic names and bootstrap servers default to the worker's own settings (FRAUD_* variables).",
+        "Topic names, bootstrap servers and Kafka client settings are the worker's own (same flags, FRAUD_* "
+        "variables and defaults), so it creates exactly what the worker reads and writes.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 every topic exists, 1 the broker refused or did not answer, "
+        "2 bad settings.",
     )
-    p.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers [FRAUD_BOOTSTRAP_SERVERS]")
+    add_settings(p, USES)
     p.add_argument(
         "--partitions", type=int, default=DEFAULT_PARTITIONS,
         help="partitions of the input topic: the most workers of one group that can share the load "
@@ -55,7 +64,14 @@ def planned_topics(config: WorkerConfig, partitions: int, output_partitions: int
     return topics
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], replication_factor: int, timeout: float) -> dict[str, str]:
+def admin_options(config: WorkerConfig) -> dict[str, Any]:
+    """The admin client's settings: bootstrap servers and passed-through Kafka settings from the config."""
+    return client_options(config, "admin", client_id="fraud-create-topics")
+
+
+def ensure_topics(
+    admin_config: Mapping[str, Any], topics: dict[str, int], replication_factor: int, timeout: float
+) -> dict[str, str]:
     """Create the missing topics; return name -> "created" or "exists (N partitions)"."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -64,7 +80,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication_factor: in
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fraud-create-topics")
+            admin = KafkaAdminClient(**admin_config)
             break
         except KafkaError:
             if time.monotonic() > deadline:
@@ -81,10 +97,13 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication_factor: in
                 result[name] = "created"
             except TopicAlreadyExistsError:  # another creator won the race: same outcome
                 pass
-        # Wait until every partition has a leader, so producers and consumers can start at once.
+        # Wait until every partition has a leader, so producers and consumers can start at once. A topic
+        # just created may be described with no partitions yet: that is not "every partition led".
         while True:
             metas = admin.describe_topics(sorted(topics))
-            led = all(p.get("leader_id", -1) >= 0 for m in metas for p in m.get("partitions") or [])
+            led = all(
+                m.get("partitions") and all(p.get("leader_id", -1) >= 0 for p in m["partitions"]) for m in metas
+            )
             if (led and len(metas) == len(topics)) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -97,23 +116,25 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], replication_factor: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.partitions <= 0 or (args.output_partitions is not None and args.output_partitions <= 0):
-        print("fraud-worker create-topics: --partitions must be > 0", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
-    if args.bootstrap_servers:
-        env["FRAUD_BOOTSTRAP_SERVERS"] = args.bootstrap_servers
     try:
-        config = load_config([], env)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
+        return int(exc.code or 0)
+    for flag, value in (("--partitions", args.partitions), ("--output-partitions", args.output_partitions),
+                        ("--replication-factor", args.replication_factor), ("--timeout", args.timeout)):  # fmt: skip
+        if value is not None and not value > 0:
+            print(f"{PROG}: bad setting: {flag} must be > 0 (got {value})", file=sys.stderr)
+            return 2
+    try:
+        config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        print(f"fraud-worker create-topics: bad setting: {exc}", file=sys.stderr)
+        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
         return 2
     topics = planned_topics(config, args.partitions, args.output_partitions)
     try:
-        result = ensure_topics(config.bootstrap_servers, topics, args.replication_factor, args.timeout)
+        result = ensure_topics(admin_options(config), topics, args.replication_factor, args.timeout)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
-        print(f"fraud-worker create-topics: {config.bootstrap_servers}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {config.bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
     for name in topics:
         print(f"{name}: {result.get(name, 'unknown')}")
