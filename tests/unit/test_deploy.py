@@ -22,8 +22,8 @@ import yaml
 
 from tests.support.prometheus import promtool
 from training.cli import build_parser as train_parser
-from worker.tools.replay import build_parser as replay_parser
 from worker.config import load_config
+from worker.tools.replay import build_parser as replay_parser
 from worker.tools.topics import DEFAULT_PARTITIONS, planned_topics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
         return int(exc.code or 0)
     if args.rate < 0 or args.count < 0 or (args.synthetic is not None and args.synthetic <= 0):
-        print(f"{PROG}: bad setting: --rate, --count and --synthetic must not be negative", file=sys.stderr)
+        print(f"{PROG}: bad setting: --rate and --count must be >= 0, --synthetic > 0", file=sys.stderr)
         return 2
     try:
         config = config_from_args(args, os.environ)
