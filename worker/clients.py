@@ -9,6 +9,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from worker.config import WorkerConfig
 from worker.kafka_compat import KafkaCompat, parse_fast_paths
+from worker.logs import Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,21 @@ class KafkaClients:
         consumer.subscribe([self.config.input_topic], listener=listener)
         compat.await_partitions(consumer, self.config.input_topic, METADATA_WAIT_MS)
         return consumer, compat
+
+    def discard(self, producer: KafkaProducer, error: object, throttle: Throttle) -> None:
+        """Drop the producer of a batch that was not acknowledged; the retry starts a new one.
+
+        kafka-python's idempotent producer can stay broken after a failure: a non-retriable error
+        (e.g. MessageSizeTooLarge from a topic whose size limit was lowered) is fatal to it, and
+        batches expired during a broker outage leave it waiting for a new producer epoch; either
+        way every later send fails, so the batch would be retried forever after the cause is gone.
+        """
+        if throttle.ready("producer"):
+            logger.info("starting a new producer for the retry (the last one failed: %s)", error)
+        try:
+            producer.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - it is being discarded anyway
+            logger.debug("closing the failed producer: %s", exc)
 
     def learn_topics(self, producer: KafkaProducer) -> None:
         """Fetch the output topics' metadata now, on a side thread, not at the first alert.

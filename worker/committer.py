@@ -10,7 +10,9 @@ calls ``add``). Pending offsets are committed:
   every few ms under load; a commit per batch was most of the broker's writes); a batch that
   sent results, or that someone waits for (``hurry``), is committed at once;
 - by the loop, synchronously, to retry a failed commit and on shutdown (``commit_pending``);
-- by the rebalance listener, for the partitions being revoked (``take``, worker/rebalance.py).
+- by the rebalance listener, for the partitions being revoked (``take``, worker/rebalance.py):
+  while it waits for their results in flight to be acknowledged it ``hold``s them, so their
+  offsets are committed by it alone, once, before the partitions go.
 
 Every commit goes through ``commit_pending`` under one lock and takes the offsets once it holds
 it: a commit never overtakes one further on, which answered in the other order would take the
@@ -48,6 +50,7 @@ class Committer:
         self.interval = interval
         self._pending: dict[TopicPartition, int] = {}  # acknowledged, not yet committed: next offset
         self._pending_lock = threading.Lock()
+        self._held: frozenset[TopicPartition] = frozenset()  # left to the rebalance listener
         self._commit_lock = threading.Lock()  # one commit at a time
         self._ready = threading.Condition()
         self._awaiting: list[Batch] = []  # acknowledged batches whose commit the thread owes
@@ -70,7 +73,16 @@ class Committer:
 
     def pending(self) -> Offsets:
         with self._pending_lock:
-            return {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items()}
+            return {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._pending.items() if tp not in self._held}
+
+    def hold(self, partitions: Iterable[TopicPartition]) -> None:
+        """Leave ``partitions`` out of every commit but the listener's own (``take``) until ``release``."""
+        with self._pending_lock:
+            self._held = frozenset(partitions)
+
+    def release(self) -> None:
+        with self._pending_lock:
+            self._held = frozenset()
 
     def take(self, partitions: Iterable[TopicPartition]) -> Offsets:
         """Remove and return the pending offsets of ``partitions`` (revoked or lost)."""

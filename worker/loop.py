@@ -10,17 +10,15 @@ worker/kafka_compat/records.py) does little else:
 With time to spare (a poll returns at most a third of max_batch_size records), a batch is
 submitted, taken back and sent before the next poll: its alerts do not wait for that poll.
 
-At-least-once: a batch's offsets are committed only after every alert, score and DLQ record
-produced for it, and for every batch before it, has been acknowledged by the broker (acks.py;
-what is committed when: committer.py). A batch's results are sent only once every earlier batch
-with results is committed, so a crash repeats the results of at most one batch. If producing
-fails, nothing from that batch on is committed: the consumer is rewound to its first offsets,
-the batches behind it are dropped (they will be polled again) and it is retried after a backoff.
-Offsets acknowledged but not committed are committed again on the next pass, on partition
-revocation (rebalance.py) and on shutdown; partitions lost to a forced eviction are never committed.
+At-least-once (docs/design.md, "Delivery semantics"): a batch's offsets are committed only after
+every result of it and of every batch before it is acknowledged (acks.py; what is committed when:
+committer.py). A batch's results are sent only once every earlier batch with results is
+committed, so a crash repeats the results of at most one batch. If producing fails, the consumer
+is rewound to the failed batch's first offsets, the batches behind it are dropped (they will be
+polled again) and it is retried after a backoff.
 
 The parts: batch.py (a polled batch), outputs.py (pure: scores -> records to send), acks.py,
-committer.py, rebalance.py, clients.py (the Kafka clients), lag.py, trouble.py (backoff).
+committer.py, inflight.py, rebalance.py, clients.py (the Kafka clients), lag.py, trouble.py.
 """
 
 from __future__ import annotations
@@ -29,12 +27,11 @@ import gc
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError
 from kafka.future import Future as KafkaFuture
 
 from worker.acks import AckChain
@@ -44,17 +41,16 @@ from worker.committer import COMMIT_TIMEOUT_MS, Committer, Offsets
 from worker.config import WorkerConfig
 from worker.decoder_process import DecoderProcess, InlineDecoder
 from worker.health import HealthState
+from worker.inflight import InFlight
 from worker.kafka_compat import KafkaCompat
 from worker.lag import LagReporter
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.outputs import Output, build_outputs
 from worker.rebalance import RebalanceListener, Revocations
-from worker.trouble import TROUBLE_LOG_INTERVAL, Trouble
+from worker.trouble import Trouble
 
 logger = logging.getLogger(__name__)
-
-ACK_REPORT_SECONDS = 5.0  # results unacknowledged this long count as a broker error
 
 
 class Worker:
@@ -86,10 +82,9 @@ class Worker:
         )  # fmt: skip
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
         self._decoding: Batch | None = None  # submitted to the decoder
-        self._unsettled: deque[Batch] = deque()  # emitted, in order, not yet accounted for
-        self._last_with_results: Batch | None = None  # the last batch that sent anything
         # Waiting for acknowledgements lasts at most the producer's own delivery timeout, plus a margin.
-        self._ack_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
+        ack_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
+        self.in_flight = InFlight(self.committer, health, metrics, self.trouble, ack_timeout)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -194,18 +189,9 @@ class Worker:
         """Hand the new batch to the decoder, take the previous one's rows back, then emit it.
 
         A batch is emitted on the next step, after the next poll, so that polling and decoding
-        overlap; its alerts then also wait for that poll's record parsing, which takes longer than
-        decoding. A poll of at most a third of max_batch_size means the worker has time to spare,
-        and the loop takes that batch back at once (``_step(None)``). Not every short batch: a
-        loop that waits for the decoder at each step handles fewer events a second, and at 21,000
-        events/s it fell behind. p99 in 15-20 s runs of the benchmark's latency step (ms):
-
-            finished at once          19,000/s: 40-72      21,000/s: 132-458
-            pipelined                 19,000/s: 72-189     21,000/s: 57-191
-            at most a third: at once  19,000/s: 65-107     21,000/s: 52-354 (median of 5: 85)
-
-        The decoding stays in the decoder process even then: on this thread it kept the loop from
-        polling, and the records queued behind it (p99 at 20,000 events/s: 270-630 ms).
+        overlap. A poll of at most a third of max_batch_size means the worker has time to spare,
+        and the loop takes that batch back at once (``_step(None)``); decoding stays in the
+        decoder process even then. The latencies behind both choices: benchmarks/README.md.
         """
         prev, self._decoding = self._decoding, None
         if new is not None:
@@ -241,16 +227,16 @@ class Worker:
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
         if out.records:
             # Results wait until every earlier batch with results is committed: a crash repeats one batch at most.
-            if not self._wait_settled(self._last_with_results, behind=batch):
+            if not self._wait_settled(self.in_flight.last_with_results, behind=batch):
                 return
-            self._last_with_results = batch
+            self.in_flight.last_with_results = batch
             batch.urgent = True
-        self._unsettled.append(batch)
+        self.in_flight.append(batch)
         self.chain.emit(batch, self._send(out.records))
 
     def _send(self, records: list[Output]) -> Iterator[KafkaFuture]:
         if records and self._producer is None:
-            self._producer = self.clients.producer()  # the retry of a failed batch (_replace_producer)
+            self._producer = self.clients.producer()  # the retry of a failed batch (clients.discard)
         for topic, key, value, headers in records:
             assert self._producer is not None
             yield self._producer.send(topic, key=key, value=value, headers=headers)
@@ -272,8 +258,7 @@ class Worker:
 
     def _collect(self, behind: Batch | None = None) -> bool:
         """Account for the settled batches at the front of the pipeline; False if one failed."""
-        while self._unsettled and self._unsettled[0].settled.is_set():
-            batch = self._unsettled.popleft()
+        for batch in self.in_flight.settled():
             if batch.error is not None:
                 self._fail(batch, batch.error, behind)
                 return False
@@ -284,46 +269,14 @@ class Worker:
 
     def _wait_settled(self, batch: Batch | None, behind: Batch | None = None, rewind: bool = True) -> bool:
         """Wait until ``batch`` and every batch before it is settled; False if one failed."""
-        if batch is not None and not self._wait_for(batch):
-            for b in self._unsettled:  # it and everything before it
-                if not b.settled.is_set():
-                    b.fail(KafkaTimeoutError("results not acknowledged in time"))
-                    b.settle()
-        if rewind:
-            return self._collect(behind)
-        for b in self._unsettled:
-            if b.error is not None:
-                logger.warning("results of %s not acknowledged: %s", b.describe(), b.error)
-                return False
-        self._unsettled.clear()
-        return True
-
-    def _wait_for(self, batch: Batch) -> bool:
-        """Wait for ``batch`` to settle, at most the producer's delivery timeout; False if it did not.
-
-        Alive while waiting (a restart would not bring the broker back), and a broker that has
-        not answered for a while is counted and reported, once per interval.
-        """
-        if not batch.settled.is_set():
-            self.committer.hurry(batch)
-        waited = 0.0
-        while not batch.settled.wait(min(ACK_REPORT_SECONDS, self._ack_timeout - waited)):
-            waited += ACK_REPORT_SECONDS
-            if waited >= self._ack_timeout:
-                return False
-            self.health.beat()
-            self.metrics.broker_errors.labels(stage="produce").inc()
-            if self.trouble.throttle.ready("ack"):
-                logger.warning("results of %s not acknowledged after %.0fs; still waiting (reported once per %.0fs)",
-                               batch.describe(), waited, TROUBLE_LOG_INTERVAL)  # fmt: skip
-        return True
+        if batch is not None:
+            self.in_flight.wait(batch)
+        return self._collect(behind) if rewind else self.in_flight.finish()
 
     def _fail(self, failed: Batch, error: BaseException, behind: Batch | None = None) -> None:
         """Rewind to the failed batch's first offsets, drop every batch behind it, back off."""
-        batches = [failed, *self._unsettled]
-        self._unsettled.clear()
+        batches = [failed, *self.in_flight.take_all()]
         self.chain.reset()
-        self._last_with_results = None
         if behind is not None:
             batches.append(behind)
         if self._decoding is not None:
@@ -343,26 +296,10 @@ class Worker:
                 self.consumer.seek(tp, o)
             except (KafkaError, AssertionError):
                 pass
-        self._replace_producer(error)
-        self.trouble.report("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
-
-    def _replace_producer(self, error: object) -> None:
-        """Drop the producer of a batch that was not acknowledged; the retry starts a new one.
-
-        kafka-python's idempotent producer can stay broken after a failure: a non-retriable error
-        (e.g. MessageSizeTooLarge from a topic whose size limit was lowered) is fatal to it, and
-        batches expired during a broker outage leave it waiting for a new producer epoch; either
-        way every later send fails, so the batch would be retried forever after the cause is gone.
-        """
         old, self._producer = self._producer, None
-        if old is None:
-            return
-        if self.trouble.throttle.ready("producer"):
-            logger.info("starting a new producer for the retry (the last one failed: %s)", error)
-        try:
-            old.close(timeout=0)
-        except Exception as exc:  # noqa: BLE001 - it is being discarded anyway
-            logger.debug("closing the failed producer: %s", exc)
+        if old is not None:
+            self.clients.discard(old, error, self.trouble.throttle)
+        self.trouble.report("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
 
     def _commit(self, offsets: Offsets) -> None:
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)

@@ -66,14 +66,23 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         self.metrics = metrics
 
     async def on_partitions_revoked(self, revoked) -> None:
-        self.revocations.revoke(revoked)
         batch = self.in_flight()
         if batch is not None and not batch.done.is_done:
-            # Results are on their way: let them be acknowledged and committed while these
-            # partitions are still ours, or their new owner would score them again.
-            self.committer.hurry(batch)
-            await batch.done
-        offsets = self.committer.take(revoked)
+            # Results are on their way: let them be acknowledged while these partitions are still
+            # ours, and commit their offsets below, or their new owner would score them again.
+            # Counted as revoked only then: a batch acknowledged after that keeps no offsets of
+            # theirs. (The loop's thread is inside poll() meanwhile, so it emits nothing for them.)
+            self.committer.hold(revoked)
+            try:
+                self.committer.hurry(batch)
+                await batch.done
+                self.revocations.revoke(revoked)
+                offsets = self.committer.take(revoked)
+            finally:
+                self.committer.release()
+        else:
+            self.revocations.revoke(revoked)
+            offsets = self.committer.take(revoked)
         if offsets:
             try:
                 await self.commit(offsets)

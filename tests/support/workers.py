@@ -39,7 +39,8 @@ class WorkerProcess:
             "--metrics-port", str(self.port), "--poll-timeout-ms", "200", "--reload-interval-seconds", "0.2",
             *extra,
         ]  # fmt: skip
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+        # The test's own settings only; FRAUD_FAST_PATHS=none runs every worker on plain kafka-python.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_") or k == "FRAUD_FAST_PATHS"}
         self.env.update(env or {})
         self.log = tempfile.NamedTemporaryFile(prefix="fraud-worker-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None

@@ -80,8 +80,9 @@ class KafkaCompat:
                                "results): %s: %s", name, type(exc).__name__, exc)  # fmt: skip
                 continue
             active.add(name)
-        off = [n for n in FAST_PATHS if n not in active]
-        logger.debug("kafka-python fast paths on: %s; off: %s", sorted(active) or "none", off or "none")
+        if active != set(FAST_PATHS):
+            off = ", ".join(n for n in FAST_PATHS if n not in active)
+            logger.info("kafka-python fast paths off: %s (kafka-python's own code runs instead)", off)
         return cls(frozenset(active))
 
     def await_partitions(self, consumer: KafkaConsumer, topic: str, timeout_ms: int) -> None:

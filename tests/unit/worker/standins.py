@@ -79,6 +79,9 @@ class FakeClients:
     def learn_topics(self, producer) -> None:
         pass
 
+    def discard(self, producer, error, throttle) -> None:
+        pass
+
     def consumer(self, listener):
         from worker.kafka_compat import KafkaCompat
 

@@ -1,0 +1,206 @@
+"""Contract test of worker/kafka_compat against a real consumer and a real broker.
+
+For each fast path: every kafka-python internal it relies on is there (the start-up check passes
+on this kafka-python), the path is actually taken while a real consumer works (a kafka-python that
+stopped consulting ``Fetcher.PartitionRecords``, say, would silently bypass the reader: the counts
+would stay at zero), and with the fast paths switched off the same work is done by kafka-python's
+own code, with the same results. A rebalance while a batch's results are still unacknowledged
+commits them through the revocation path before the partitions go.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from kafka.future import Future
+from prometheus_client import CollectorRegistry
+
+from tests.support.bundles import make_bundle
+from tests.support.workers import committed, event_bytes
+from worker.clients import KafkaClients
+from worker.config import WorkerConfig
+from worker.health import HealthState
+from worker.kafka_compat import FAST_PATHS, TAKEN, KafkaCompat, parse_fast_paths
+from worker.loop import Worker
+from worker.metrics import WorkerMetrics
+from worker.models import ModelWatcher
+
+SPEC = dict(
+    feature_names=("f0", "f1"), mean=[0.0, 0.0], scale=[1.0, 1.0], weights=[3.0, 0.0], bias=0.0, threshold=0.5
+)
+
+
+def test_every_internal_is_there(kafka):
+    consumer = kafka.consumer(group_id=kafka.group())
+    assert KafkaCompat.install(consumer, parse_fast_paths("all")).active == frozenset(FAST_PATHS)
+
+
+def _without_partition_records(monkeypatch, consumer) -> None:
+    from kafka.consumer.fetcher import Fetcher
+
+    monkeypatch.delattr(Fetcher, "PartitionRecords")
+
+
+def _without_pending_fetches(monkeypatch, consumer) -> None:
+    monkeypatch.delattr(consumer._fetcher, "_nodes_with_pending_fetch_requests")
+
+
+def _without_wait_for(monkeypatch, consumer) -> None:
+    monkeypatch.delattr(type(consumer._manager), "wait_for")
+
+
+def _without_commit_coroutine(monkeypatch, consumer) -> None:
+    monkeypatch.delattr(type(consumer._coordinator), "_commit_offsets_sync_async")
+
+
+@pytest.mark.parametrize(
+    "missing, remove",
+    [("record_reader", _without_partition_records), ("handoff_shortcuts", _without_pending_fetches),
+     ("metadata_wait", _without_wait_for), ("revocation_commit", _without_commit_coroutine)],
+)  # fmt: skip
+def test_a_kafka_python_without_an_internal_leaves_that_fast_path_off_with_one_line(
+    kafka, monkeypatch, caplog, missing, remove
+):
+    consumer = kafka.consumer(group_id=kafka.group())
+    remove(monkeypatch, consumer)
+    with caplog.at_level(logging.WARNING, logger="worker.kafka_compat"):
+        active = KafkaCompat.install(consumer, parse_fast_paths("all")).active
+    assert active == frozenset(FAST_PATHS) - {missing}
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.kafka_compat"]
+    assert len(lines) == 1 and f"fast path {missing} is off" in lines[0], lines
+
+
+def _stream(kafka, topic: str, n: int) -> None:
+    producer = kafka.producer(linger_ms=5)
+    for i in range(n):
+        producer.send(topic, key=str(i % 7).encode(), value=str(i).encode())
+    producer.flush(timeout=30)
+
+
+@pytest.mark.parametrize("fast_paths", ["all", "none"])
+def test_a_real_consumer_takes_each_fast_path_and_reads_the_same_records_without_them(kafka, fast_paths):
+    topic = kafka.topic(partitions=3)
+    _stream(kafka, topic, 3_000)
+    consumer = kafka.consumer(group_id=kafka.group(), enable_auto_commit=False, fetch_max_wait_ms=20)
+    before = dict(TAKEN)
+    compat = KafkaCompat.install(consumer, parse_fast_paths(fast_paths))
+    consumer.subscribe([topic])
+    compat.await_partitions(consumer, topic, 5_000)
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 3_000 and time.monotonic() < deadline:
+        for timeout in (100, 0):  # as the worker polls: waiting, then at once while a batch is decoded
+            for records in consumer.poll(timeout_ms=timeout).values():
+                seen += [int(r.value) for r in records]
+    taken = {name: TAKEN[name] - before.get(name, 0) for name in FAST_PATHS}
+    assert sorted(seen) == list(range(3_000)), "a record was lost or delivered twice"
+    if fast_paths == "all":
+        assert taken["record_reader"] > 0, "kafka-python no longer reads through the worker's reader"
+        assert taken["handoff_shortcuts"] > 0, "no poll hand-off was ever skipped"
+        assert taken["metadata_wait"] == 1
+    else:
+        assert taken == dict.fromkeys(FAST_PATHS, 0), taken
+
+
+class DelayedProducer:
+    """A real producer whose acknowledgements reach the worker ``delay`` seconds late."""
+
+    def __init__(self, producer, delay: float) -> None:
+        self.producer, self.delay = producer, delay
+        self.sends = threading.Event()
+
+    def send(self, topic, key=None, value=None, headers=None):
+        real, late = self.producer.send(topic, key=key, value=value, headers=headers), Future()
+
+        def pass_on(result, ok: bool) -> None:
+            threading.Timer(self.delay, late.success if ok else late.failure, (result,)).start()
+
+        real.add_callback(pass_on, True)
+        real.add_errback(pass_on, False)
+        self.sends.set()
+        return late
+
+    def close(self, timeout=None) -> None:
+        self.producer.close(timeout=timeout)
+
+
+class SlowAcks(KafkaClients):
+    def producer(self):
+        self.delayed = DelayedProducer(super().producer(), delay=2.0)
+        return self.delayed
+
+
+@pytest.mark.parametrize("fast_paths", ["all", "none"])
+def test_a_rebalance_with_results_in_flight_commits_them_through_the_revocation_path(
+    kafka, tmp_path, caplog, fast_paths
+):
+    topic, alerts, dlq = kafka.topic(partitions=2), kafka.topic(), kafka.topic()
+    group = kafka.group()
+    make_bundle(tmp_path / "models", "v1", **SPEC)
+    metrics = WorkerMetrics(CollectorRegistry())
+    models = ModelWatcher(str(tmp_path / "models"), metrics)
+    models.load_initial()
+    config = WorkerConfig(
+        bootstrap_servers=kafka.bootstrap, input_topic=topic, alert_topic=alerts, dlq_topic=dlq, group_id=group,
+        decoder_processes=0, poll_timeout_ms=100, fast_paths=fast_paths,
+        kafka_options=(("heartbeat_interval_ms", 200),),
+    )  # fmt: skip
+    clients = SlowAcks(config)
+    worker = Worker(config, models, metrics, HealthState(30), clients=clients)
+    in_flight_at_revocation: list[dict] = []  # the unacknowledged tail's offsets, at each revocation
+    revoke = worker.listener.on_partitions_revoked
+
+    async def watched(partitions) -> None:
+        tail = worker.chain.tail
+        if partitions and tail is not None and not tail.done.is_done:
+            in_flight_at_revocation.append({tp: o for tp, o in tail.next_offsets.items() if tp in partitions})
+        await revoke(partitions)
+
+    worker.listener.on_partitions_revoked = watched  # type: ignore[method-assign]
+    stop = threading.Event()
+
+    def stream() -> None:  # a steady stream, an alert every 40 events: results keep waiting for their acks
+        producer = kafka.producer(linger_ms=0)
+        i = 0
+        while not stop.is_set():
+            value = event_bytes(f"tx-{i}", {"f0": 1.0 if i % 40 == 0 else -1.0, "f1": 0.0})
+            producer.send(topic, key=str(i).encode(), value=value)
+            i += 1
+            time.sleep(0.002)
+        producer.flush(timeout=30)
+
+    runner = threading.Thread(target=worker.run, daemon=True)
+    streamer = threading.Thread(target=stream, daemon=True)
+    before = TAKEN["revocation_commit"]
+    runner.start()
+    try:
+        while not worker.health.partitions:
+            time.sleep(0.05)
+        streamer.start()
+        assert clients.delayed.sends.wait(30), "the worker sent no results"
+        time.sleep(1.0)
+        # A second member joins: the worker's partitions are revoked while its results wait for acks.
+        with caplog.at_level(logging.INFO, logger="worker.rebalance"):
+            other = kafka.consumer(topic, group_id=group, enable_auto_commit=False)
+            deadline = time.monotonic() + 30
+            while not other.assignment() and time.monotonic() < deadline:
+                other.poll(timeout_ms=100)
+        assert other.assignment(), "the second member got no partitions"
+        stop.set()
+        assert in_flight_at_revocation, "no revocation came while results were unacknowledged"
+        # The in-flight batch's offsets were committed before its partitions moved on.
+        got = committed(kafka, group, topic)
+        for offsets in in_flight_at_revocation:
+            for tp, o in offsets.items():
+                assert got.get(tp.partition, 0) >= o, (got, offsets)
+        assert any("on revocation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        used = TAKEN["revocation_commit"] - before
+        assert used >= 1 if fast_paths == "all" else used == 0
+    finally:
+        stop.set()
+        worker.request_stop()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
