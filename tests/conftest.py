@@ -21,13 +21,13 @@ _broker_line: list[str] = []
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[Broker]:
     broker = acquire()
-    from kafka import KafkaAdminClient
+    from kafka import KafkaProducer
 
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="fraud-tests-probe")
+    probe = KafkaProducer(bootstrap_servers=broker.bootstrap, client_id="fraud-tests-probe")
     try:
-        api = ".".join(map(str, admin._client.check_version()))
+        api = ".".join(map(str, probe.config["api_version"]))  # what kafka-python negotiated at bootstrap
     finally:
-        admin.close()
+        probe.close()
     _broker_line.append(f"Kafka broker: {broker.description} at {broker.bootstrap} (kafka-python sees API {api})")
     print("\n" + _broker_line[-1])
     try:
