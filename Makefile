@@ -45,7 +45,10 @@ bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints 
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
-run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts
+# Ctrl-C ends `make run` (also `make run | tee run.log`) with status 0 and nothing left running. GNU make
+# re-raises a SIGINT it receives once its child has returned (status 130 however cleanly the child
+# stopped), so at a terminal scripts/run-local takes the Ctrl-C for itself (scripts/foreground.py).
+run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts; Ctrl-C stops it
 	scripts/run-local
 
 clean:  ## remove the virtualenv, broker state and caches (keeps models/)
