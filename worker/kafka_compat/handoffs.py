@@ -5,8 +5,9 @@ hands the IO thread two coroutines and waits for each: the group coordinator che
 (``ensure_coordinator_ready``) and ``send_fetches``. When the coordinator's connection is up,
 the first returns at once; when a fetch is already in flight to every broker, the second sends
 nothing. Each hand-off still costs a wake-up of the IO thread, a switch of the interpreter lock
-and back: about a fifth of the polling thread's wall time at 25,000 events/s (py-spy, README,
-Performance), and the records waiting for the next poll wait that much longer.
+and back: about a fifth of the polling thread's wall time at 25,000 events/s (py-spy,
+benchmarks/README.md, "Throughput: what bounds it, in detail"), and the records waiting for the
+next poll wait that much longer.
 
 ``install_handoff_shortcuts(consumer)`` answers both cases on the polling thread, from state it
 only reads, and leaves every other case to kafka-python: an unknown or disconnected coordinator

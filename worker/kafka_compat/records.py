@@ -2,12 +2,13 @@
 
 kafka-python reads each record of a fetch through several Python objects: a ``DefaultRecord``
 built by seven ``decode_varint`` calls, CRC and deserializer calls that do nothing for record
-format v2, then the ``ConsumerRecord``. That was most of the worker's polling cost (README,
-Performance). ``BatchRecords`` reads the common kind of batch (format v2, uncompressed, not part
-of a transaction) in one loop per batch and yields the same ``ConsumerRecord``s, with the same
-positions, counters and errors. kafka-python's own code still reads everything else: compressed,
-transactional, control and older batches, and every fetch of a consumer with deserializers or
-with ``isolation_level="read_committed"``.
+format v2, then the ``ConsumerRecord``. That was most of the worker's polling cost
+(benchmarks/README.md, "Throughput: what bounds it, in detail"). ``BatchRecords`` reads the
+common kind of batch (format v2, uncompressed, not part of a transaction) in one loop per batch
+and yields the same ``ConsumerRecord``s, with the same positions, counters and errors.
+kafka-python's own code still reads everything else: compressed, transactional, control and older
+batches, and every fetch of a consumer with deserializers or with
+``isolation_level="read_committed"``.
 
 ``install_reader(consumer)`` puts it in a consumer's fetcher. It relies on kafka-python
 internals: ``KafkaConsumer._fetcher``, ``Fetcher.PartitionRecords`` (the class the fetcher builds
