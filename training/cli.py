@@ -7,12 +7,17 @@ failed check (nothing written), 2 bad usage, 3 the ``training`` extra is not ins
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from training.thresholds import POLICIES, Policy
+
+if TYPE_CHECKING:
+    from training.pipeline import TrainConfig
 
 logger = logging.getLogger("training")
 
@@ -20,61 +25,82 @@ EXTRA_HINT = "fraud-train needs the training extra: pip install 'fraud-scoring[t
 HEAVY = ("tensorflow", "sklearn", "matplotlib")
 
 
+# The threshold flags: (flag, the Policy field it sets, help); defaults are TrainConfig().policy's.
+POLICY_FLAGS = (
+    ("--threshold-policy", "name",
+     "max-f1: best F1; precision: most recall at --target-precision; cost: least expected cost"),
+    ("--target-precision", "target_precision", "for --threshold-policy precision"),
+    ("--cost-missed-fraud", "cost_missed_fraud", "for --threshold-policy cost: cost of a FN"),
+    ("--cost-false-alarm", "cost_false_alarm", "for --threshold-policy cost: cost of a FP"),
+)  # fmt: skip
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except where there is none to show (None, an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of TrainConfig's fields (help, default, group and all from their metadata), then -q."""
+    from training.pipeline import TrainConfig
+
     p = argparse.ArgumentParser(
         prog="fraud-train",
         description="Train the fraud model (class-weighted Dense(1, sigmoid) with L2), export it to TFLite, "
         "verify TFLite/Keras parity, and write a model bundle; promote it to CURRENT if it is not worse.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    src = p.add_argument_group("data").add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="PATH", help="labelled CSV (plain or .gz), e.g. the ULB creditcard.csv")
-    src.add_argument("--synthetic", metavar="N", type=int, help="generate N seeded synthetic transactions instead")
-    d = p.add_argument_group("columns")
-    d.add_argument("--label-column", default="Class", help="0/1 label column (1 = fraud)")
-    d.add_argument(
-        "--features", type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()), default=None,
-        help="comma-separated feature columns, in model input order (default: every numeric column but the label)",
-    )
-    d.add_argument("--fraud-rate", type=float, default=0.005, help="fraud share of --synthetic data")
-    d.add_argument("--min-rows", type=int, default=1000, help="refuse data with fewer rows")
-    s = p.add_argument_group("split")
-    s.add_argument(
-        "--split", choices=("stratified", "time"), default="stratified",
-        help="stratified: random per class with --seed; time: oldest rows train, newest test (see --time-column)",
-    )
-    s.add_argument("--time-column", default="Time", help="column ordering rows for --split time")
-    s.add_argument("--val-fraction", type=float, default=0.2, help="share of rows for validation")
-    s.add_argument("--test-fraction", type=float, default=0.2, help="share of rows for test")
-    t = p.add_argument_group("training")
-    t.add_argument("--seed", type=int, default=42, help="seed for the split, weight init and batch order")
-    t.add_argument("--epochs", type=int, default=60, help="maximum epochs (early stopping on validation PR AUC)")
-    t.add_argument("--patience", type=int, default=5, help="epochs without a better validation PR AUC before stopping")
-    t.add_argument("--l2", type=float, default=1e-6, help="L2 penalty on the kernel")
-    t.add_argument("--learning-rate", type=float, default=0.1, help="initial Adam learning rate")
-    t.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch")
-    t.add_argument("--batch-size", type=int, default=32768, help="rows per gradient step")
-    t.add_argument(
-        "--class-weight", default="balanced",
-        help="'balanced' (n / (2 n_class)), 'none', or a number: the fraud class's weight (genuine = 1)",
-    )
-    th = p.add_argument_group("threshold (chosen on the validation split)")
-    th.add_argument(
-        "--threshold-policy", choices=POLICIES, default="max-f1",
-        help="max-f1: best F1; precision: most recall at --target-precision; cost: least expected cost",
-    )
-    th.add_argument("--target-precision", type=float, default=0.9, help="for --threshold-policy precision")
-    th.add_argument("--cost-missed-fraud", type=float, default=100.0, help="for --threshold-policy cost: cost of a FN")
-    th.add_argument("--cost-false-alarm", type=float, default=1.0, help="for --threshold-policy cost: cost of a FP")
-    o = p.add_argument_group("output")
-    o.add_argument("--models-dir", default="models", help="where bundles and CURRENT live")
-    o.add_argument(
-        "--promote-tolerance", type=float, default=0.005,
-        help="promote unless test PR AUC is worse than CURRENT's on the same rows by more than this",
-    )
-    o.add_argument("--force", action="store_true", help="promote to CURRENT even if the gate says no")
-    o.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary")
+    defaults = TrainConfig()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    source = None
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if "group" not in meta:
+            continue
+        if meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(meta["group"])
+        group = groups[meta["group"]]
+        if f.name == "policy":
+            for flag, attr, text in POLICY_FLAGS:
+                default = getattr(defaults.policy, attr)
+                choices = POLICIES if attr == "name" else None
+                group.add_argument(flag, type=type(default), default=default, choices=choices, help=text)
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        default = getattr(defaults, f.name)
+        options: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"]}
+        if isinstance(default, bool):
+            options["action"] = "store_true"
+        else:
+            options["type"] = meta.get("type", type(default))
+            options["metavar"] = meta.get("metavar", _dest(flag).upper())
+            if "choices" in meta:
+                options.update(choices=meta["choices"], metavar=None)
+        if meta.get("source"):
+            if source is None:
+                source = group.add_mutually_exclusive_group(required=True)
+            source.add_argument(flag, **options)
+        else:
+            group.add_argument(flag, **options)
+    groups["output"].add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary")
     return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed flags (a field's flag stores under the field's name); ValueError: a bad policy."""
+    from training.pipeline import TrainConfig
+
+    policy = Policy(**{attr: getattr(args, _dest(flag)) for flag, attr, _ in POLICY_FLAGS})
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**settings, policy=policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(EXTRA_HINT, file=sys.stderr)
         return 3
     try:
-        policy = Policy(args.threshold_policy, args.target_precision, args.cost_missed_fraud, args.cost_false_alarm)
+        cfg = config_from_args(args)
         if args.class_weight not in ("balanced", "none"):
             if not float(args.class_weight) > 0:
                 raise ValueError("--class-weight must be 'balanced', 'none' or a positive number")
@@ -104,33 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
 
     from training.errors import TrainingError
-    from training.pipeline import TrainConfig, run
+    from training.pipeline import run
     from worker.errors import FraudScoringError
 
-    cfg = TrainConfig(
-        data_path=args.data,
-        synthetic_rows=args.synthetic,
-        synthetic_fraud_rate=args.fraud_rate,
-        label_column=args.label_column,
-        features=args.features,
-        models_dir=args.models_dir,
-        seed=args.seed,
-        epochs=args.epochs,
-        patience=args.patience,
-        l2=args.l2,
-        learning_rate=args.learning_rate,
-        lr_decay=args.lr_decay,
-        batch_size=args.batch_size,
-        class_weight=args.class_weight,
-        split=args.split,
-        time_column=args.time_column,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        policy=policy,
-        min_rows=args.min_rows,
-        promote_tolerance=args.promote_tolerance,
-        force=args.force,
-    )
     try:
         result = run(cfg)
     except TrainingError as exc:

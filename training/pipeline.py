@@ -26,30 +26,70 @@ logger = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-5
 
 
+def _option(default: Any, group: str, help: str, **argparse_options: Any) -> Any:
+    """A TrainConfig field that is also a ``fraud-train`` flag (built by ``training.cli.build_parser``).
+
+    ``argparse_options``: ``flag`` (default ``--<name-with-dashes>``), ``type`` (default the
+    default's type; needed where the default is None), ``metavar``, ``choices``, and ``source``
+    (one of the mutually exclusive, required data sources).
+    """
+    return field(default=default, metadata={"group": group, "help": help, **argparse_options})
+
+
+def _feature_names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    data_path: str | None = None
-    synthetic_rows: int | None = None
-    synthetic_fraud_rate: float = 0.005
-    label_column: str = "Class"
-    features: tuple[str, ...] | None = None
-    models_dir: str = "models"
-    seed: int = 42
-    epochs: int = 60
-    patience: int = 5
-    l2: float = 1e-6
-    learning_rate: float = 0.1
-    lr_decay: float = 0.95
-    batch_size: int = 32768
-    class_weight: str = "balanced"
-    split: str = "stratified"
-    time_column: str = "Time"
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    policy: Policy = field(default_factory=lambda: Policy("max-f1"))
-    min_rows: int = data.MIN_ROWS
-    promote_tolerance: float = 0.005
-    force: bool = False
+    """One training run. Every field with a ``help`` is a ``fraud-train`` flag, and its default
+    written here is the flag's default too: the parser is built from these fields.
+    """
+
+    data_path: str | None = _option(
+        None, "data", "labelled CSV (plain or .gz), e.g. the ULB creditcard.csv",
+        flag="--data", type=str, metavar="PATH", source=True,
+    )  # fmt: skip
+    synthetic_rows: int | None = _option(
+        None, "data", "generate N seeded synthetic transactions instead",
+        flag="--synthetic", type=int, metavar="N", source=True,
+    )  # fmt: skip
+    label_column: str = _option("Class", "columns", "0/1 label column (1 = fraud)")
+    features: tuple[str, ...] | None = _option(
+        None, "columns",
+        "comma-separated feature columns, in model input order (default: every numeric column but the label)",
+        type=_feature_names,
+    )  # fmt: skip
+    synthetic_fraud_rate: float = _option(0.005, "columns", "fraud share of --synthetic data", flag="--fraud-rate")
+    min_rows: int = _option(data.MIN_ROWS, "columns", "refuse data with fewer rows")
+    split: str = _option(
+        "stratified", "split",
+        "stratified: random per class with --seed; time: oldest rows train, newest test (see --time-column)",
+        choices=("stratified", "time"),
+    )  # fmt: skip
+    time_column: str = _option("Time", "split", "column ordering rows for --split time")
+    val_fraction: float = _option(0.2, "split", "share of rows for validation")
+    test_fraction: float = _option(0.2, "split", "share of rows for test")
+    seed: int = _option(42, "training", "seed for the split, weight init and batch order")
+    epochs: int = _option(60, "training", "maximum epochs (early stopping on validation PR AUC)")
+    patience: int = _option(5, "training", "epochs without a better validation PR AUC before stopping")
+    l2: float = _option(1e-6, "training", "L2 penalty on the kernel")
+    learning_rate: float = _option(0.1, "training", "initial Adam learning rate")
+    lr_decay: float = _option(0.95, "training", "learning-rate factor per epoch")
+    batch_size: int = _option(32768, "training", "rows per gradient step")
+    class_weight: str = _option(
+        "balanced", "training",
+        "'balanced' (n / (2 n_class)), 'none', or a number: the fraud class's weight (genuine = 1)",
+    )  # fmt: skip
+    # The threshold flags set this Policy's fields (training.cli.POLICY_FLAGS); their defaults are this one's.
+    policy: Policy = field(
+        default_factory=lambda: Policy("max-f1"), metadata={"group": "threshold (chosen on the validation split)"}
+    )
+    models_dir: str = _option("models", "output", "where bundles and CURRENT live")
+    promote_tolerance: float = _option(
+        0.005, "output", "promote unless test PR AUC is worse than CURRENT's on the same rows by more than this"
+    )
+    force: bool = _option(False, "output", "promote to CURRENT even if the gate says no")
     histogram_bins: int = 50
 
 
