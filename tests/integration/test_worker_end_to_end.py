@@ -5,6 +5,7 @@ stays under 150 MB resident."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -29,6 +30,9 @@ def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka
     lines = worker.output().splitlines()
     assigned = [line.split("worker.rebalance: ", 1)[1] for line in lines if "worker.rebalance: assigned" in line]
     assert assigned[:1] == ["assigned [0, 1, 2]"], assigned
+    # FRAUD_FAST_PATHS=none make test: the whole suite on kafka-python's own code paths.
+    fast_paths = os.environ.get("FRAUD_FAST_PATHS", "all")
+    assert ("kafka-python fast paths off" in worker.output()) == (fast_paths != "all"), fast_paths
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
 
     rss = worker.rss_mb()
