@@ -17,7 +17,6 @@ from scripts.local_kafka import LOCAL_KAFKA, LocalKafka, free_port_pair, run_lau
 
 REPO = Path(__file__).resolve().parents[2]
 __all__ = ["LOCAL_KAFKA", "REPO", "Broker", "acquire", "free_port_pair", "run_launcher"]
-_run_launcher = run_launcher  # the name tests/support/faults.py imports
 
 
 @dataclass

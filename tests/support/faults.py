@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.support.broker import Broker, _run_launcher, free_port_pair
+from tests.support.broker import Broker, free_port_pair, run_launcher
 from worker.config import load_config
 from worker.tools.reconcile import Report, format_report, reconcile
 
@@ -36,7 +36,7 @@ class OwnBroker:
 
     def start(self) -> None:
         if self._broker is None:
-            self.bootstrap = _run_launcher(["start", "--port", str(self.port)], self.env)
+            self.bootstrap = run_launcher(["start", "--port", str(self.port)], self.env)
             self._broker = Broker(self.bootstrap, "own local-kafka", restartable=True,
                                   _state_dir=self.state_dir, _port=self.port, _env=self.env)  # fmt: skip
         else:
