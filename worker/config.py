@@ -288,7 +288,7 @@ def _check(c: WorkerConfig) -> None:
         raise ConfigError("kafka option max_partition_fetch_bytes is smaller than max_message_bytes")
 
 
-def _kafka_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+def kafka_client_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
     """kafka-python's consumer and producer settings with their defaults."""
     clients = _client_defaults()
     return clients["consumer"], clients["producer"]
@@ -306,7 +306,7 @@ def _client_defaults() -> dict[str, dict[str, Any]]:
 
 
 def _kafka_value(name: str, raw: str, source: str) -> Any:
-    consumer, producer = _kafka_defaults()
+    consumer, producer = kafka_client_defaults()
     if name in OWNED_KAFKA_KEYS:
         raise ConfigError(f"{source}: {name} is set by the worker itself and cannot be passed through")
     if name not in consumer and name not in producer:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from worker.cli import SUBCOMMANDS
-from worker.config import KAFKA_ENV_PREFIX, SETTINGS, _kafka_defaults
+from worker.config import KAFKA_ENV_PREFIX, SETTINGS, kafka_client_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -131,7 +131,7 @@ def test_every_flag_in_the_readme_exists_somewhere() -> None:
 
 def test_every_fraud_variable_in_the_readme_is_a_setting() -> None:
     settings = {s.env for s in SETTINGS}
-    consumer, producer = _kafka_defaults()
+    consumer, producer = kafka_client_defaults()
     unknown = []
     for name in sorted(set(re.findall(r"FRAUD_[A-Z0-9_]+", README))):
         if name in settings or name in ("FRAUD_", KAFKA_ENV_PREFIX):  # FRAUD_*, FRAUD_KAFKA_<KEY>
