@@ -89,5 +89,14 @@ def without(batch: Batch, partitions: frozenset[TopicPartition]) -> Batch:
     )
 
 
+def first_offsets(batches: list[Batch]) -> dict[TopicPartition, int]:
+    """The lowest first offset of each partition over ``batches`` (where a rewind goes back to)."""
+    first: dict[TopicPartition, int] = {}
+    for b in batches:
+        for tp, o in b.first_offsets.items():
+            first[tp] = min(o, first.get(tp, o))
+    return first
+
+
 def describe_offsets(offsets: dict) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]@{o.offset}" for tp, o in offsets.items())

@@ -7,8 +7,7 @@ worker/kafka_compat/records.py) does little else:
     decoder       decode N ...............| decode N+1 ...............................................
     IO threads    earlier batches' results acknowledged (acks.py) -> committer thread commits (committer.py)
 
-With time to spare (a poll returns at most a third of max_batch_size records), a batch is
-submitted, taken back and sent before the next poll: its alerts do not wait for that poll.
+With time to spare (a poll of at most a third of max_batch_size), a batch is sent before the next poll.
 
 At-least-once (docs/design.md, "Delivery semantics"): a batch's offsets are committed only after
 every result of it and of every batch before it is acknowledged (acks.py; what is committed when:
@@ -30,12 +29,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.future import Future as KafkaFuture
 
 from worker.acks import AckChain
-from worker.batch import Batch, describe_offsets, without
+from worker.batch import Batch, describe_offsets, first_offsets, without
 from worker.clients import KafkaClients
 from worker.committer import COMMIT_TIMEOUT_MS, Committer, Offsets
 from worker.config import WorkerConfig
@@ -284,12 +283,8 @@ class Worker:
             if self._decoding.decoded is None:
                 self._decoder.result()  # keeps the decoder in step; the rows are not used
             self._decoding = None
-        first: dict[TopicPartition, int] = {}
-        for b in batches:
-            for tp, o in b.first_offsets.items():
-                first[tp] = min(o, first.get(tp, o))
         revoked = self.revocations.since(failed.epoch)
-        for tp, o in first.items():
+        for tp, o in first_offsets(batches).items():
             if tp in revoked:
                 continue  # no longer ours: its new owner starts from the last commit
             try:

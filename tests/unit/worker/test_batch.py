@@ -31,3 +31,17 @@ def test_a_batch_loses_the_records_of_revoked_partitions_and_nothing_else():
     assert kept.decoded.transaction_ids == ["tx-3", "tx-5"] and kept.decoded.index == [0, 2]
     assert [(i, e.reason) for i, e in kept.decoded.errors] == [(1, "not_an_object")]
     np.testing.assert_array_equal(kept.decoded.features, batch.decoded.features[[2, 3]])
+
+
+def test_a_rewind_goes_back_to_the_lowest_first_offset_of_each_partition():
+    from worker.batch import first_offsets
+
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+    def polled(partition: int, offsets: range) -> Batch:
+        tp = TopicPartition(TOPIC, partition)
+        return Batch.of({tp: [Record(TOPIC, partition, o, 0, None, b"{}", []) for o in offsets]}, epoch=0)
+
+    batches = [polled(0, range(5, 9)), polled(1, range(30, 32)), polled(0, range(2, 4)), polled(1, range(40, 41))]
+    assert first_offsets(batches) == {p0: 2, p1: 30}
+    assert first_offsets([]) == {}
