@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +32,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
 from worker.errors import ConfigError
+from worker.tools.settings import parse_settings
 
 logger = logging.getLogger(__name__)
 SAMPLE = 20
@@ -267,19 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    problem = "--timeout must be > 0 (got {})"
+    parsed = parse_settings(PROG, build_parser(), argv, lambda a: None if a.timeout > 0 else problem.format(a.timeout))
+    if isinstance(parsed, int):
+        return parsed
+    args, config = parsed
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
-        return int(exc.code or 0)
-    if not args.timeout > 0:
-        print(f"{PROG}: bad setting: --timeout must be > 0 (got {args.timeout})", file=sys.stderr)
-        return 2
-    try:
-        config = config_from_args(args, os.environ)
         report = reconcile(config, end=args.end, timeout=args.timeout)
-    except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:  # noqa: BLE001 - one line for the operator
         print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

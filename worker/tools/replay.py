@@ -17,7 +17,6 @@ import gzip
 import io
 import itertools
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,8 +25,8 @@ from typing import Any
 
 import msgspec
 
-from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
-from worker.errors import ConfigError
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
+from worker.tools.settings import parse_settings
 from worker.tools.synthetic import generate
 
 logger = logging.getLogger(__name__)
@@ -182,19 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
-        return int(exc.code or 0)
+def _problem(args: argparse.Namespace) -> str | None:
     if args.rate < 0 or args.count < 0 or (args.synthetic is not None and args.synthetic <= 0):
-        print(f"{PROG}: bad setting: --rate and --count must be >= 0, --synthetic > 0", file=sys.stderr)
-        return 2
-    try:
-        config = config_from_args(args, os.environ)
-    except ConfigError as exc:
-        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
-        return 2
+        return "--rate and --count must be >= 0, --synthetic > 0"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parsed = parse_settings(PROG, build_parser(), argv, _problem)
+    if isinstance(parsed, int):
+        return parsed
+    args, config = parsed
     if args.data and not Path(args.data).is_file():
         print(f"{PROG}: {args.data}: no such file", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -25,8 +24,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
-from worker.errors import ConfigError
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
+from worker.tools.settings import parse_settings
 
 PROG = "fraud-worker tail-alerts"
 
@@ -145,18 +144,15 @@ def _summary(url: str) -> dict[str, float] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
-        return int(exc.code or 0)
-    if args.max_alerts < 0 or not args.summary_seconds > 0:
-        print(f"{PROG}: bad setting: --max-alerts must be >= 0 and --summary-seconds > 0", file=sys.stderr)
-        return 2
-    try:
-        config = config_from_args(args, os.environ)
-    except ConfigError as exc:
-        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
-        return 2
+    def problem(args: argparse.Namespace) -> str | None:
+        if args.max_alerts < 0 or not args.summary_seconds > 0:
+            return "--max-alerts must be >= 0 and --summary-seconds > 0"
+        return None
+
+    parsed = parse_settings(PROG, build_parser(), argv, problem)
+    if isinstance(parsed, int):
+        return parsed
+    args, config = parsed
     stop = {"now": False}
     # SIGTERM ends the loop after the poll in hand; the caller's handler is back once it returns.
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -14,14 +14,13 @@ Exit codes: 0 every topic exists, 1 the broker refused or did not answer, 2 bad 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options, config_from_args
-from worker.errors import ConfigError
+from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
+from worker.tools.settings import parse_settings
 
 DEFAULT_PARTITIONS = 6
 PROG = "fraud-worker create-topics"
@@ -116,20 +115,18 @@ def ensure_topics(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a malformed command line (2, one line already printed)
-        return int(exc.code or 0)
-    for flag, value in (("--partitions", args.partitions), ("--output-partitions", args.output_partitions),
-                        ("--replication-factor", args.replication_factor), ("--timeout", args.timeout)):  # fmt: skip
-        if value is not None and not value > 0:
-            print(f"{PROG}: bad setting: {flag} must be > 0 (got {value})", file=sys.stderr)
-            return 2
-    try:
-        config = config_from_args(args, os.environ)
-    except ConfigError as exc:
-        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
-        return 2
+    def problem(args: argparse.Namespace) -> str | None:
+        flags = (("--partitions", args.partitions), ("--output-partitions", args.output_partitions),
+                 ("--replication-factor", args.replication_factor), ("--timeout", args.timeout))  # fmt: skip
+        for flag, value in flags:
+            if value is not None and not value > 0:
+                return f"{flag} must be > 0 (got {value})"
+        return None
+
+    parsed = parse_settings(PROG, build_parser(), argv, problem)
+    if isinstance(parsed, int):
+        return parsed
+    args, config = parsed
     topics = planned_topics(config, args.partitions, args.output_partitions)
     try:
         result = ensure_topics(admin_options(config), topics, args.replication_factor, args.timeout)
