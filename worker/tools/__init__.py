@@ -6,6 +6,7 @@
 - ``replay``: ``fraud-replay``, produce transactions from a CSV or the synthetic generator;
 - ``synthetic``: that seeded generator (the training job imports it from here).
 
-Each reads its Kafka settings, topic names and bootstrap servers from ``worker.config``: the same
-flags, ``FRAUD_*`` variables and ``--kafka-option`` / ``FRAUD_KAFKA_*`` pass-through as the worker.
+Each reads its Kafka settings, topic names and bootstrap servers from ``worker.config``, through
+``settings.parse_settings``: the same flags, ``FRAUD_*`` variables and ``--kafka-option`` /
+``FRAUD_KAFKA_*`` pass-through as the worker.
 """
