@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import BundleError
+from worker.transforms import FeatureTransform, read_transforms
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.tflite"
@@ -53,6 +54,8 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     # Training-score histogram for drift checks: len(counts) == len(edges) - 1, edges over [0, 1].
     score_histogram: dict[str, list[float]] = field(default_factory=dict)
+    # Per-feature transforms applied before the scaler (worker/transforms.py); () = all identity.
+    feature_transforms: tuple[FeatureTransform, ...] = ()
     format_version: int = FORMAT_VERSION
 
     @property
@@ -85,6 +88,7 @@ class Manifest:
                 metrics=dict(data.get("metrics") or {}),
                 training=dict(data.get("training") or {}),
                 score_histogram=dict(data.get("score_histogram") or {}),
+                feature_transforms=read_transforms(data.get("feature_transforms"), len(data["feature_names"])),
                 format_version=FORMAT_VERSION,
             )
         except (TypeError, ValueError) as exc:

@@ -11,6 +11,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from worker.bundle import Bundle, load_bundle
 from worker.errors import BundleError
+from worker.transforms import Transforms
 
 
 class Scorer:
@@ -28,6 +29,7 @@ class Scorer:
         self.mean = np.asarray(m.scaler_mean, dtype=np.float32)
         self.inv_scale = (1.0 / np.asarray(m.scaler_scale, dtype=np.float64)).astype(np.float32)
         self.weights = np.asarray(m.weights, dtype=np.float32)
+        self.transforms = Transforms(m.feature_transforms, m.n_features)
         try:
             self._interp = Interpreter(model_content=bundle.model_bytes, num_threads=num_threads)
             self._interp.allocate_tensors()
@@ -53,8 +55,8 @@ class Scorer:
         return len(self.feature_names)
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """(raw - mean) / scale as float32, a new array (the input is never mutated)."""
-        out = np.asarray(raw, dtype=np.float32) - self.mean
+        """(transform(raw) - mean) / scale as float32, a new array (the input is never mutated)."""
+        out = self.transforms.apply(np.asarray(raw, dtype=np.float32)) - self.mean
         out *= self.inv_scale
         return out
 
