@@ -274,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, config = parsed
     try:
         report = reconcile(config, end=args.end, timeout=args.timeout)
+    except ConfigError as exc:  # e.g. no scores topic to reconcile against
+        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - one line for the operator
         print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
