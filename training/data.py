@@ -4,6 +4,11 @@
 values allowed) with numpy's C parser; ``from_columns`` builds the same ``Dataset`` from arrays
 (the synthetic generator). Both end in ``validate``, so every source gets the same checks and
 every failure is one ``DataError`` line naming the file, column and rows concerned.
+
+The default feature set (no ``features`` given) is every numeric column but the label, less the
+columns that cannot be features, each left out with one log line saying why (``unusable``):
+constant columns, and identifiers (named ``id`` or ``*_id``, or integer values unique on at least
+``ID_UNIQUE_SHARE`` of the rows).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ logger = logging.getLogger(__name__)
 MIN_ROWS = 1000
 MIN_PER_CLASS = 10  # enough for each of train / validation / test to hold both classes
 SAMPLE_ROWS = 1000  # rows read to tell numeric columns from text ones
+ID_UNIQUE_SHARE = 0.99  # an integer column with a distinct value on this share of rows is an identifier
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class Dataset:
     sha256: str
     time: np.ndarray | None = None
     time_column: str | None = None
+    # Numeric columns the default feature set left out: (name, why), in column order.
+    excluded: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -139,7 +147,7 @@ def load_csv(
     return from_columns(
         columns,
         label_column=label_column,
-        features=feature_names,
+        features=None if features is None else feature_names,
         source=str(path),
         sha256=file_sha256(path),
         time_column=time_column,
@@ -187,8 +195,18 @@ def from_columns(
     """Build a validated ``Dataset`` from named 1-D arrays (non-numeric arrays are never features)."""
     if label_column not in columns:
         raise DataError(f"{source}: label column {label_column!r} not found")
+    excluded: list[tuple[str, str]] = []
     if features is None:
-        features = [n for n, a in columns.items() if n != label_column and np.asarray(a).dtype.kind in "biuf"]
+        features = []
+        for name, values in columns.items():
+            if name == label_column or np.asarray(values).dtype.kind not in "biuf":
+                continue
+            why = unusable(name, np.asarray(values, dtype=np.float64))
+            if why is None:
+                features.append(name)
+            else:
+                logger.info("not using column %r as a feature: %s", name, why)
+                excluded.append((name, why))
     for name in features:
         if name not in columns:
             raise DataError(f"{source}: feature column {name!r} not found")
@@ -200,7 +218,27 @@ def from_columns(
     if X is None:
         raise DataError(f"{source}: no numeric feature columns")
     y = validate(X, label, tuple(features), label_column, source, min_rows, time, time_column)
-    return Dataset(X, y, tuple(features), label_column, source, sha256, time, time_column)
+    return Dataset(X, y, tuple(features), label_column, source, sha256, time, time_column, tuple(excluded))
+
+
+def unusable(name: str, values: np.ndarray) -> str | None:
+    """Why a numeric column cannot be a default feature (constant, an identifier), or None if it can.
+
+    A column with a NaN or infinite value is kept, so that ``validate`` reports it.
+    """
+    n = values.size
+    if n == 0 or not np.isfinite(values).all():
+        return None
+    if values.min() == values.max():
+        return f"constant (every row is {values[0]:g})"
+    lowered = name.lower()
+    if lowered == "id" or lowered.endswith("_id"):
+        return "an identifier (named like id or *_id)"
+    if np.array_equal(values, np.round(values)):
+        distinct = np.unique(values).size
+        if distinct >= ID_UNIQUE_SHARE * n:
+            return f"an identifier (integer values, distinct on {distinct / n:.1%} of {n} rows)"
+    return None
 
 
 def validate(

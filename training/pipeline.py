@@ -1,5 +1,6 @@
-"""The training job end to end: data -> split -> scaler -> fit -> TFLite -> parity -> threshold
--> metrics -> report -> bundle -> promotion. Nothing is written unless every step before it passed.
+"""The training job end to end: data -> split -> per-feature transforms -> scaler -> fit (with and
+without the transforms, the better on validation kept) -> TFLite -> parity -> threshold -> metrics
+-> report -> bundle -> promotion. Nothing is written unless every step before it passed.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from training import data, synthetic
 from training.errors import DataError, ParityError
 from training.split import Split, stratified_split, time_split
 from training.thresholds import Policy
+from training.transforms import RULE as TRANSFORM_RULE
+from training.transforms import choose as choose_transforms
 from worker.errors import BundleError
+from worker.transforms import Transforms
 
 logger = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
+PARITY_OUTSIDE_ROWS = 256  # rows beyond the training range, scored in the parity check beside the test rows
 
 
 def _option(default: Any, group: str, help: str, **argparse_options: Any) -> Any:
@@ -157,7 +162,7 @@ def fit_scaler(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     """Train, export, verify and write one bundle; promote it if the gate allows. Raises on failure."""
     from training import evaluate, promote, report
-    from training.export import to_tflite
+    from training.export import outside_rows, parity_max_abs_diff, to_tflite
     from training.model import class_weights, fit
     from worker.bundle import Bundle, Manifest, set_current, sha256_hex, write_bundle
     from worker.scoring import Scorer
@@ -180,16 +185,41 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=cfg.time_column)
     else:
         split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
-    mean, scale = fit_scaler(X[split.train])
-    X_train, X_val, X_test = ((X[idx] - mean) / scale for idx in (split.train, split.val, split.test))
     y_train, y_val, y_test = y[split.train], y[split.val], y[split.test]
     weights = class_weights(y_train, cfg.class_weight)
 
-    fitted = fit(
-        X_train.astype(np.float32), y_train, X_val.astype(np.float32), y_val,
-        l2=cfg.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
-        weights=weights, seed=cfg.seed, patience=cfg.patience, lr_decay=cfg.lr_decay,
-    )
+    # Transforms chosen on the training rows only; the same model is fitted with and without them,
+    # and they are kept unless they lose on validation PR AUC.
+    choices = choose_transforms(X[split.train], dataset.feature_names)
+    for feature in choices:
+        logger.info("feature %s: %s", feature.name, feature.reason)
+    candidates = {"with": Transforms([c.transform for c in choices], X.shape[1])}
+    if not candidates["with"].is_identity:
+        candidates["without"] = Transforms((), X.shape[1])
+    fits: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+    for name, transforms in candidates.items():
+        X_t = transforms.apply(X)
+        mean, scale = fit_scaler(X_t[split.train])
+        X_train, X_val = ((X_t[idx] - mean) / scale for idx in (split.train, split.val))
+        fitted = fit(
+            X_train.astype(np.float32), y_train, X_val.astype(np.float32), y_val,
+            l2=cfg.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+            weights=weights, seed=cfg.seed, patience=cfg.patience, lr_decay=cfg.lr_decay,
+        )
+        logger.info(
+            "fitted %s transforms: best epoch %d of %d, validation PR AUC %.4f",
+            name, fitted.best_epoch, fitted.epochs_run, fitted.best_val_pr_auc,
+        )
+        fits[name] = (fitted, mean, scale)
+    val_pr_auc = {name: fits[name][0].best_val_pr_auc for name in fits}
+    use = "with" if val_pr_auc["with"] >= val_pr_auc.get("without", -1.0) else "without"
+    fitted, mean, scale = fits[use]
+    transforms = candidates[use]
+    if use == "without":
+        logger.info(
+            "the transforms lose on validation (PR AUC %.4f with, %.4f without): every feature stays identity",
+            val_pr_auc["with"], val_pr_auc["without"],
+        )
     timings["fit"] = time.perf_counter() - t
     logger.info("fitted: best epoch %d of %d (%.1f s)", fitted.best_epoch, fitted.epochs_run, timings["fit"])
     bias_correction = prior_correction(fitted.model, weights)
@@ -203,7 +233,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     version = f"{now:%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
     logger.info("exported TFLite model %s (%d bytes, %.1f s)", version, len(model_bytes), timings["export"])
 
-    # Parity: the served path (worker Scorer: raw rows, its own scaling, LiteRT) against Keras.
+    # Parity: the served path (worker Scorer: raw rows, its own transforms, scaling and LiteRT) against
+    # Keras on the same rows transformed and scaled here, on the test rows and on rows outside the
+    # training range (which the transforms' clips act on).
     t = time.perf_counter()
     manifest = Manifest(
         version=version,
@@ -216,22 +248,34 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         threshold=0.5,  # placeholder until the policy has chosen, below
         threshold_policy={},
         model_sha256=model_sha,
+        feature_transforms=transforms.transforms,
     )
     scorer = Scorer(Bundle(path=Path(cfg.models_dir) / version, manifest=manifest, model_bytes=model_bytes))
     try:
         scorer.probe()
     except BundleError as exc:
         raise ParityError(f"the exported model fails its probe ({exc}); no bundle written") from None
-    keras_test = np.asarray(fitted.model.predict(X_test.astype(np.float32), batch_size=65536, verbose=0)).reshape(-1)
+    X_train_raw = X[split.train]
+    clipped = np.isfinite(transforms.lo) | np.isfinite(transforms.hi)
+    outside = outside_rows(
+        X_train_raw.min(axis=0), X_train_raw.max(axis=0), rows=PARITY_OUTSIDE_ROWS, seed=cfg.seed,
+        columns=clipped if clipped.any() else None,
+    )
     lite_test = scorer.score(X[split.test])
-    parity = float(np.max(np.abs(lite_test.astype(np.float64) - keras_test.astype(np.float64))))
+    parity = max(
+        parity_max_abs_diff(fitted.model, scorer, X[split.test], transforms, mean, scale, lite=lite_test),
+        parity_max_abs_diff(fitted.model, scorer, outside, transforms, mean, scale),
+    )
     timings["parity"] = time.perf_counter() - t
     if not parity <= PARITY_TOLERANCE:
         raise ParityError(
             f"TFLite and Keras scores differ by up to {parity:.3g} on the test rows "
             f"(allowed {PARITY_TOLERANCE:g}); no bundle written"
         )
-    logger.info("parity: max |TFLite - Keras| = %.2g over %d test rows", parity, lite_test.size)
+    logger.info(
+        "parity: max |TFLite - Keras| = %.2g over %d test rows and %d rows outside the training range",
+        parity, lite_test.size, outside.shape[0],
+    )
 
     t = time.perf_counter()
     lite_val = scorer.score(X[split.val])
@@ -266,6 +310,13 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         "data_source": dataset.source,
         "data_sha256": dataset.sha256,
         "label_column": dataset.label_column,
+        "excluded_columns": [{"name": name, "why": why} for name, why in dataset.excluded],
+        "transforms": {
+            "rule": TRANSFORM_RULE,
+            "used": use == "with",
+            "validation_pr_auc": {"with": val_pr_auc["with"], "without": val_pr_auc.get("without", val_pr_auc["with"])},
+            "features": [c.to_dict() for c in choices],
+        },
         "history": fitted.history,
     }
     manifest = dataclasses.replace(
@@ -277,7 +328,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         score_histogram=evaluate.histogram(lite_train, cfg.histogram_bins),
     )
     manifest.validate()
-    files = report.render(y_test, lite_test, test_metrics, version)
+    files = report.render(y_test, lite_test, test_metrics, version, transforms=training_facts["transforms"])
     files["metrics.json"] = (
         json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n"
     ).encode()

@@ -1,4 +1,7 @@
-"""The evaluation report of a bundle: four PNG plots and a small ``report.html`` that shows them."""
+"""The evaluation report of a bundle: four PNG plots and a small ``report.html`` that shows them,
+the test metrics, and each feature's transform (which, why, clip) with the validation PR AUC of
+the model fitted with and without the transforms.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,13 @@ PLOTS = {
 }
 
 
-def render(y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: str) -> dict[str, bytes]:
-    """File name -> bytes for the plots, ``report.html`` and nothing else."""
+def render(
+    y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: str, transforms: dict[str, Any] | None = None
+) -> dict[str, bytes]:
+    """File name -> bytes for the plots, ``report.html`` and nothing else.
+
+    ``transforms``: the manifest's ``training.transforms`` (rule, used, validation_pr_auc, features).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +73,7 @@ def render(y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: 
     out["threshold_curves.png"] = _png(fig)
     plt.close("all")
 
-    out["report.html"] = _html(metrics, version).encode("utf-8")
+    out["report.html"] = _html(metrics, version, transforms).encode("utf-8")
     return out
 
 
@@ -76,7 +84,32 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _html(metrics: dict[str, Any], version: str) -> str:
+def _clip(clip: list[float | None] | None) -> str:
+    if clip is None:
+        return "none"
+    return "[" + ", ".join("none" if v is None else f"{v:.6g}" for v in clip) + "]"
+
+
+def _transforms_html(transforms: dict[str, Any] | None) -> str:
+    if not transforms:
+        return ""
+    val = transforms["validation_pr_auc"]
+    used = "kept" if transforms["used"] else "not kept (they lose on validation): every feature is served as identity"
+    rows = "\n".join(
+        f"<tr><td>{html.escape(f['name'])}</td><td>{html.escape(f['kind'])}</td>"
+        f"<td>{html.escape(f['reason'])}</td><td>{html.escape(_clip(f['clip']))}</td></tr>"
+        for f in transforms["features"]
+    )
+    return f"""<h2>Feature transforms</h2>
+<p>Validation PR AUC with the transforms {val['with']:.4f}, without {val['without']:.4f}:
+transforms {html.escape(used)}.
+Rule (training split only): {html.escape(transforms['rule'])}.</p>
+<table class="transforms"><tr><th>feature</th><th>transform</th><th>why</th><th>clip</th></tr>
+{rows}
+</table>"""
+
+
+def _html(metrics: dict[str, Any], version: str, transforms: dict[str, Any] | None = None) -> str:
     c = metrics["confusion"]
     rows = [
         ("ROC AUC", f"{metrics['roc_auc']:.4f}"),
@@ -102,5 +135,6 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <body><h1>Model {v}</h1><p>Metrics on the test split, at the threshold chosen on validation.</p>
 <table>{table}</table>
 {figures}
+{_transforms_html(transforms)}
 </body></html>
 """

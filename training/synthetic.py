@@ -4,6 +4,6 @@
 generator; training may import the worker side, never the reverse, so the one copy sits there.
 """
 
-from worker.tools.synthetic import GENERATOR, N_COMPONENTS, generate, spec, spec_sha256, write_csv
+from worker.tools.synthetic import GENERATOR, HEAVY_COLUMNS, N_COMPONENTS, generate, spec, spec_sha256, write_csv
 
-__all__ = ["GENERATOR", "N_COMPONENTS", "generate", "spec", "spec_sha256", "write_csv"]
+__all__ = ["GENERATOR", "HEAVY_COLUMNS", "N_COMPONENTS", "generate", "spec", "spec_sha256", "write_csv"]

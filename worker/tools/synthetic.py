@@ -6,6 +6,19 @@ and ``account_id`` (text, so never a default feature). Frauds differ from genuin
 components (as V14, V17, V12, V10 do in the ULB data), are spread over the night, favour small
 and very large amounts, and overlap the genuine rows enough that no model is perfect.
 
+Then the heavy-tailed account history columns of real transaction data (``HEAVY_COLUMNS``), whose
+fraud signal is a shift on a log scale, so a linear model sees it only after a log transform:
+
+- ``txn_count_30d``: the account's transactions in the last 30 days, Poisson around a log-normal
+  rate (a negative-binomial-like count with a long upper tail); frauds hit quieter accounts
+- ``amount_sum_24h``: the amount spent in the last 24 hours, log-normal; frauds come in bursts
+- ``days_since_last_txn``: days since the account's previous transaction, log-normal; frauds
+  favour dormant accounts
+- ``account_age_days``: days since the account was opened, Pareto-tailed; frauds favour new ones
+
+They are drawn after every other column, so the columns above are the same rows for the same
+``(n, seed, fraud_rate)`` as before these were added.
+
 The same ``(n, seed, fraud_rate)`` always gives the same rows, so demos, tests and a replay tool
 can share data without shipping files. It lives on the worker side because ``fraud-replay`` (which
 runs in the worker image, without the training package) uses it; ``training.synthetic`` re-exports it.
@@ -22,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR = "fraud-scoring-synthetic-v1"
+GENERATOR = "fraud-scoring-synthetic-v2"  # v2: the heavy-tailed columns added
 N_COMPONENTS = 28
 DAY_SECONDS = 86_400
 # component -> mean shift (in genuine-row standard deviations) for frauds
 FRAUD_SHIFT = {14: -4.5, 17: -4.0, 12: -4.0, 10: -3.0, 4: 2.8, 11: 2.4, 3: -2.2, 7: -1.8, 16: -1.8, 2: 1.2}
 N_ACCOUNTS = 5_000
+# The heavy-tailed columns, after the ULB-like ones; see the module docstring.
+HEAVY_COLUMNS = ("txn_count_30d", "amount_sum_24h", "days_since_last_txn", "account_age_days")
 
 
 def spec(n: int, seed: int, fraud_rate: float = 0.005) -> dict[str, object]:
@@ -77,7 +92,26 @@ def generate(n: int, seed: int = 0, fraud_rate: float = 0.005) -> dict[str, np.n
     columns["Amount"] = np.round(amount, 2)
     columns["Class"] = label
     columns["account_id"] = np.array([f"acct-{i:05d}" for i in rng.integers(0, N_ACCOUNTS, n)])
+    columns.update(_heavy_columns(rng, fraud))
     return columns
+
+
+def _heavy_columns(rng: np.random.Generator, fraud: np.ndarray) -> dict[str, np.ndarray]:
+    """The account history columns: heavy upper tails, fraud shifted on the log scale (partly, per row)."""
+    n = fraud.size
+    f = fraud * rng.beta(2.0, 1.5, n)  # how strongly each fraud shows the signature (0 for genuine rows)
+    rate = np.exp(rng.normal(np.log(20.0) - 2.5 * f, 1.2))
+    count = rng.poisson(rate).astype(np.float64)
+    spent = np.exp(rng.normal(np.log(60.0) + 2.5 * f, 1.5))
+    idle = np.exp(rng.normal(np.log(1.5) + 2.5 * f, 1.4))
+    # Pareto (Lomax, shape 1.2) tail for the age, at most 40 years; frauds' age scaled down.
+    age = np.minimum(200.0 * ((1.0 - rng.random(n)) ** (-1.0 / 1.2) - 1.0), 40 * 365.0) * np.exp(-3.0 * f)
+    return {
+        "txn_count_30d": count,
+        "amount_sum_24h": np.round(spent, 2),
+        "days_since_last_txn": np.round(idle, 3),
+        "account_age_days": np.floor(age),
+    }
 
 
 def _daytime_hours(rng: np.random.Generator, n: int) -> np.ndarray:

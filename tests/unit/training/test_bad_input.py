@@ -67,7 +67,7 @@ def test_gzip_and_quoted_csv_load(tmp_path):
     ds = load_csv(path, min_rows=500)
     assert ds.n_rows == 1200 and ds.positives == int(cols["Class"].sum())
     assert "account_id" not in ds.feature_names and ds.feature_names[0] == "Time"
-    np.testing.assert_allclose(ds.X[:, -1], cols["Amount"])
+    np.testing.assert_allclose(ds.X[:, ds.feature_names.index("Amount")], cols["Amount"])
 
 
 def test_usage_errors_exit_2(tmp_path):

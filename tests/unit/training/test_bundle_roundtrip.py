@@ -11,6 +11,7 @@ from training.pipeline import fit_scaler
 from training.split import stratified_split
 from worker.bundle import load_bundle, read_current
 from worker.scoring import load_scorer
+from worker.transforms import Transforms
 
 
 def test_bundle_has_every_part_and_loads(trained):
@@ -21,7 +22,8 @@ def test_bundle_has_every_part_and_loads(trained):
     assert {"model.tflite", "manifest.json", "metrics.json", "report.html", "pr_curve.png", "roc_curve.png",
             "score_distribution.png", "threshold_curves.png"} <= names
     m = bundle.manifest
-    assert m.feature_names == ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")  # account_id is text
+    # account_id is text; the heavy-tailed account columns follow Amount
+    assert m.feature_names == ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", *synthetic.HEAVY_COLUMNS)
     assert m.threshold_policy["chosen_on"] == "validation"
     assert m.metrics["parity_max_abs_diff"] <= 1e-5
     for key in ("rows", "positives", "class_weights", "l2", "epochs_run", "learning_rate", "batch_size", "seed",
@@ -48,7 +50,9 @@ def test_worker_scores_reproduce_the_recorded_test_metrics(trained):
     scores = scorer.score(X[split.test])
     assert np.all((scores >= 0) & (scores <= 1))
     assert abs(average_precision_score(y[split.test], scores) - m.metrics["pr_auc"]) < 1e-9
-    # The scaler was fitted on the training rows only: the test or full-data mean would differ.
-    mean, _ = fit_scaler(X[split.train])
+    # The scaler was fitted on the training rows only (after the transforms): the test or full-data
+    # mean would differ.
+    transformed = Transforms(m.feature_transforms, m.n_features).apply(X)
+    mean, _ = fit_scaler(transformed[split.train])
     np.testing.assert_allclose(m.scaler_mean, mean, rtol=0, atol=1e-12)
-    assert not np.allclose(m.scaler_mean, X.mean(axis=0), rtol=0, atol=1e-9)
+    assert not np.allclose(m.scaler_mean, transformed.mean(axis=0), rtol=0, atol=1e-9)

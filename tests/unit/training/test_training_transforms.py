@@ -1,0 +1,102 @@
+"""A training run chooses transforms on its training rows, writes them in the manifest, and the
+worker's Scorer reads them and scores as an independent computation does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training import synthetic
+from training.data import from_columns
+from training.export import outside_rows
+from training.pipeline import TrainConfig, run
+from training.split import stratified_split
+from worker.bundle import read_manifest
+from worker.scoring import load_scorer
+
+from .conftest import train
+
+
+def independent_scores(m, raw: np.ndarray) -> np.ndarray:
+    """clip -> transform -> scale -> weights -> sigmoid, in float64, from the manifest alone."""
+    x = np.array(raw, dtype=np.float64)
+    for j, t in enumerate(m.feature_transforms):
+        if t.clip is not None:
+            lo, hi = t.clip
+            x[:, j] = np.clip(x[:, j], -np.inf if lo is None else lo, np.inf if hi is None else hi)
+        if t.kind == "log1p":
+            x[:, j] = np.log1p(x[:, j])
+        elif t.kind == "signed_log1p":
+            x[:, j] = np.sign(x[:, j]) * np.log1p(np.abs(x[:, j]))
+    z = ((x - np.array(m.scaler_mean)) / np.array(m.scaler_scale)) @ np.array(m.weights) + m.bias
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_the_manifest_carries_the_chosen_transforms_and_the_scorer_applies_them(trained):
+    scorer = load_scorer(str(trained))
+    m = scorer.bundle.manifest
+    facts = m.training["transforms"]
+    assert facts["used"] is True  # on this data the transforms win on validation
+    assert facts["validation_pr_auc"]["with"] >= facts["validation_pr_auc"]["without"]
+    kinds = dict(zip(m.feature_names, (t.kind for t in m.feature_transforms), strict=True))
+    assert [f["kind"] for f in facts["features"]] == list(kinds.values())
+    assert all(kinds[name] == "log1p" for name in ("Amount", *synthetic.HEAVY_COLUMNS))
+    assert kinds["Time"] == "identity" and kinds["V14"] == "signed_log1p"
+    assert all(t.clip is not None and t.clip[0] >= 0 for t in m.feature_transforms if t.kind == "log1p")
+
+    cols = synthetic.generate(6000, 7, 0.03)
+    X = np.column_stack([cols[n] for n in m.feature_names])
+    split = stratified_split(cols["Class"].astype(int), m.training["seed"], 0.2, 0.2)
+    train_rows = X[split.train]
+    for j, t in enumerate(m.feature_transforms):  # the clip bounds are the training rows' range
+        if t.clip is not None:
+            assert t.clip == (train_rows[:, j].min(), train_rows[:, j].max()), m.feature_names[j]
+    outside = outside_rows(train_rows.min(axis=0), train_rows.max(axis=0), rows=300, seed=1)
+    for rows in (X[split.test], outside):
+        served = scorer.score(rows)
+        assert np.isfinite(served).all()
+        assert np.max(np.abs(served - independent_scores(m, rows))) <= 1e-5
+    assert m.metrics["parity_max_abs_diff"] <= 1e-5
+
+    report = (scorer.bundle.path / "report.html").read_text()
+    assert "<h2>Feature transforms</h2>" in report
+    assert f"with the transforms {facts['validation_pr_auc']['with']:.4f}" in report
+    assert "<td>account_age_days</td><td>log1p</td><td>never negative, upper tail" in report
+
+
+def test_a_value_only_in_the_test_split_moves_no_bound(tmp_path):
+    cols = synthetic.generate(3000, 2, 0.03)
+    y = cols["Class"].astype(int)
+    split = stratified_split(y, 42, 0.2, 0.2)
+    cols["Amount"] = cols["Amount"].copy()
+    cols["Amount"][split.test[0]] = 1e9
+    cols["Amount"][split.val[0]] = 5e8
+    ds = from_columns(cols, "Class", None, "mem", "0" * 64, min_rows=500)
+    cfg = TrainConfig(synthetic_rows=3000, models_dir=str(tmp_path), epochs=2, batch_size=1024, min_rows=500)
+    result = run(cfg, dataset=ds)
+    j = ds.feature_names.index("Amount")
+    facts = read_manifest(result.bundle_path).training["transforms"]["features"][j]
+    assert facts["kind"] == "log1p"
+    assert facts["clip"] == [float(ds.X[split.train, j].min()), float(ds.X[split.train, j].max())]
+    assert facts["clip"][1] < 1e5
+
+
+def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monkeypatch):
+    """The model without transforms is kept when it wins on validation: every feature is identity."""
+    import training.model as model
+
+    real = model.fit
+    calls = []
+
+    def fit(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(result)
+        result.best_val_pr_auc = 0.1 if len(calls) == 1 else 0.9  # the first fit is the transformed one
+        return result
+
+    monkeypatch.setattr(model, "fit", fit)
+    assert train(tmp_path, "--epochs", "2") == 0
+    m = read_manifest(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    assert len(calls) == 2
+    assert {t.kind for t in m.feature_transforms} == {"identity"} and all(t.clip is None for t in m.feature_transforms)
+    assert m.training["transforms"]["used"] is False
+    assert m.training["transforms"]["validation_pr_auc"] == {"with": 0.1, "without": 0.9}
