@@ -4,7 +4,8 @@
 alerts, then (with a scores topic) one score record per valid event, then a DLQ record per bad
 one. An alert and a score record carry the same JSON (docs/design.md, "Alert"):
 ``transaction_id``, ``score``, ``threshold``, ``model_version``, ``reasons`` (the top features
-by signed contribution to the logit), ``event_time`` (epoch ms) and ``scored_at`` (epoch ms).
+by signed contribution to the logit, each with its raw value in the event), ``event_time`` (epoch
+ms) and ``scored_at`` (epoch ms).
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ def build_outputs(
     scorer: Scorer,
     records: Sequence,  # the batch's Kafka records (topic, partition, offset, timestamp, key, value)
     decoded: DecodedBatch,
-    scaled: np.ndarray | None,  # the valid rows, scaled; None if there are none
+    scaled: np.ndarray | None,  # the valid rows (decoded.features) transformed and scaled; None if there are none
     scores: np.ndarray | None,
     scored_at: int,
 ) -> Outputs:
-    """Alerts, score records and DLQ records for ``decoded``, in the order they are sent."""
+    """Alerts, score records and DLQ records for ``decoded``, in the order they are sent.
+
+    The reasons' raw values are ``decoded.features``, the rows ``scaled`` was computed from.
+    """
     c, out = config, Outputs()
     if decoded.index and scaled is not None and scores is not None:
         ids = decoded.transaction_ids
@@ -54,10 +58,11 @@ def build_outputs(
         rows = range(len(scores)) if c.scores_topic else hits.tolist()
         times = {j: _event_time(decoded, records, j) for j in rows}
         out.scores, out.hits, out.alert_times = scores, hits, [times[j] for j in hits.tolist()]
-        alerts = encode_results(scorer, hits, ids, times, scaled, scores, scored_at, c.reasons)
+        raw = decoded.features
+        alerts = encode_results(scorer, hits, ids, times, scaled, raw, scores, scored_at, c.reasons)
         out.records += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
         if c.scores_topic:
-            payloads = encode_results(scorer, range(len(scores)), ids, times, scaled, scores, scored_at, c.reasons)
+            payloads = encode_results(scorer, range(len(scores)), ids, times, scaled, raw, scores, scored_at, c.reasons)
             for j, payload in enumerate(payloads):
                 r = records[decoded.index[j]]
                 source = source_headers(r.topic, r.partition, r.offset)
@@ -84,15 +89,20 @@ def encode_results(
     transaction_ids: Sequence[str],
     event_times: Mapping[int, int],  # epoch ms by row index
     scaled: np.ndarray,
+    raw: np.ndarray,  # the same rows before transforms and scaling (the decoded features)
     scores: np.ndarray,
     scored_at: int,
     k: int,
 ) -> list[bytes]:
-    """One JSON payload per row index in ``rows`` (indices into the batch's valid rows)."""
+    """One JSON payload per row index in ``rows`` (indices into the batch's valid rows).
+
+    Each reason is ``{"feature", "contribution", "value"}``: the feature's weight × transformed,
+    scaled value, and its raw value (``Scorer.top_reasons_many``).
+    """
     if len(rows) == 0:
         return []
     rows = list(rows)
-    reasons = scorer.top_reasons_many(scaled[rows], k)
+    reasons = scorer.top_reasons_many(scaled[rows], raw[rows], k)
     threshold, version = scorer.threshold, scorer.version
     picked = scores[rows].astype(np.float64).tolist()
     return [
@@ -102,7 +112,7 @@ def encode_results(
                 "score": score,
                 "threshold": threshold,
                 "model_version": version,
-                "reasons": [{"feature": f, "contribution": c} for f, c in why],
+                "reasons": [{"feature": f, "contribution": c, "value": v} for f, c, v in why],
                 "event_time": event_times[j],
                 "scored_at": scored_at,
             }

@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 
 from tests.integration.conftest import SLICE
+from tests.support.bundles import ULB_FEATURES
 from tests.support.workers import WorkerProcess, headers, produce, read_topic, wait_committed
 from worker.scoring import load_scorer
 
@@ -67,12 +68,18 @@ def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka
         assert doc["transaction_id"] == key
         assert doc["score"] >= threshold - 1e-5 and doc["threshold"] == threshold
         assert doc["model_version"] == "v1"
-        assert len(doc["reasons"]) == 3 and all(set(r) == {"feature", "contribution"} for r in doc["reasons"])
+        assert len(doc["reasons"]) == 3
+        assert all(set(r) == {"feature", "contribution", "value"} for r in doc["reasons"])
+        i = int(key.split("-")[1])
+        # Each reason names its feature's raw value, as the worker read it (float32).
+        assert all(np.float32(r["value"]) == np.float32(ulb.features[i, ULB_FEATURES.index(r["feature"])])
+                   for r in doc["reasons"])  # fmt: skip
         assert isinstance(doc["event_time"], int) and isinstance(doc["scored_at"], int)
     sample = next(iter(alert_docs))
     i = int(sample.split("-")[1])
-    want = scorer.top_reasons(scorer.scale(ulb.features[i : i + 1].astype(np.float32))[0], 3)
-    assert [(r["feature"], r["contribution"]) for r in alert_docs[sample]["reasons"]] == want
+    raw = ulb.features[i : i + 1].astype(np.float32)
+    want = scorer.top_reasons(scorer.scale(raw)[0], raw[0], 3)
+    assert [(r["feature"], r["contribution"], r["value"]) for r in alert_docs[sample]["reasons"]] == want
     h = headers(read_topic(kafka, topics["scores_topic"])[0])
     assert {"source_topic", "source_partition", "source_offset"} <= set(h)
     assert h["source_topic"] == topics["input_topic"]

@@ -3,7 +3,8 @@
 ``tflite_for(weights, bias)`` builds ``training.export.dense_model``, sets the weights and converts
 it with ``to_tflite``; TensorFlow is imported in the test process only, and each weight set is
 converted once per session (conversion takes seconds). ``make_bundle`` writes a bundle through
-the real contract (``worker.bundle.write_bundle``); helpers below break one in a chosen way.
+the real contract (``worker.bundle.write_bundle``), with ``feature_transforms`` (the manifest's
+list of ``{"kind", "clip"}``) when given; helpers below break one in a chosen way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.bundle import MANIFEST_FILE, MODEL_FILE, Manifest, set_current, sha256_hex, write_bundle
+from worker.transforms import read_transforms
 
 ULB_FEATURES = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")
 _TFLITE: dict[tuple, bytes] = {}
@@ -48,7 +50,9 @@ def make_bundle(
     model_bytes: bytes | None = None,
     promote: bool = True,
     score_histogram: dict | None = None,
+    feature_transforms: Sequence[dict] | None = None,
 ) -> Path:
+    """Write (and by default promote) a bundle; ``feature_transforms`` None or [] means none (all identity)."""
     model_bytes = model_bytes if model_bytes is not None else tflite_for(weights, bias)
     manifest = Manifest(
         version=version,
@@ -62,6 +66,7 @@ def make_bundle(
         threshold_policy={"policy": "fixed", "why": "test bundle"},
         model_sha256=sha256_hex(model_bytes),
         score_histogram=dict(score_histogram or {}),
+        feature_transforms=read_transforms(list(feature_transforms or []), len(feature_names)),
     )
     path = write_bundle(models_dir, manifest, model_bytes)
     if promote:

@@ -58,7 +58,9 @@ def format_alert(alert: object) -> str:
     reasons = []
     for r in alert.get("reasons") or []:
         if isinstance(r, Mapping):
-            reasons.append(f"{r.get('feature', '?')} {_number(r.get('contribution'), '+.2f')}")
+            # The feature, its raw value in the event when the alert carries it, its contribution.
+            value = f"={_number(r['value'], '.6g')}" if "value" in r else ""
+            reasons.append(f"{r.get('feature', '?')}{value} {_number(r.get('contribution'), '+.2f')}")
     return (
         f"{_clock(alert.get('scored_at'))} ALERT {alert.get('transaction_id', '?')}"
         f"  score {_number(alert.get('score'), '.4f')} >= {_number(alert.get('threshold'), '.4f')}"

@@ -16,6 +16,7 @@ from worker.bundle import (
     write_bundle,
 )
 from worker.errors import BundleError
+from worker.transforms import FeatureTransform
 
 MODEL = b"not really a flatbuffer, but the bundle layer does not care"
 
@@ -40,6 +41,23 @@ def test_round_trip(tmp_path):
     assert bundle.manifest == manifest() and bundle.model_bytes == MODEL
     assert list_versions(tmp_path) == ["v1"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_feature_transforms_round_trip_as_the_contract_spells_them(tmp_path):
+    transforms = (FeatureTransform("log1p", (0.0, None)), FeatureTransform("signed_log1p", (-5.0, 5.0)))
+    path = write_bundle(tmp_path, manifest(feature_transforms=transforms), MODEL)
+    written = json.loads((path / "manifest.json").read_text())["feature_transforms"]
+    assert written == [{"kind": "log1p", "clip": [0.0, None]}, {"kind": "signed_log1p", "clip": [-5.0, 5.0]}]
+    assert load_bundle(tmp_path, "v1").manifest.feature_transforms == transforms
+    # Without the field, or with an empty list, every feature is identity (bundles written before it).
+    for version, value in (("v2", None), ("v3", [])):
+        path = write_bundle(tmp_path, manifest(version), MODEL)
+        data = json.loads((path / "manifest.json").read_text())
+        data.pop("feature_transforms")
+        if value is not None:
+            data["feature_transforms"] = value
+        (path / "manifest.json").write_text(json.dumps(data))
+        assert load_bundle(tmp_path, version).manifest.feature_transforms == ()
 
 
 def test_refuses_to_overwrite_a_version(tmp_path):

@@ -42,3 +42,28 @@ def test_reload_switches_on_a_good_bundle_and_keeps_serving_on_a_bad_one(models,
     assert watcher.maybe_reload() is False  # the same failed CURRENT is not retried every interval
     assert get("fraud_model_reloads_total", {"result": "failed"}) == 1
     assert get("fraud_model_info", {"version": "v2", "sha256": watcher.scorer.bundle.manifest.model_sha256}) == 1
+
+
+def test_a_bundle_whose_model_or_transforms_disagree_with_its_manifest_is_refused_on_reload(models, bundle_spec):
+    """The probe goes through the transforms: the previous model keeps serving either bundle."""
+    from tests.support.bundles import tflite_for
+
+    registry, clock = CollectorRegistry(), Clock()
+    watcher = ModelWatcher(str(models), WorkerMetrics(registry), interval=1.0, clock=clock)
+    watcher.load_initial()
+    other = list(bundle_spec["weights"])
+    other[0] += 0.1
+    make_bundle(models, "wrong-weights", model_bytes=tflite_for(other, bundle_spec["bias"]), **bundle_spec)
+    clock.now += 1.5
+    assert watcher.maybe_reload() is False and watcher.version == "v1"
+    # A log1p clipped to [0, 10] under a scaler fitted on the raw values (mean 40 > log1p(10)).
+    transforms = [{"kind": "identity", "clip": None}] * 5 + [{"kind": "log1p", "clip": [0.0, 10.0]}]
+    make_bundle(models, "wrong-transform", feature_transforms=transforms,
+                **dict(bundle_spec, mean=[*bundle_spec["mean"][:5], 40.0]))  # fmt: skip
+    clock.now += 1.5
+    assert watcher.maybe_reload() is False and watcher.version == "v1"
+    assert registry.get_sample_value("fraud_model_reloads_total", {"result": "failed"}) == 2
+    transforms[-1] = {"kind": "log1p", "clip": [0.0, 100.0]}
+    make_bundle(models, "v2", feature_transforms=transforms, **dict(bundle_spec, mean=[*bundle_spec["mean"][:5], 2.0]))
+    clock.now += 1.5
+    assert watcher.maybe_reload() is True and watcher.version == "v2"

@@ -26,6 +26,13 @@ def test_alert_line_names_id_score_threshold_reasons_and_model() -> None:
     assert "\n" not in line
 
 
+def test_alert_line_names_each_reasons_raw_value_when_the_alert_carries_it() -> None:
+    reasons = [{"feature": "Amount", "contribution": 1.2345, "value": 149.62},
+               {"feature": "V14", "contribution": 0.5, "value": -9.5234571}, {"feature": "V4", "value": "x"}]  # fmt: skip
+    line = format_alert({**ALERT, "reasons": reasons})
+    assert "reasons: Amount=149.62 +1.23, V14=-9.52346 +0.50, V4=? ?" in line
+
+
 def test_alert_line_survives_missing_or_odd_fields() -> None:
     line = format_alert({"transaction_id": "t", "score": "high", "reasons": [None, {"feature": "V1"}]})
     assert "score ? >= ?" in line and "reasons: V1 ?" in line and "[model ?]" in line
