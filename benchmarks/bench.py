@@ -17,7 +17,11 @@ On one topic of ULB-derived events (6 partitions) on the real local Apache Kafka
    append-to-poll latency at the same rate;
 5. the worker's peak resident memory (with its decoder process) and its time from process
    start to ready;
-6. hardware and versions.
+6. the scoring cost per 500-row batch (``Scorer.scale`` + ``score_scaled``, no broker) for the
+   trained model's weights with every feature identity and with transforms (signed_log1p on
+   V1..V28, log1p on Amount clipped to [0, its 99.5 % quantile]), alternating; ``--only-scoring``
+   runs this step alone, on a model exported with fixed weights (no broker, no training);
+7. hardware and versions.
 
 Prints a table and writes benchmarks/results.json. Uses KAFKA_BOOTSTRAP_SERVERS if set, else
 starts its own broker with scripts/local-kafka on free ports and stops it at the end.
@@ -87,6 +91,87 @@ def load_events(limit: int) -> tuple[list[bytes], np.ndarray]:
             values.append(enc(doc))
             rows.append(feats)
     return values, np.asarray(rows)
+
+
+def scoring_cost(raw: np.ndarray, manifest: dict, model_bytes: bytes, repeats: int, batches: int) -> dict:
+    """Microseconds per 500-row batch of ``Scorer.scale`` + ``score_scaled``, all identity and with transforms.
+
+    The same model and weights both ways; only ``feature_transforms`` differs (the V columns
+    signed_log1p, Amount log1p clipped to [0, its 99.5 % quantile], Time identity). The two
+    alternate, which goes first swapping every repetition; each repetition times ``batches``
+    consecutive batches of ULB rows; medians over the repetitions, and the median of the per-pair ratios.
+    """
+    from dataclasses import replace
+
+    from worker.bundle import Bundle, Manifest
+    from worker.scoring import Scorer
+    from worker.transforms import FeatureTransform
+
+    base = Manifest.from_dict(manifest)
+    names = base.feature_names
+    rows = np.asarray(raw[: batches * BATCH], dtype=np.float32)
+    amount_hi = float(np.quantile(rows[:, names.index("Amount")], 0.995))
+    transforms = tuple(
+        FeatureTransform("signed_log1p") if n.startswith("V")
+        else FeatureTransform("log1p", (0.0, amount_hi)) if n == "Amount"
+        else FeatureTransform()
+        for n in names
+    )  # fmt: skip
+    scorers = {
+        "identity": Scorer(Bundle(Path("."), replace(base, feature_transforms=()), model_bytes)),
+        "transforms": Scorer(Bundle(Path("."), replace(base, feature_transforms=transforms), model_bytes)),
+    }
+    chunks = [rows[i : i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)]
+    for s in scorers.values():  # warm up: the interpreter sized for a 500-row batch
+        for c in chunks[:5]:
+            s.score_scaled(s.scale(c))
+    times: dict[str, list[float]] = {k: [] for k in scorers}
+    for r in range(repeats):
+        for name in (list(scorers) if r % 2 == 0 else list(reversed(scorers))):
+            s = scorers[name]
+            t0 = time.perf_counter()
+            for c in chunks:
+                s.score_scaled(s.scale(c))
+            times[name].append((time.perf_counter() - t0) / len(chunks) * 1e6)
+    ident, trans = times["identity"], times["transforms"]
+    return {
+        "batch_rows": BATCH,
+        "batches_per_repeat": len(chunks),
+        "repeats": repeats,
+        "transforms": f"signed_log1p on V1..V28, log1p on Amount clipped to [0, {amount_hi:.2f}], Time identity",
+        "identity_us_per_batch": {"median": statistics.median(ident), "runs": ident},
+        "transforms_us_per_batch": {"median": statistics.median(trans), "runs": trans},
+        "ratio_of_medians": statistics.median(trans) / statistics.median(ident),
+        "median_of_ratios": statistics.median([t / i for t, i in zip(trans, ident, strict=True)]),
+    }
+
+
+def fixed_weights_model(n: int) -> tuple[dict, bytes]:
+    """A manifest and TFLite model for ``--only-scoring``: fixed weights (the cost does not depend on them)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from training.export import dense_model, to_tflite
+    from worker.bundle import Manifest, sha256_hex
+
+    weights = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+    model = dense_model(n)
+    model.set_weights([weights.reshape(n, 1), np.array([-3.0], dtype=np.float32)])
+    blob = to_tflite(model)
+    names = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")[:n]
+    manifest = Manifest(
+        version="bench", created_at="2026-01-01T00:00:00Z", feature_names=names, scaler_mean=(0.0,) * n,
+        scaler_scale=(1.0,) * n, weights=tuple(weights.tolist()), bias=-3.0, threshold=0.5, threshold_policy={},
+        model_sha256=sha256_hex(blob),
+    )  # fmt: skip
+    return json.loads(manifest.to_json()), blob
+
+
+def print_scoring(sc: dict) -> None:
+    print(f"scoring per {sc['batch_rows']}-row batch (Scorer.scale + score_scaled; median of {sc['repeats']} "
+          f"alternating repetitions of {sc['batches_per_repeat']} batches):")  # fmt: skip
+    print(f"  all identity      {sc['identity_us_per_batch']['median']:8.1f} µs")
+    print(f"  with transforms   {sc['transforms_us_per_batch']['median']:8.1f} µs  ({sc['transforms']})")
+    print(f"  ratio of medians  {sc['ratio_of_medians']:8.3f}   "
+          f"(median of the per-pair ratios {sc['median_of_ratios']:.3f})")  # fmt: skip
 
 
 def create_topics(bootstrap: str, specs: dict[str, tuple[int, dict]]) -> None:
@@ -382,14 +467,16 @@ def latency(bootstrap: str, models: str, rate: float, seconds: float, warmup: fl
             "with_warmup": {"alerts": int(lat.size), **pct(lat), "bare_consumer": pct(bare_arr[:, 1])}}  # fmt: skip
 
 
+def cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+
+
 def versions(bootstrap: str) -> dict:
     import importlib.metadata as md
 
     return {
         "cores": os.cpu_count(),
-        "cpu": next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
-        ),
+        "cpu": cpu_name(),
         "python": platform.python_version(),
         "kafka-python": md.version("kafka-python"),
         "crc32c": md.version("crc32c"),
@@ -411,9 +498,28 @@ def main() -> int:
                     help="measured part of the latency run")
     ap.add_argument("--latency-warmup", type=float, default=2.0,
                     help="seconds at the start of the latency run left out of its percentiles")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results.json"))
+    ap.add_argument("--scoring-repeats", type=int, default=41,
+                    help="alternating repetitions of the scoring-cost step (identity vs transforms)")
+    ap.add_argument("--scoring-batches", type=int, default=100, help="500-row batches per scoring repetition")
+    ap.add_argument("--only-scoring", action="store_true",
+                    help="run only the scoring-cost step (no broker, no training; writes --out only if given)")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results.json for the full run)")
     args = ap.parse_args()
     started = time.monotonic()
+    if args.only_scoring:
+        _, raw = load_events(args.scoring_batches * BATCH)
+        manifest, blob = fixed_weights_model(raw.shape[1])
+        log(f"scoring cost: {args.scoring_repeats} alternating repetitions of {args.scoring_batches} batches")
+        sc = scoring_cost(raw, manifest, blob, args.scoring_repeats, args.scoring_batches)
+        import importlib.metadata as md
+
+        sc["environment"] = {"cores": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version(),
+                             "numpy": md.version("numpy"), "ai-edge-litert": md.version("ai-edge-litert")}  # fmt: skip
+        if args.out:
+            Path(args.out).write_text(json.dumps(sc, indent=2) + "\n")
+        print_scoring(sc)
+        return 0
+    args.out = args.out or str(REPO / "benchmarks/results.json")
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -428,7 +534,7 @@ def main() -> int:
         version = (Path(models) / "CURRENT").read_text().strip()
         manifest = json.loads((Path(models) / version / "manifest.json").read_text())
 
-        values, _ = load_events(args.events)
+        values, raw = load_events(args.events)
         tag = uuid.uuid4().hex[:8]
         topics = {"input": f"bench-in-{tag}", "alerts": f"bench-alerts-{tag}", "dlq": f"bench-dlq-{tag}"}
         create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {})})
@@ -459,6 +565,10 @@ def main() -> int:
         log(f"latency at 50% of {worker_med:,.0f}/s for {args.latency_seconds:.0f}s")
         lat = latency(bootstrap, models, worker_med * 0.5, args.latency_seconds, args.latency_warmup)
 
+        log(f"scoring cost per batch, identity vs transforms: {args.scoring_repeats} alternating repetitions")
+        blob = (Path(models) / version / "model.tflite").read_bytes()
+        scoring = scoring_cost(raw, manifest, blob, args.scoring_repeats, args.scoring_batches)
+
         results = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "events": len(values),
@@ -483,6 +593,7 @@ def main() -> int:
             "latency_at_half_load": lat,
             "worker_peak_rss_mb": max(peaks),
             "worker_start_to_ready_s": statistics.median(ups),
+            "scoring_per_batch": scoring,
             "environment": versions(bootstrap),
             "bench_seconds": round(time.monotonic() - started, 1),
         }
@@ -529,6 +640,17 @@ def print_table(r: dict) -> None:
         ),
         ("worker peak RSS (with its decoder process)", f"{r['worker_peak_rss_mb']:.1f} MB"),
         ("worker start to ready (model + metrics)", f"{r['worker_start_to_ready_s']:.2f} s"),
+        *(
+            [
+                (
+                    f"scoring per {sc['batch_rows']}-row batch, all identity / with transforms (median)",
+                    f"{sc['identity_us_per_batch']['median']:.1f} / {sc['transforms_us_per_batch']['median']:.1f} µs",
+                ),
+                ("  with transforms / all identity (ratio of medians)", f"{sc['ratio_of_medians']:.3f}"),
+            ]
+            if (sc := r.get("scoring_per_batch"))
+            else []
+        ),
         ("machine", f"{env['cores']} cores, {env['cpu']}"),
         ("versions", f"Python {env['python']}, kafka-python {env['kafka-python']} (crc32c {env['crc32c']}), "
                      f"LiteRT {env['ai-edge-litert']}, {env['kafka_broker']}"),  # fmt: skip

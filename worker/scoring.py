@@ -60,7 +60,8 @@ class Scorer:
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
         """(transform(raw) - mean) / scale as float32, a new array (the input is never mutated)."""
-        out = self.transforms.apply(np.asarray(raw, dtype=np.float32)) - self.mean
+        out = self.transforms.apply(np.asarray(raw, dtype=np.float32))  # a new array: scaled in place
+        out -= self.mean
         out *= self.inv_scale
         return out
 
@@ -190,14 +191,12 @@ def _kind(kind: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _inverse(kind: str, t: np.ndarray) -> np.ndarray:
-    """A raw value that ``kind`` takes to ``t`` (before any clipping)."""
-    with np.errstate(over="ignore"):
-        if kind == "log1p":
-            return np.expm1(t)
-        if kind == "signed_log1p":
-            return np.copysign(np.expm1(np.abs(t)), t)
-    return t
+def _inverse(specs: tuple[FeatureTransform, ...], t: np.ndarray) -> np.ndarray:
+    """Raw values that the kinds take to ``t`` (one per feature, before any clipping)."""
+    kinds = np.array([spec.kind for spec in specs])
+    with np.errstate(over="ignore"):  # an infinity here becomes a large finite raw value (probe_rows)
+        signed = np.copysign(np.expm1(np.abs(t)), t)
+        return np.where(kinds == "log1p", np.expm1(t), np.where(kinds == "signed_log1p", signed, t))
 
 
 def reference_scores(m: Manifest, raw: np.ndarray) -> np.ndarray:
@@ -231,8 +230,7 @@ def probe_rows(m: Manifest) -> tuple[list[str], np.ndarray]:
     """
     specs = _specs(m)
     mean, scale = np.asarray(m.scaler_mean), np.asarray(m.scaler_scale)
-    centre = np.array([_inverse(t.kind, np.float64(mu)) for t, mu in zip(specs, mean, strict=True)])
-    above = np.array([_inverse(t.kind, np.float64(mu + s)) for t, mu, s in zip(specs, mean, scale, strict=True)])
+    centre, above = _inverse(specs, mean), _inverse(specs, mean + scale)
     labels, rows = ["raw zeros", "the scaler's mean"], [np.zeros_like(centre), centre]
     names = m.feature_names
     for j in range(m.n_features):
@@ -261,7 +259,7 @@ def _check_scaler_within_clips(m: Manifest) -> None:
     mean = m.scaler_mean
     for j, spec in enumerate(_specs(m)):
         lo, hi = spec.clip or (None, None)
-        bounds = [None if b is None else float(_kind(spec.kind, np.float64(b))) for b in (lo, hi)]
+        bounds = [None if b is None else float(_kind(spec.kind, np.array([b]))[0]) for b in (lo, hi)]
         t_lo, t_hi = bounds
         slack = 1e-6 + 1e-5 * max(abs(b) for b in (0.0, *(b for b in bounds if b is not None)))
         if (t_lo is not None and mean[j] < t_lo - slack) or (t_hi is not None and mean[j] > t_hi + slack):

@@ -88,22 +88,51 @@ class Transforms:
         self.transforms = tuple(ts)
         self.lo = np.array([t.clip[0] if t.clip and t.clip[0] is not None else -np.inf for t in ts])
         self.hi = np.array([t.clip[1] if t.clip and t.clip[1] is not None else np.inf for t in ts])
-        self._clipped = np.flatnonzero(np.isfinite(self.lo) | np.isfinite(self.hi))
-        self._log1p = np.flatnonzero([t.kind == "log1p" for t in ts])
-        self._signed = np.flatnonzero([t.kind == "signed_log1p" for t in ts])
-        self.is_identity = not (len(self._clipped) or len(self._log1p) or len(self._signed))
+        self._clipped = _columns(np.flatnonzero(np.isfinite(self.lo) | np.isfinite(self.hi)))
+        self._log1p = _columns(np.flatnonzero([t.kind == "log1p" for t in ts]))
+        self._signed = _columns(np.flatnonzero([t.kind == "signed_log1p" for t in ts]))
+        c = self._clipped
+        self._bounds = {np.dtype(np.float32): (self.lo[c].astype(np.float32), self.hi[c].astype(np.float32))}
+        self.is_identity = self._clipped is None and self._log1p is None and self._signed is None
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        """clip, then kind, for every row; a new array of ``raw``'s float dtype (``raw`` is not changed)."""
+        """clip, then kind, for every row; a new array of ``raw``'s float dtype (``raw`` is not changed).
+
+        Each step is a few numpy calls on the columns it concerns, in place in the new array where
+        those columns are consecutive (a view), else on a copy of them written back.
+        """
         x = np.array(raw, dtype=np.result_type(raw, np.float32), copy=True)
         if self.is_identity:
             return x
-        if len(self._clipped):
-            c = self._clipped
-            x[:, c] = np.clip(x[:, c], self.lo[c].astype(x.dtype), self.hi[c].astype(x.dtype))
-        if len(self._log1p):
-            x[:, self._log1p] = np.log1p(x[:, self._log1p])
-        if len(self._signed):
-            s = x[:, self._signed]
-            x[:, self._signed] = np.sign(s) * np.log1p(np.abs(s))
+        if (c := self._clipped) is not None:
+            bounds = self._bounds.get(x.dtype)
+            if bounds is None:
+                bounds = self._bounds[x.dtype] = (self.lo[c].astype(x.dtype), self.hi[c].astype(x.dtype))
+            v = x[:, c]
+            np.clip(v, *bounds, out=v)
+            _store(x, c, v)
+        if (c := self._log1p) is not None:
+            v = x[:, c]
+            np.log1p(v, out=v)
+            _store(x, c, v)
+        if (c := self._signed) is not None:
+            v = x[:, c]
+            t = np.abs(v)
+            np.log1p(t, out=t)
+            np.copysign(t, v, out=v)  # sign(x) * log1p(|x|)
+            _store(x, c, v)
         return x
+
+
+def _columns(index: np.ndarray) -> slice | np.ndarray | None:
+    """None for no columns, a slice for consecutive ones (a view, changed in place), else the indices."""
+    if not len(index):
+        return None
+    if index[-1] - index[0] == len(index) - 1:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _store(x: np.ndarray, columns: slice | np.ndarray, values: np.ndarray) -> None:
+    if not isinstance(columns, slice):  # fancy indexing gave a copy: write it back
+        x[:, columns] = values

@@ -27,8 +27,11 @@ def test_alert_line_names_id_score_threshold_reasons_and_model() -> None:
 
 
 def test_alert_line_names_each_reasons_raw_value_when_the_alert_carries_it() -> None:
-    reasons = [{"feature": "Amount", "contribution": 1.2345, "value": 149.62},
-               {"feature": "V14", "contribution": 0.5, "value": -9.5234571}, {"feature": "V4", "value": "x"}]  # fmt: skip
+    reasons = [
+        {"feature": "Amount", "contribution": 1.2345, "value": 149.62},
+        {"feature": "V14", "contribution": 0.5, "value": -9.5234571},
+        {"feature": "V4", "value": "x"},
+    ]
     line = format_alert({**ALERT, "reasons": reasons})
     assert "reasons: Amount=149.62 +1.23, V14=-9.52346 +0.50, V4=? ?" in line
 
