@@ -94,7 +94,11 @@ def _transforms_html(transforms: dict[str, Any] | None) -> str:
     if not transforms:
         return ""
     val = transforms["validation_pr_auc"]
-    used = "kept" if transforms["used"] else "not kept (they lose on validation): every feature is served as identity"
+    margin = transforms.get("loss_margin", 0.0)
+    used = (
+        f"kept (dropped only when they lose by more than {margin:g})" if transforms["used"]
+        else f"dropped (they lose by more than {margin:g}): every feature is served as identity"
+    )
     rows = "\n".join(
         f"<tr><td>{html.escape(f['name'])}</td><td>{html.escape(f['kind'])}</td>"
         f"<td>{html.escape(f['reason'])}</td><td>{html.escape(_clip(f['clip']))}</td></tr>"

@@ -4,11 +4,12 @@ worker's Scorer reads them and scores as an independent computation does."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training import synthetic
 from training.data import from_columns
 from training.export import outside_rows
-from training.pipeline import TrainConfig, run
+from training.pipeline import TRANSFORMS_LOSS_MARGIN, TrainConfig, run
 from training.split import stratified_split
 from worker.bundle import read_manifest
 from worker.scoring import load_scorer
@@ -80,8 +81,10 @@ def test_a_value_only_in_the_test_split_moves_no_bound(tmp_path):
     assert facts["clip"][1] < 1e5
 
 
-def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monkeypatch):
-    """The model without transforms is kept when it wins on validation: every feature is identity."""
+@pytest.mark.parametrize("with_, without, used", [(0.1, 0.9, False), (0.5, 0.51, True)])
+def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monkeypatch, with_, without, used):
+    """Without transforms is kept when it wins on validation by more than the margin (then every feature
+    is identity); a smaller loss keeps the transforms."""
     import training.model as model
 
     real = model.fit
@@ -90,13 +93,20 @@ def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monke
     def fit(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append(result)
-        result.best_val_pr_auc = 0.1 if len(calls) == 1 else 0.9  # the first fit is the transformed one
+        result.best_val_pr_auc = with_ if len(calls) == 1 else without  # the first fit is the transformed one
         return result
 
     monkeypatch.setattr(model, "fit", fit)
     assert train(tmp_path, "--epochs", "2") == 0
-    m = read_manifest(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    bundle = next(p for p in tmp_path.iterdir() if p.is_dir())
+    m = read_manifest(bundle)
     assert len(calls) == 2
-    assert {t.kind for t in m.feature_transforms} == {"identity"} and all(t.clip is None for t in m.feature_transforms)
-    assert m.training["transforms"]["used"] is False
-    assert m.training["transforms"]["validation_pr_auc"] == {"with": 0.1, "without": 0.9}
+    assert without - with_ > TRANSFORMS_LOSS_MARGIN if not used else without - with_ < TRANSFORMS_LOSS_MARGIN
+    kinds = {t.kind for t in m.feature_transforms}
+    if used:
+        assert {"log1p", "signed_log1p"} <= kinds
+    else:
+        assert kinds == {"identity"} and all(t.clip is None for t in m.feature_transforms)
+    assert m.training["transforms"]["used"] is used
+    assert m.training["transforms"]["validation_pr_auc"] == {"with": with_, "without": without}
+    assert ("dropped (they lose by more than 0.02)" in (bundle / "report.html").read_text()) is not used
