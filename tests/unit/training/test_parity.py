@@ -32,9 +32,9 @@ def test_scorer_matches_keras_on_random_rows(tmp_path):
     assert np.max(np.abs(scorer.score(raw) - keras)) <= 1e-5
 
 
-def test_parity_failure_writes_no_bundle(tmp_path, monkeypatch):
-    """Sabotage the exported model (one weight shifted, which the zero-row probe cannot see): the run
-    must stop with ParityError and leave nothing behind."""
+def test_probe_failure_writes_no_bundle(tmp_path, monkeypatch):
+    """Sabotage the exported model (one weight shifted): the probe through the manifest sees the model
+    disagree with the manifest's weights, the run stops with ParityError and leaves nothing behind."""
     import training.export as export
 
     real = export.to_tflite
@@ -50,7 +50,26 @@ def test_parity_failure_writes_no_bundle(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "to_tflite", skewed)
     cfg = pipeline.TrainConfig(synthetic_rows=3000, synthetic_fraud_rate=0.03, models_dir=str(tmp_path / "m"),
                                epochs=2, batch_size=1024, min_rows=500)
-    with pytest.raises(ParityError):
+    with pytest.raises(ParityError, match="fails its probe"):
+        pipeline.run(cfg)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_parity_failure_writes_no_bundle(tmp_path, monkeypatch):
+    """Keras fed other inputs than the served path computes (no transforms, where the manifest has
+    them): model and manifest agree, so the probe passes, and the parity check alone must stop the run."""
+    import training.export as export
+    from worker.transforms import Transforms
+
+    real = export.keras_inputs
+
+    def untransformed(raw, transforms, mean, scale):
+        return real(raw, Transforms([], raw.shape[1]), mean, scale)
+
+    monkeypatch.setattr(export, "keras_inputs", untransformed)
+    cfg = pipeline.TrainConfig(synthetic_rows=3000, synthetic_fraud_rate=0.03, models_dir=str(tmp_path / "m"),
+                               epochs=2, batch_size=1024, min_rows=500)
+    with pytest.raises(ParityError, match="TFLite and Keras scores differ"):
         pipeline.run(cfg)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
