@@ -161,6 +161,7 @@ def summary(result) -> str:
         ("threshold", f"{result.threshold:.6f} ({result.manifest.threshold_policy['name']}, on validation)"),
         ("precision / recall / F1", f"{m['precision']:.4f} / {m['recall']:.4f} / {m['f1']:.4f}"),
         ("confusion tn fp fn tp", f"{c['tn']} {c['fp']} {c['fn']} {c['tp']}"),
+        ("feature transforms", transforms_summary(result.manifest)),
         ("parity max |TFLite-Keras|", f"{result.parity_max_abs_diff:.2e}"),
         (
             "time load/fit/export/parity",
@@ -171,3 +172,15 @@ def summary(result) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k.ljust(width)}  {v}" for k, v in rows), line])
+
+
+def transforms_summary(manifest) -> str:
+    """E.g. "33 of 34 features (kept: val PR AUC 0.9630 with, 0.8859 without)"; report.html has each one."""
+    facts = manifest.training.get("transforms") or {}
+    n = sum(t.kind != "identity" for t in manifest.feature_transforms)
+    val = facts.get("validation_pr_auc") or {}
+    if "without" not in val:
+        return f"{n} of {manifest.n_features} features"
+    verdict = "kept" if facts.get("used") else "dropped"
+    scores = f"val PR AUC {val['with']:.4f} with, {val['without']:.4f} without"
+    return f"{n} of {manifest.n_features} features ({verdict}: {scores})"

@@ -110,3 +110,24 @@ def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monke
     assert m.training["transforms"]["used"] is used
     assert m.training["transforms"]["validation_pr_auc"] == {"with": with_, "without": without}
     assert ("dropped (they lose by more than 0.02)" in (bundle / "report.html").read_text()) is not used
+
+
+def test_the_run_summary_says_how_many_features_are_transformed_and_why_the_transforms_were_kept():
+    from types import SimpleNamespace
+
+    from training.cli import transforms_summary
+    from worker.transforms import FeatureTransform
+
+    kept = SimpleNamespace(
+        n_features=3,
+        feature_transforms=(FeatureTransform("log1p", (0.0, 9.0)), FeatureTransform(), FeatureTransform()),
+        training={"transforms": {"used": True, "validation_pr_auc": {"with": 0.8, "without": 0.75}}},
+    )
+    assert transforms_summary(kept) == "1 of 3 features (kept: val PR AUC 0.8000 with, 0.7500 without)"
+    dropped = SimpleNamespace(
+        n_features=2, feature_transforms=(FeatureTransform(), FeatureTransform()),
+        training={"transforms": {"used": False, "validation_pr_auc": {"with": 0.5, "without": 0.6}}},
+    )  # fmt: skip
+    assert transforms_summary(dropped) == "0 of 2 features (dropped: val PR AUC 0.5000 with, 0.6000 without)"
+    old = SimpleNamespace(n_features=2, feature_transforms=(), training={})
+    assert transforms_summary(old) == "0 of 2 features"
