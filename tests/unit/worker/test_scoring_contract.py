@@ -9,8 +9,10 @@ import pytest
 
 from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle, tflite_for
 from worker.bundle import Bundle, load_bundle
+from worker.decimals import float32_decimals
 from worker.errors import BundleError
-from worker.scoring import Scorer, float32_decimals, load_scorer, probe_rows, reference_scores
+from worker.probe import probe_rows, reference_scores
+from worker.scoring import Scorer, load_scorer
 from worker.transforms import FeatureTransform, Transforms
 
 

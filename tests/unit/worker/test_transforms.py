@@ -19,7 +19,8 @@ from worker.config import WorkerConfig
 from worker.decode import Decoder
 from worker.errors import BundleError
 from worker.outputs import build_outputs
-from worker.scoring import load_scorer, reference_scores
+from worker.probe import reference_scores
+from worker.scoring import load_scorer
 from worker.transforms import FeatureTransform, Transforms, read_transforms
 
 RNG = np.random.default_rng(19)
