@@ -84,12 +84,11 @@ def test_commits_without_results_are_coalesced_and_hurried_when_waited_for():
     """Batches without results wait for the commit interval; results, and whatever the loop waits for, do not."""
     commits = Commits()
     chain, committer = parts(commits, interval=30.0)
-    offset = iter(range(1000))
+    next_offset = [0]
 
     def batch(n: int, results: bool) -> Batch:
-        start = next(offset)
-        for _ in range(n - 1):
-            next(offset)
+        start = next_offset[0]
+        next_offset[0] += n
         return batch_of(range(start, start + n), urgent=results)
 
     chain.emit(batch(2, True), [Future().success(None)])  # a DLQ record is a result: committed at once
