@@ -48,6 +48,23 @@ def client_configs(c: WorkerConfig) -> tuple[dict, dict]:
         # /healthz stall bound, so a worker waiting for its broker would be reported dead.
         "bootstrap_timeout_ms": 5_000,
     }
+    # Recovery: a member that dies is noticed after the session timeout, and its partitions are
+    # scored by nobody until then. kafka-python's default is 45 s; 10 s with a heartbeat every 3 s
+    # (a third of it, as kafka-python advises) keeps a crash to about 10 s without alerts. A static
+    # member (group_instance_id) that restarts takes its partitions back at once, before that.
+    consumer["session_timeout_ms"] = 10_000
+    consumer["heartbeat_interval_ms"] = 3_000
+    if c.group_instance_id:
+        consumer["group_instance_id"] = c.group_instance_id
+    if c.exactly_once:
+        # Input written by transactional producers is read only once committed; and the committed
+        # offsets are fetched "stable" (require_stable), never from a transaction still open.
+        consumer["isolation_level"] = "read_committed"
+        producer["transactional_id"] = c.effective_transactional_id()
+        # As Kafka Streams under exactly-once: an instance that dies with a transaction open holds
+        # read_committed readers of its output partitions back at most this long (unless it comes
+        # back first with the same transactional id, which aborts that transaction at once).
+        producer["transaction_timeout_ms"] = 10_000
     consumer.update(c.consumer_options())
     producer.update(c.producer_options())
     return consumer, producer

@@ -30,7 +30,6 @@ from kafka import OffsetAndMetadata, TopicPartition
 
 from worker.batch import Batch
 
-COMMIT_INTERVAL = 0.2  # seconds between commits of batches without results
 COMMIT_TIMEOUT_MS = 10_000
 
 Offsets = dict[TopicPartition, OffsetAndMetadata]
@@ -43,7 +42,7 @@ class Committer:
         self,
         commit: Callable[[Offsets], None],
         on_result: Callable[[bool], None],
-        interval: float = COMMIT_INTERVAL,
+        interval: float,  # seconds between commits of batches without results (commit_interval_ms)
     ) -> None:
         self._commit = commit  # blocks until the broker answers; raises on failure
         self._on_result = on_result

@@ -13,6 +13,7 @@ configuration names, so a typo fails at start naming the key instead of being ig
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
@@ -26,7 +27,8 @@ OWNED_KAFKA_KEYS = frozenset(
     {
         "bootstrap_servers", "group_id", "enable_auto_commit", "max_poll_records", "acks",
         "key_deserializer", "value_deserializer", "key_serializer", "value_serializer",
-        "consumer_timeout_ms", "default_offset_commit_callback",
+        "consumer_timeout_ms", "default_offset_commit_callback", "group_instance_id", "transactional_id",
+        "isolation_level",
     }
 )  # fmt: skip
 
@@ -56,6 +58,10 @@ class Setting:
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+PROCESSING_GUARANTEES = ("at-least-once", "exactly-once")
+# Kafka Streams' defaults are 30 s and 100 ms; at-least-once commits more often here, since the
+# batches behind the last commit are scored again after a crash (docs/design.md, "Delivery semantics").
+DEFAULT_COMMIT_INTERVAL_MS = {"at-least-once": 200, "exactly-once": 100}
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,36 @@ class WorkerConfig:
             "record_reader, handoff_shortcuts, metadata_wait, revocation_commit"
         },
     )
+    processing_guarantee: str = field(
+        default="at-least-once",
+        metadata={
+            "help": "at-least-once (a crash repeats at most one batch of outputs) or exactly-once (outputs and "
+            "input offsets in one Kafka transaction; readers use read_committed)"
+        },
+    )
+    commit_interval_ms: int = field(
+        default=0,
+        metadata={
+            "help": "how often offsets are committed (ms); in exactly-once mode how long a transaction collects "
+            "batches, so read_committed readers see alerts up to this much later; 0 = the guarantee's default "
+            f"({DEFAULT_COMMIT_INTERVAL_MS['at-least-once']} at-least-once, "
+            f"{DEFAULT_COMMIT_INTERVAL_MS['exactly-once']} exactly-once)"
+        },
+    )
+    group_instance_id: str = field(
+        default="",
+        metadata={
+            "help": "static group membership: a stable name per instance (the pod name in Kubernetes), so a "
+            "restarted instance takes its partitions back at once; empty = a dynamic member"
+        },
+    )
+    transactional_id: str = field(
+        default="",
+        metadata={
+            "help": "exactly-once only: the producer's transactional id, stable per instance; empty = "
+            "<group_id>-<group_instance_id>, or <group_id>-<host>-<pid> without an instance id"
+        },
+    )
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -132,6 +168,26 @@ class WorkerConfig:
         """The passed-through Kafka settings that one client ("admin", "consumer", "producer") accepts."""
         accepted = _client_defaults()[client]
         return {k: v for k, v in self.kafka_options if k in accepted}
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def commit_interval(self) -> float:
+        """Seconds between commits (or transactions), the guarantee's default unless set."""
+        ms = self.commit_interval_ms or DEFAULT_COMMIT_INTERVAL_MS[self.processing_guarantee]
+        return ms / 1000
+
+    def effective_transactional_id(self) -> str:
+        if self.transactional_id:
+            return self.transactional_id
+        if self.group_instance_id:
+            return f"{self.group_id}-{self.group_instance_id}"
+        import os
+        import socket
+
+        return f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
 
     def consumer_options(self) -> dict[str, Any]:
         return self.passed_through("consumer")
@@ -277,6 +333,19 @@ def _check(c: WorkerConfig) -> None:
         raise ConfigError(f"log_level {c.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if c.log_format.lower() not in LOG_FORMATS:
         raise ConfigError(f"log_format {c.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    if c.processing_guarantee not in PROCESSING_GUARANTEES:
+        raise ConfigError(
+            f"processing_guarantee {c.processing_guarantee!r} is not one of {', '.join(PROCESSING_GUARANTEES)}"
+        )
+    if c.commit_interval_ms < 0:
+        raise ConfigError(f"commit_interval_ms must be >= 0 (got {c.commit_interval_ms})")
+    if c.group_instance_id and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", c.group_instance_id):
+        raise ConfigError(
+            f"group_instance_id {c.group_instance_id!r} may hold only ASCII letters, digits, '.', '_' and '-' "
+            "(at most 200)"
+        )
+    if c.transactional_id and not c.exactly_once:
+        raise ConfigError("transactional_id is set but processing_guarantee is at-least-once: it would be unused")
     from worker.kafka_compat import parse_fast_paths
 
     try:

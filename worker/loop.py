@@ -73,7 +73,7 @@ class Worker:
         self.trouble = Trouble(metrics, health, self._stop, config.retry_backoff_max_seconds, clock)
         self.lag = LagReporter(metrics, self.trouble.throttle, clock)
         self.revocations = Revocations()
-        self.committer = Committer(self._commit, metrics.committed)
+        self.committer = Committer(self._commit, metrics.committed, config.commit_interval)
         self.chain = AckChain(self.committer, self._account, self.revocations.since)
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
