@@ -16,6 +16,9 @@ Exit 0 when nothing is lost or wrong, 1 otherwise, 2 for bad settings.
 Needs the worker to run with ``--scores-topic`` (each score record names its source record in
 ``source_topic``/``source_partition``/``source_offset`` headers, as DLQ records do). The topics,
 group, bootstrap servers and passed-through Kafka settings are the worker's (``worker.config``).
+Every topic is read with isolation level ``read_committed`` unless ``--isolation-level
+read_uncommitted`` says otherwise: records of aborted transactions (an exactly-once worker's
+retried batches) then count too, as duplicates.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
 from worker.errors import ConfigError
-from worker.tools.settings import parse_settings
+from worker.tools.settings import DEFAULT_ISOLATION_LEVEL, add_isolation_level, parse_settings
 
 logger = logging.getLogger(__name__)
 SAMPLE = 20
@@ -53,6 +56,7 @@ class _Result(msgspec.Struct):
 class Report:
     input_topic: str
     ranges: dict[int, tuple[int, int]]
+    isolation_level: str = DEFAULT_ISOLATION_LEVEL
     records: int = 0
     scored: int = 0
     dead_lettered: int = 0
@@ -68,8 +72,9 @@ class Report:
         return self.lost == 0 and self.wrong_alerts == 0 and self.missing_alerts == 0
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("input_topic", "records", "scored", "dead_lettered", "lost", "duplicates",
-                                            "wrong_alerts", "missing_alerts", "alerts")}  # fmt: skip
+        names = ("input_topic", "isolation_level", "records", "scored", "dead_lettered", "lost", "duplicates",
+                 "wrong_alerts", "missing_alerts", "alerts")  # fmt: skip
+        d = {k: getattr(self, k) for k in names}
         d["ranges"] = {str(p): list(r) for p, r in sorted(self.ranges.items())}
         d["samples"] = self.samples
         d["ok"] = self.ok
@@ -110,10 +115,10 @@ def _read_topic(consumer, topic: str, handle: Callable[[object], None], timeout:
     return n
 
 
-def consumer_options(config: WorkerConfig) -> dict[str, Any]:
+def consumer_options(config: WorkerConfig, isolation_level: str = DEFAULT_ISOLATION_LEVEL) -> dict[str, Any]:
     """The reading consumer's settings: the config's bootstrap servers and Kafka settings, no group."""
     options = client_options(config, "consumer", client_id="fraud-reconcile")
-    return {**options, "group_id": None, "enable_auto_commit": False}
+    return {**options, "group_id": None, "enable_auto_commit": False, "isolation_level": isolation_level}
 
 
 def admin_options(config: WorkerConfig) -> dict[str, Any]:
@@ -121,13 +126,22 @@ def admin_options(config: WorkerConfig) -> dict[str, Any]:
     return client_options(config, "admin", client_id="fraud-reconcile")
 
 
-def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300.0) -> Report:
-    """Account for every input record in the range; see the module docstring."""
+def reconcile(
+    config: WorkerConfig,
+    end: str = "committed",
+    timeout: float = 300.0,
+    isolation_level: str = DEFAULT_ISOLATION_LEVEL,
+) -> Report:
+    """Account for every input record in the range; see the module docstring.
+
+    Under read_committed every end offset read (``--end latest``, each topic's end) is the last
+    stable offset, so a transaction still open is left out rather than waited for.
+    """
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     if not config.scores_topic:
         raise ConfigError("reconcile needs the all-scores topic: set --scores-topic / FRAUD_SCORES_TOPIC")
-    consumer = KafkaConsumer(**consumer_options(config))
+    consumer = KafkaConsumer(**consumer_options(config, isolation_level))
     admin = KafkaAdminClient(**admin_options(config))
     try:
         parts = consumer.partitions_for_topic(config.input_topic)
@@ -143,7 +157,7 @@ def reconcile(config: WorkerConfig, end: str = "committed", timeout: float = 300
                 tp: (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else begin[tp]) for tp in tps
             }
         ranges = {tp.partition: (begin[tp], max(begin[tp], stop[tp])) for tp in tps}
-        report = Report(config.input_topic, ranges)
+        report = Report(config.input_topic, ranges, isolation_level)
         scored = {p: np.zeros(hi - lo, dtype=np.int32) for p, (lo, hi) in ranges.items()}
         dead = {p: np.zeros(hi - lo, dtype=bool) for p, (lo, hi) in ranges.items()}
         decode = msgspec.json.Decoder(_Result).decode
@@ -241,7 +255,8 @@ def format_report(r: Report) -> str:
         ("LOST", r.lost), ("scored more than once", r.duplicates), ("alerts", r.alerts),
         ("alerts below threshold", r.wrong_alerts), ("scores >= threshold without alert", r.missing_alerts),
     ]  # fmt: skip
-    lines = [f"reconcile {r.input_topic} [{span}]"] + [f"  {name:<36}{value:>12,}" for name, value in rows]
+    lines = [f"reconcile {r.input_topic} [{span}] ({r.isolation_level})"]
+    lines += [f"  {name:<36}{value:>12,}" for name, value in rows]
     for kind, items in r.samples.items():
         if items:
             lines.append(f"  first {kind}: " + "; ".join(json.dumps(i, sort_keys=True) for i in items[:5]))
@@ -262,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", choices=("committed", "latest"), default="committed",
                    help="range end: the worker group's committed offsets (default) or the topic's end")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_isolation_level(p)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to read each topic (default 300)")
     return p
 
@@ -273,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return parsed
     args, config = parsed
     try:
-        report = reconcile(config, end=args.end, timeout=args.timeout)
+        report = reconcile(config, end=args.end, timeout=args.timeout, isolation_level=args.isolation_level)
     except ConfigError as exc:  # e.g. no scores topic to reconcile against
         print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
         return 2

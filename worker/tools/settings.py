@@ -11,6 +11,26 @@ from worker.config import WorkerConfig, config_from_args
 from worker.errors import ConfigError
 
 EXIT_USAGE = 2
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+DEFAULT_ISOLATION_LEVEL = "read_committed"
+
+
+def add_isolation_level(parser: argparse.ArgumentParser) -> None:
+    """``--isolation-level``: which records of Kafka transactions a reading tool sees.
+
+    The flag is the one way to set it: ``isolation_level`` is a key the worker owns, so
+    ``--kafka-option isolation_level=...`` is refused (``worker.config.OWNED_KAFKA_KEYS``).
+    """
+    parser.add_argument(
+        "--isolation-level",
+        choices=ISOLATION_LEVELS,
+        default=DEFAULT_ISOLATION_LEVEL,
+        help="which records of Kafka transactions to read (default: %(default)s). read_committed reads only "
+        "committed transactions: the worker's exactly-once output is exactly-once only for read_committed "
+        "readers, and output written without transactions (at-least-once) reads the same at either level. "
+        "read_uncommitted also reads the records of aborted and still-open transactions (duplicates under "
+        "exactly-once), e.g. to debug the worker's transactions",
+    )
 
 
 def parse_settings(

@@ -3,7 +3,9 @@
 A plain consumer of the alert topic with no consumer group (it assigns itself every partition and
 commits nothing), so it never takes partitions or offsets from anyone. The topic, the bootstrap
 servers and the passed-through Kafka settings are the worker's (``worker.config``: flags,
-``FRAUD_*`` variables, defaults), so it reads what the worker writes, from a secured cluster too. Optionally it reads a
+``FRAUD_*`` variables, defaults), so it reads what the worker writes, from a secured cluster too.
+It reads with isolation level ``read_committed`` unless ``--isolation-level read_uncommitted``
+says otherwise, so an exactly-once worker's aborted alerts are not printed. Optionally it reads a
 worker's ``/metrics`` every few seconds and prints a summary line (events scored, alerts,
 dead-lettered, lag). No TensorFlow, no model: only kafka-python and the standard library.
 
@@ -25,7 +27,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
-from worker.tools.settings import parse_settings
+from worker.tools.settings import DEFAULT_ISOLATION_LEVEL, add_isolation_level, parse_settings
 
 PROG = "fraud-worker tail-alerts"
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-beginning", action="store_true", help="print the alerts already in the topic too")
     p.add_argument("--json", action="store_true", help="print each alert's JSON as it is instead of a summary line")
     p.add_argument("--max-alerts", type=int, default=0, help="exit after this many alerts; 0 = never (default)")
+    add_isolation_level(p)
     p.add_argument(
         "--metrics-url", default=None,
         help="a worker's /metrics URL, e.g. http://127.0.0.1:9108/metrics: print a running summary from it",
@@ -115,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def consumer_options(config: WorkerConfig) -> dict[str, Any]:
+def consumer_options(config: WorkerConfig, isolation_level: str = DEFAULT_ISOLATION_LEVEL) -> dict[str, Any]:
     """The consumer's settings: the config's bootstrap servers and Kafka settings, no group, no commits."""
     options = client_options(config, "consumer", client_id="fraud-tail-alerts")
-    return {**options, "group_id": None, "enable_auto_commit": False}
+    return {**options, "group_id": None, "enable_auto_commit": False, "isolation_level": isolation_level}
 
 
 def _follow(consumer, topic: str, from_beginning: bool, timeout: float = 30.0) -> int:
@@ -169,7 +172,7 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(**consumer_options(config))
+        consumer = KafkaConsumer(**consumer_options(config, args.isolation_level))
     except KafkaError as exc:
         print(f"{PROG}: {config.bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
@@ -178,7 +181,10 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
     try:
         n = _follow(consumer, topic, args.from_beginning)
         where = "the beginning" if args.from_beginning else "now on"
-        print(f"tail-alerts: following {topic} ({n} partitions) from {where}", file=sys.stderr, flush=True)
+        print(
+            f"tail-alerts: following {topic} ({n} partitions) from {where}, {args.isolation_level}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
         previous, last = None, time.monotonic()
         while not stop["now"]:
             for records in consumer.poll(timeout_ms=500).values():
