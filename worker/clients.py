@@ -78,8 +78,19 @@ class KafkaClients:
         self._consumer_cfg, self._producer_cfg = client_configs(config)
 
     def producer(self) -> KafkaProducer:
-        """A new producer (one at start, and one for each retry after a failed batch)."""
-        return KafkaProducer(**self._producer_cfg)
+        """A new producer (one at start, and one for each retry after a failed batch).
+
+        Exactly-once: a transactional one, initialised; ``init_transactions`` aborts a transaction
+        left open under the same transactional id (by a crashed or discarded predecessor).
+        """
+        producer = KafkaProducer(**self._producer_cfg)
+        if self.config.exactly_once:
+            try:
+                producer.init_transactions()
+            except BaseException:
+                producer.close(timeout=0)
+                raise
+        return producer
 
     def consumer(self, listener: AsyncConsumerRebalanceListener) -> tuple[KafkaConsumer, KafkaCompat]:
         """A consumer subscribed to the input topic, knowing its partitions (or having waited for them)."""

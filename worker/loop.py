@@ -47,6 +47,7 @@ from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.outputs import Output, build_outputs
 from worker.rebalance import RebalanceListener, Revocations
+from worker.transactions import PartitionsLost, Transaction
 from worker.trouble import Trouble
 
 logger = logging.getLogger(__name__)
@@ -75,15 +76,20 @@ class Worker:
         self.revocations = Revocations()
         self.committer = Committer(self._commit, metrics.committed, config.commit_interval)
         self.chain = AckChain(self.committer, self._account, self.revocations.since)
+        # Exactly-once: the open transaction (worker/transactions.py); None at-least-once.
+        self.transaction = Transaction(config.commit_interval) if config.exactly_once else None
+        self._rejoin = False  # fenced: rejoin the group with new clients
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
             lambda: self.consumer.assignment(), health, metrics,
+            self._end_transaction if self.transaction is not None else None,
         )  # fmt: skip
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
         self._decoding: Batch | None = None  # submitted to the decoder
         # Waiting for acknowledgements lasts at most the producer's own delivery timeout, plus a margin.
         ack_timeout = config.producer_options().get("delivery_timeout_ms", 30_000) / 1000 + 5
         self.in_flight = InFlight(self.committer, health, metrics, self.trouble, ack_timeout)
+        self._ack_timeout = ack_timeout
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -107,11 +113,15 @@ class Worker:
                 self.health.beat()
                 if self.models.maybe_reload():
                     self.health.model_version = self.models.version
+                if self._rejoin and not self._rejoin_group():
+                    break
                 polled = self._poll()
                 batch = Batch.of(polled, self.revocations.epoch) if polled else None
                 self._step(batch)
                 if batch is not None and len(batch.records) <= self.config.max_batch_size // 3:
                     self._step(None)  # well caught up: finished now, not behind the next poll (see _step)
+                if self.transaction is not None:
+                    self._drive_transaction(idle=not polled and self._decoding is None)
                 if not polled and self._decoding is None:
                     self._wait_settled(self.chain.tail)
                     if self.committer.has_pending:
@@ -127,6 +137,10 @@ class Worker:
         """One poll's records all the way through: sent, acknowledged, committed; False if that failed."""
         self._step(Batch.of(polled, self.revocations.epoch))
         self._step(None)
+        if self.transaction is not None:
+            if self.transaction.is_open and self._producer is not None:
+                self.transaction.start_commit(self._producer)
+            return self._finish_transaction()
         return self._wait_settled(self.chain.tail)
 
     # -- connecting and closing ----------------------------------------------------------------
@@ -150,10 +164,11 @@ class Worker:
     def _close(self) -> None:
         # Batches already emitted are finished; one still in the decoder is left to the next run.
         self._wait_settled(self.chain.tail, rewind=False)
-        if self._decoding is not None:
-            if self._decoding.decoded is None:
-                self._decoder.result()
-            self._decoding = None
+        if self.transaction is not None:
+            if self.transaction.is_open and self._producer is not None:
+                self.transaction.start_commit(self._producer)
+            self._finish_transaction(rewind=False)
+        self._drop_decoding()
         self._decoder.close()
         self.committer.stop()
         if self._consumer is not None:
@@ -176,6 +191,8 @@ class Worker:
         # With a batch in the decoder, only take what is already fetched: waiting for more would
         # hold that batch's alerts back.
         timeout = 0 if self._decoding is not None else self.config.poll_timeout_ms
+        if self.transaction is not None and self.transaction.is_open:
+            timeout = min(timeout, int(self.transaction.remaining() * 1000))  # it commits on time
         try:
             polled = self.consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
         except KafkaError as exc:
@@ -224,6 +241,9 @@ class Worker:
             self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         out = build_outputs(self.config, scorer, batch.records, decoded, scaled, scores, int(time.time() * 1000))
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
+        if self.transaction is not None:
+            self._emit_in_transaction(batch, out.records)
+            return
         if out.records:
             # Results wait until every earlier batch with results is committed: a crash repeats one batch at most.
             if not self._wait_settled(self.in_flight.last_with_results, behind=batch):
@@ -239,6 +259,109 @@ class Worker:
         for topic, key, value, headers in records:
             assert self._producer is not None
             yield self._producer.send(topic, key=key, value=value, headers=headers)
+
+    # -- exactly-once (worker/transactions.py) --------------------------------------------------
+
+    def _emit_in_transaction(self, batch: Batch, records: list[Output]) -> None:
+        """Send ``batch``'s results in the open transaction (begun if none is); commit it when due."""
+        txn = self.transaction
+        assert txn is not None
+        if txn.ending and not self._finish_transaction(behind=batch):
+            return  # the transaction before it failed: rewound, this batch included
+        try:
+            if self._producer is None:
+                self._producer = self.clients.producer()  # after a failure (or fencing): a new one
+            txn.begin(self._producer)
+            for topic, key, value, headers in records:
+                self._producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:
+            self._rewind([*txn.drop(), batch], exc, "transaction not committed")
+            return
+        txn.add(batch, self.consumer.group_metadata())
+        if txn.due():
+            txn.start_commit(self._producer)
+
+    def _drive_transaction(self, idle: bool) -> None:
+        """Between polls: take an ended commit's outcome; start the open transaction's commit when due.
+
+        An idle stream commits at once: nothing would join the transaction, and its alerts wait.
+        """
+        txn = self.transaction
+        assert txn is not None
+        if txn.ended():
+            self._finish_transaction()
+        if txn.is_open and not txn.ending and (idle or txn.due()) and self._producer is not None:
+            txn.start_commit(self._producer)
+        if idle and txn.ending:
+            self._finish_transaction()
+
+    def _finish_transaction(self, behind: Batch | None = None, rewind: bool = True) -> bool:
+        """Wait for the commit in progress and take its outcome; False if it failed (then rewound)."""
+        txn = self.transaction
+        assert txn is not None
+        ended = txn.wait(self._ack_timeout, self.health.beat)
+        if ended is None:
+            return True
+        if ended.error is None:
+            for b in ended.batches:
+                b.acked_ms = ended.finished_ms
+                self._account(b)
+                b.records, b.decoded, b.scores, b.hits, b.times = [], None, None, None, []
+                b.settle()
+            self.metrics.transactions.labels(outcome="committed").inc()
+            self.metrics.transaction_seconds.observe(ended.seconds)
+            self.metrics.committed(True)
+            self.trouble.recovered()
+            return True
+        self.metrics.transactions.labels(outcome="aborted").inc()
+        self.metrics.committed(False)
+        if isinstance(ended.error, PartitionsLost) or ended.fenced:
+            # Not ours any more: nothing of it may become visible. A new producer (same
+            # transactional id) aborts it for good; the partitions' next owner scores the records.
+            logger.warning("transaction of %s aborted: %s; %s", ended.describe(), ended.error,
+                           "rejoining the group" if ended.fenced else "their next owner scores them")  # fmt: skip
+            self._drop_producer(ended.error)
+            if ended.fenced:
+                self._rejoin = True
+            return False
+        if not rewind:
+            logger.warning("final transaction of %s not committed: %s", ended.describe(), ended.error)
+            return False
+        self._rewind([*ended.batches, *([behind] if behind is not None else [])], ended.error,
+                     "transaction not committed")  # fmt: skip
+        return False
+
+    def _end_transaction(self, why: str) -> None:
+        """The rebalance listener's hook: commit the open transaction before partitions go, or give it up."""
+        txn = self.transaction
+        assert txn is not None
+        if why == "revoked" and self._producer is not None:
+            txn.commit_now(self._producer)
+        else:
+            txn.give_up()
+
+    def _rejoin_group(self) -> bool:
+        """Fenced: leave with the consumer and start over from the group's committed offsets."""
+        self._rejoin = False
+        self._drop_decoding()
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as exc:  # noqa: BLE001 - replaced anyway
+                logger.debug("closing the fenced consumer: %s", exc)
+            self._consumer = None
+        return self.connect()
+
+    def _drop_producer(self, error: object) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            self.clients.discard(old, error, self.trouble.throttle)
+
+    def _drop_decoding(self) -> Batch | None:
+        dropped, self._decoding = self._decoding, None
+        if dropped is not None and dropped.decoded is None:
+            self._decoder.result()  # keeps the decoder in step; the rows are not used
+        return dropped
 
     def _account(self, batch: Batch) -> None:
         """The metrics of an acknowledged batch (any thread: the metric types take their own locks)."""
@@ -278,11 +401,14 @@ class Worker:
         self.chain.reset()
         if behind is not None:
             batches.append(behind)
-        if self._decoding is not None:
-            batches.append(self._decoding)
-            if self._decoding.decoded is None:
-                self._decoder.result()  # keeps the decoder in step; the rows are not used
-            self._decoding = None
+        self._rewind(batches, error, "batch not acknowledged")
+
+    def _rewind(self, batches: list[Batch], error: BaseException, what: str) -> None:
+        """Seek back to the first offsets of ``batches`` and the one in the decoder, new producer, back off."""
+        failed = batches[0]
+        decoding = self._drop_decoding()
+        if decoding is not None:
+            batches.append(decoding)
         revoked = self.revocations.since(failed.epoch)
         for tp, o in first_offsets(batches).items():
             if tp in revoked:
@@ -291,10 +417,8 @@ class Worker:
                 self.consumer.seek(tp, o)
             except (KafkaError, AssertionError):
                 pass
-        old, self._producer = self._producer, None
-        if old is not None:
-            self.clients.discard(old, error, self.trouble.throttle)
-        self.trouble.report("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
+        self._drop_producer(error)
+        self.trouble.report("produce", f"{what}, will retry it ({failed.describe()}): {error}")
 
     def _commit(self, offsets: Offsets) -> None:
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)

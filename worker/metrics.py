@@ -117,6 +117,18 @@ class WorkerMetrics:
             LATENCY_BUCKETS,
             r,
         )
+        self.transactions = Counter(
+            "fraud_transactions",
+            "Exactly-once mode: transactions ended, by outcome (committed, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.transaction_seconds = Histogram(
+            "fraud_transaction_commit_seconds",
+            "Exactly-once mode: time to commit one transaction (its offsets and its end).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "fraud_consumer_lag", "Records behind the end of each assigned input partition.", ["partition"], registry=r
         )
@@ -159,6 +171,8 @@ class WorkerMetrics:
         for result in ("ok", "failed"):
             self.model_reloads.labels(result=result)
             self.commits.labels(result=result)
+        for outcome in ("committed", "aborted"):
+            self.transactions.labels(outcome=outcome)
         for stage in ("connect", "poll", "produce", "commit", "lag"):
             self.broker_errors.labels(stage=stage)
         # Every series starts at 0, so rate() sees the first bad record instead of a series born at 1.

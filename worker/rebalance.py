@@ -56,6 +56,9 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         assignment: Callable[[], set],  # the consumer's assignment now
         health: HealthState,
         metrics: WorkerMetrics,
+        # Exactly-once: ends the open transaction before partitions go ("revoked": committed,
+        # "lost": given up); None at-least-once.
+        end_transaction: Callable[[str], None] | None = None,
     ) -> None:
         self.revocations = revocations
         self.committer = committer
@@ -64,8 +67,13 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         self.assignment = assignment
         self.health = health
         self.metrics = metrics
+        self.end_transaction = end_transaction
 
     async def on_partitions_revoked(self, revoked) -> None:
+        if self.end_transaction is not None:
+            # Exactly-once: the open transaction is committed while the partitions are ours
+            # (a blocking wait on this IO thread; the producer's own threads do the work).
+            self.end_transaction("revoked")
         batch = self.in_flight()
         if batch is not None and not batch.done.is_done:
             # Results are on their way: let them be acknowledged while these partitions are still
@@ -101,6 +109,8 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_lost(self, lost) -> None:
         logger.warning("group membership lost; dropping uncommitted offsets of %s", sorted(tp.partition for tp in lost))
+        if self.end_transaction is not None:
+            self.end_transaction("lost")
         self.revocations.revoke(lost)
         self.committer.take(lost)
         self._forget(lost)
