@@ -50,8 +50,12 @@ def client_configs(c: WorkerConfig) -> tuple[dict, dict]:
     }
     # Recovery: a member that dies is noticed after the session timeout, and its partitions are
     # scored by nobody until then. kafka-python's default is 45 s; 10 s with a heartbeat every 3 s
-    # (a third of it, as kafka-python advises) keeps a crash to about 10 s without alerts. A static
-    # member (group_instance_id) that restarts takes its partitions back at once, before that.
+    # (a third of it, as kafka-python advises) keeps a crash to about 10 s without alerts (the broker
+    # counts a commit as a heartbeat too, so the 10 s run from the dead member's last commit). A
+    # static member (group_instance_id) restarted under its name takes its partitions back at once,
+    # with no rebalance. But one that stops cleanly does not leave the group either: kafka-python,
+    # like the Java client, sends no LeaveGroup for a static member, so its partitions wait for the
+    # session timeout unless it comes back (tests/integration/test_worker_recovery.py).
     consumer["session_timeout_ms"] = 10_000
     consumer["heartbeat_interval_ms"] = 3_000
     if c.group_instance_id:
