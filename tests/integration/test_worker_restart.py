@@ -17,7 +17,8 @@ def _run_and_interrupt(kafka, ulb, models_dir, topics, workers, sig):
     group = kafka.group()
     stream = Stream(kafka.producer(linger_ms=5), topics["input_topic"],
                     [(f"acct-{i % 31}".encode(), ulb.event(i)) for i in range(N)], rate=1500)  # fmt: skip
-    # A short session: a killed member's partitions move on after seconds, not the default 45 s.
+    # A killed member's partitions wait for its session to expire: 6 s (the broker's minimum), not
+    # the worker's default 10 s (tests/integration/test_worker_recovery.py times that).
     extra = [
         "--max-batch-size", "50",
         "--kafka-option", "session_timeout_ms=6000",
