@@ -234,11 +234,26 @@ def k8s(name: str) -> dict:
     return doc
 
 
+# What the downward API puts in a variable set from a pod field: a Deployment pod's name.
+POD_FIELDS = {"metadata.name": "fraud-worker-7c9d5b8f46-x2k8q"}
+
+
+def k8s_env(container: dict) -> dict[str, str]:
+    """The container's environment as a pod sees it (fields of the pod filled in from POD_FIELDS)."""
+    env = {}
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            env[e["name"]] = POD_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
 def test_k8s_deployment_env_is_accepted_by_load_config() -> None:
     deployment = k8s("worker-deployment.yaml")
     assert deployment["kind"] == "Deployment"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = k8s_env(container)
     config = load_config(container.get("args") or [], env)
     assert container["ports"][0]["containerPort"] == config.metrics_port
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -246,11 +261,18 @@ def test_k8s_deployment_env_is_accepted_by_load_config() -> None:
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_k8s_worker_is_a_static_group_member_named_after_its_pod() -> None:
+    """A worker container restarted in its pod takes its partitions back without a session timeout."""
+    (container,) = k8s("worker-deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    (var,) = [e for e in container["env"] if e["name"] == "FRAUD_GROUP_INSTANCE_ID"]
+    assert var == {"name": "FRAUD_GROUP_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert load_config([], k8s_env(container)).group_instance_id == POD_FIELDS["metadata.name"]
+
+
 def test_keda_scales_on_the_worker_group_and_never_past_the_partitions() -> None:
     scaled = k8s("keda-scaledobject.yaml")
     deployment = k8s("worker-deployment.yaml")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    config = load_config([], env)
+    config = load_config([], k8s_env(deployment["spec"]["template"]["spec"]["containers"][0]))
     assert scaled["kind"] == "ScaledObject"
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     (trigger,) = scaled["spec"]["triggers"]
