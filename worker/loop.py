@@ -46,7 +46,7 @@ from worker.lag import LagReporter
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.outputs import Output, build_outputs
-from worker.rebalance import RebalanceListener, Revocations
+from worker.rebalance import RebalanceListener, Restarts, Revocations
 from worker.transactions import PartitionsLost, Transaction
 from worker.trouble import Trouble
 
@@ -74,14 +74,15 @@ class Worker:
         self.trouble = Trouble(metrics, health, self._stop, config.retry_backoff_max_seconds, clock)
         self.lag = LagReporter(metrics, self.trouble.throttle, clock)
         self.revocations = Revocations()
+        self.restarts = Restarts()
         self.committer = Committer(self._commit, metrics.committed, config.commit_interval)
         self.chain = AckChain(self.committer, self._account, self.revocations.since)
         # Exactly-once: the open transaction (worker/transactions.py); None at-least-once.
-        self.transaction = Transaction(config.commit_interval) if config.exactly_once else None
+        self.transaction = Transaction(config.commit_interval, self.restarts.committed) if config.exactly_once else None
         self._rejoin = False  # fenced: rejoin the group with new clients
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
-            lambda: self.consumer.assignment(), health, metrics,
+            lambda: self.consumer.assignment(), health, metrics, self.restarts, lambda tp, o: self.consumer.seek(tp, o),
             self._end_transaction if self.transaction is not None else None,
         )  # fmt: skip
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
@@ -116,7 +117,7 @@ class Worker:
                 if self._rejoin and not self._rejoin_group():
                     break
                 polled = self._poll()
-                batch = Batch.of(polled, self.revocations.epoch) if polled else None
+                batch = self._polled(polled) if polled else None
                 self._step(batch)
                 if batch is not None and len(batch.records) <= self.config.max_batch_size // 3:
                     self._step(None)  # well caught up: finished now, not behind the next poll (see _step)
@@ -135,7 +136,7 @@ class Worker:
 
     def process(self, polled: dict) -> bool:
         """One poll's records all the way through: sent, acknowledged, committed; False if that failed."""
-        self._step(Batch.of(polled, self.revocations.epoch))
+        self._step(self._polled(polled))
         self._step(None)
         if self.transaction is not None:
             if self.transaction.is_open and self._producer is not None:
@@ -200,6 +201,11 @@ class Worker:
             return {}
         self.metrics.last_poll.set(time.time())
         return polled
+
+    def _polled(self, polled: dict) -> Batch:
+        batch = Batch.of(polled, self.revocations.epoch)
+        self.restarts.polled(batch.first_offsets)
+        return batch
 
     def _step(self, new: Batch | None) -> None:
         """Hand the new batch to the decoder, take the previous one's rows back, then emit it.
@@ -273,8 +279,10 @@ class Worker:
                 self._producer = self.clients.producer()  # after a failure (or fencing): a new one
             txn.begin(self._producer)
             for topic, key, value, headers in records:
-                self._producer.send(topic, key=key, value=value, headers=headers)
+                txn.sent(self._producer.send(topic, key=key, value=value, headers=headers))
         except KafkaError as exc:
+            if txn.is_open:
+                self.metrics.transactions.labels(outcome="aborted").inc()
             self._rewind([*txn.drop(), batch], exc, "transaction not committed")
             return
         txn.add(batch, self.consumer.group_metadata())
@@ -422,9 +430,11 @@ class Worker:
 
     def _commit(self, offsets: Offsets) -> None:
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+        self.restarts.committed(offsets)
 
     async def _commit_on_revocation(self, offsets: Offsets) -> None:
         await self.compat.commit_on_revocation(self.consumer, offsets, COMMIT_TIMEOUT_MS)
+        self.restarts.committed(offsets)
 
     def _commit_pending(self, retry: bool = True) -> None:
         """Commit the acknowledged offsets and wait for the broker's answer (retry and shutdown path)."""

@@ -44,6 +44,39 @@ class Revocations:
         return frozenset().union(*(p for e, p in list(self._by_epoch) if e > epoch))
 
 
+class Restarts:
+    """Where each partition picks up again if a rebalance revokes it and assigns it straight back.
+
+    kafka-python keeps a partition's fetch position when one rebalance revokes it and assigns it
+    back to the same member (``SubscriptionState.assign_from_subscribed`` keeps the partition's
+    state), but the worker drops what it polled from a revoked partition and has not committed
+    (``without``; a batch in the decoder, a failed batch). Reading on from the kept position would
+    skip those records. So the listener seeks each revoked partition back to where this worker's
+    last commit left it, or to where it began reading it: what its next owner, whoever that is,
+    starts from. Written by the loop, the committer thread and the listener (one dict operation
+    at a time).
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[TopicPartition, int] = {}
+
+    def polled(self, first_offsets: dict[TopicPartition, int]) -> None:
+        """A batch was polled: a partition not seen since its assignment starts at its first offset."""
+        for tp, o in first_offsets.items():
+            self._at.setdefault(tp, o)
+
+    def committed(self, offsets: Offsets) -> None:
+        for tp, meta in offsets.items():
+            self._at[tp] = max(meta.offset, self._at.get(tp, meta.offset))
+
+    def take(self, partitions) -> dict[TopicPartition, int]:
+        return {tp: self._at.pop(tp) for tp in partitions if tp in self._at}
+
+    def forget(self, partitions) -> None:
+        for tp in partitions:
+            self._at.pop(tp, None)
+
+
 class RebalanceListener(AsyncConsumerRebalanceListener):
     """Commits before partitions go; keeps the health state and the partition metrics current."""
 
@@ -56,6 +89,8 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         assignment: Callable[[], set],  # the consumer's assignment now
         health: HealthState,
         metrics: WorkerMetrics,
+        restarts: Restarts,
+        seek: Callable[[TopicPartition, int], None],  # the consumer's seek
         # Exactly-once: ends the open transaction before partitions go ("revoked": committed,
         # "lost": given up); None at-least-once.
         end_transaction: Callable[[str], None] | None = None,
@@ -67,6 +102,8 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         self.assignment = assignment
         self.health = health
         self.metrics = metrics
+        self.restarts = restarts
+        self.seek = seek
         self.end_transaction = end_transaction
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -99,6 +136,11 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
             except Exception as exc:  # noqa: BLE001 - their records will be delivered again: at-least-once
                 self.metrics.committed(False)
                 logger.warning("commit on revocation of %s failed: %s", describe_offsets(offsets), exc)
+        for tp, o in self.restarts.take(revoked).items():
+            try:
+                self.seek(tp, o)  # in case it comes straight back (Restarts)
+            except (ValueError, AssertionError) as exc:
+                logger.debug("not sought back %s to %s: %s", tp, o, exc)
         self._forget(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -113,6 +155,7 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
             self.end_transaction("lost")
         self.revocations.revoke(lost)
         self.committer.take(lost)
+        self.restarts.forget(lost)  # kafka-python drops their positions: they start from the last commit
         self._forget(lost)
 
     def _forget(self, partitions) -> None:

@@ -38,8 +38,10 @@ from kafka.errors import (
     InvalidProducerEpochError,
     KafkaTimeoutError,
     ProducerFencedError,
+    UnknownError,
     UnknownMemberIdError,
 )
+from kafka.future import Future as KafkaFuture
 
 from worker.batch import Batch
 
@@ -78,13 +80,20 @@ class Ended:
 class Transaction:
     """The open transaction (if any) and the commit in progress (if any); used by one thread at a time."""
 
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float,
+        on_committed: Callable[[dict[TopicPartition, OffsetAndMetadata]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval  # seconds a transaction collects batches (commit_interval_ms)
+        self._on_committed = on_committed  # the offsets of each committed transaction (any thread)
         self._clock = clock
         self.batches: list[Batch] = []
         self._offsets: dict[TopicPartition, int] = {}
         self._group_metadata: object = None
         self._opened: float | None = None
+        self._failed_send: list[BaseException] = []  # the open transaction's failed sends (IO threads append)
         self._ending: Ended | None = None  # committing on its thread, or ended and not yet waited for
 
     @property
@@ -110,6 +119,11 @@ class Transaction:
             assert self._ending is None, "a transaction begun before the last one's outcome was taken"
             producer.begin_transaction()
             self._opened = self._clock()
+            self._failed_send = []
+
+    def sent(self, future: KafkaFuture) -> None:
+        """Track one send of the open transaction: a failed one fails its commit."""
+        future.add_errback(self._failed_send.append)
 
     def add(self, batch: Batch, group_metadata: object) -> None:
         """``batch``'s records are sent in the open transaction; its offsets go with it."""
@@ -131,12 +145,20 @@ class Transaction:
         ended = self._close()
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._offsets.items()}
         metadata, self._offsets, self._group_metadata = self._group_metadata, {}, None
+        failed_send = self._failed_send
 
         def commit() -> None:
             t0 = time.perf_counter()
             try:
+                # A failed send leaves the transaction only abortable: kafka-python would then
+                # wait for ever in send_offsets_to_transaction. Every send is settled first.
+                producer.flush()
+                if failed_send:
+                    # kafka-python may fail a split batch's futures with a bare UnknownError first.
+                    raise next((e for e in failed_send if not isinstance(e, UnknownError)), failed_send[0])
                 producer.send_offsets_to_transaction(offsets, metadata)
                 producer.commit_transaction()
+                self._on_committed(offsets)
             except BaseException as exc:  # noqa: BLE001 - the loop handles it (worker/loop.py)
                 ended.error = exc
             ended.seconds = time.perf_counter() - t0

@@ -9,45 +9,13 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections import Counter
 
 from tests.integration.conftest import SLICE
-from tests.support.committed_reader import read_committed, stable
-from tests.support.faults import reconcile_run
+from tests.support.exactly_once import check_exactly_once
 from tests.support.stream import Stream
-from tests.support.workers import WorkerProcess, committed, headers, produce, wait_committed
+from tests.support.workers import WorkerProcess, committed, produce, wait_committed
 
 EXACTLY_ONCE = ["--processing-guarantee", "exactly-once"]
-
-
-def _sources(bootstrap: str, topic: str) -> Counter:
-    """How often each input record (partition, offset) appears on ``topic``, read_committed."""
-    counts: Counter = Counter()
-    for r in read_committed(bootstrap, topic):
-        h = headers(r)
-        counts[(int(h["source_partition"]), int(h["source_offset"]))] += 1
-    return counts
-
-
-def _keys(bootstrap: str, topic: str) -> Counter:
-    return Counter(r.key.decode() for r in read_committed(bootstrap, topic))
-
-
-def _check_exactly_once(kafka, group: str, topics: dict, n: int, malformed: int) -> dict:
-    """Every record scored once, every alert once, every malformed record dead-lettered once."""
-    for t in ("alert_topic", "scores_topic", "dlq_topic"):
-        stable(kafka.bootstrap, topics[t])
-    report = reconcile_run(kafka.bootstrap, group, topics)
-    assert report.records == n and report.dead_lettered == malformed, report.as_dict()
-    assert report.lost == 0 and report.duplicates == 0, report.as_dict()
-    assert report.wrong_alerts == 0 and report.missing_alerts == 0, report.as_dict()
-    scores = _sources(kafka.bootstrap, topics["scores_topic"])
-    dlq = _sources(kafka.bootstrap, topics["dlq_topic"])
-    alerts = _keys(kafka.bootstrap, topics["alert_topic"])
-    assert len(scores) + len(dlq) == n and set(scores.values()) == {1} and set(dlq.values()) == {1}
-    assert len(dlq) == malformed
-    assert alerts and set(alerts.values()) == {1}, [k for k, c in alerts.items() if c > 1][:5]
-    return {"alerts": len(alerts), "scored": len(scores), "dead_lettered": len(dlq)}
 
 
 def test_exactly_once_outputs_and_offsets_commit_together(kafka, ulb, models_dir, topics, workers):
@@ -62,7 +30,7 @@ def test_exactly_once_outputs_and_offsets_commit_together(kafka, ulb, models_dir
     assert worker.metric("fraud_transactions_total", {"outcome": "committed"}) >= 1
     assert worker.metric("fraud_transactions_total", {"outcome": "aborted"}) == 0
     assert worker.stop() == 0
-    figures = _check_exactly_once(kafka, group, topics, n, len(bad))
+    figures = check_exactly_once(kafka, group, topics, n, len(bad))
     print(f"exactly-once: {figures}")
 
 
@@ -103,5 +71,5 @@ def test_three_sigkills_lose_nothing_and_repeat_nothing(kafka, ulb, models_dir, 
     stream.finish()
     wait_committed(kafka, group, topics["input_topic"], timeout=180, workers=[worker])
     assert worker.stop() == 0
-    figures = _check_exactly_once(kafka, group, topics, n, len(bad))
+    figures = check_exactly_once(kafka, group, topics, n, len(bad))
     print(f"{kills} SIGKILLs over {n:,} events, exactly-once: {figures}, 0 duplicates, 0 missing")

@@ -35,10 +35,38 @@ class FakeProducer:
         pass
 
 
+class FakeTransactionalProducer(FakeProducer):
+    """A transactional producer: records what each transaction held; ``fail_commit`` scripts a failure."""
+
+    def __init__(self, fail_commit: BaseException | None = None) -> None:
+        super().__init__()
+        self.fail_commit = fail_commit
+        self.events: list[str] = []
+        self.offsets: list[dict] = []  # offsets sent with each committed transaction
+
+    def init_transactions(self) -> None:
+        self.events.append("init")
+
+    def begin_transaction(self) -> None:
+        self.events.append("begin")
+
+    def send_offsets_to_transaction(self, offsets, group_metadata) -> None:
+        self.events.append("offsets")
+        self.pending_offsets = offsets
+
+    def commit_transaction(self) -> None:
+        if self.fail_commit is not None:
+            self.events.append("commit failed")
+            raise self.fail_commit
+        self.events.append("commit")
+        self.offsets.append(self.pending_offsets)
+
+
 class FakeConsumer:
     def __init__(self, ends: dict, positions: dict) -> None:
         self.ends, self.positions = ends, positions
         self.commits: list[dict] = []
+        self.seeks: list[tuple] = []
 
     def assignment(self):
         return set(self.ends)
@@ -62,6 +90,12 @@ class FakeConsumer:
         if callback is not None:
             callback(offsets, None)
         return Future().success(None)
+
+    def seek(self, tp, offset) -> None:
+        self.seeks.append((tp, offset))
+
+    def group_metadata(self):
+        return "group-metadata"
 
     def close(self, autocommit=True) -> None:
         pass
