@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.future import Future as KafkaFuture
 
 from worker.acks import AckChain
@@ -80,6 +80,7 @@ class Worker:
         # Exactly-once: the open transaction (worker/transactions.py); None at-least-once.
         self.transaction = Transaction(config.commit_interval, self.restarts.committed) if config.exactly_once else None
         self._rejoin = False  # fenced: rejoin the group with new clients
+        self.exit_code = 0  # 1 once another instance took this one's group_instance_id
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
             lambda: self.consumer.assignment(), health, metrics, self.restarts, lambda tp, o: self.consumer.seek(tp, o),
@@ -132,7 +133,7 @@ class Worker:
                 self.lag.maybe_update(self.consumer)
         finally:
             self._close()
-        return 0
+        return self.exit_code
 
     def process(self, polled: dict) -> bool:
         """One poll's records all the way through: sent, acknowledged, committed; False if that failed."""
@@ -197,7 +198,8 @@ class Worker:
         try:
             polled = self.consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
         except KafkaError as exc:
-            self.trouble.report("poll", f"poll failed: {exc}")
+            if not self._replaced(exc):
+                self.trouble.report("poll", f"poll failed: {exc}")
             return {}
         self.metrics.last_poll.set(time.time())
         return polled
@@ -323,6 +325,9 @@ class Worker:
             return True
         self.metrics.transactions.labels(outcome="aborted").inc()
         self.metrics.committed(False)
+        if self._replaced(ended.error):
+            self._drop_producer(ended.error)
+            return False
         if isinstance(ended.error, PartitionsLost) or ended.fenced:
             # Not ours any more: nothing of it may become visible. A new producer (same
             # transactional id) aborts it for good; the partitions' next owner scores the records.
@@ -347,6 +352,21 @@ class Worker:
             txn.commit_now(self._producer)
         else:
             txn.give_up()
+
+    def _replaced(self, error: BaseException) -> bool:
+        """Another instance joined with this one's group_instance_id: this one stops, exit status 1.
+
+        Rejoining would fence the other in turn, and both would score every event.
+        """
+        if not isinstance(error, FencedInstanceIdError):
+            return False
+        if not self._stop.is_set():
+            logger.error("another worker joined group %s as group_instance_id %r, so this one stops: each "
+                         "instance needs its own id (%s)", self.config.group_id, self.config.group_instance_id,
+                         error)  # fmt: skip
+        self.exit_code = 1
+        self._stop.set()
+        return True
 
     def _rejoin_group(self) -> bool:
         """Fenced: leave with the consumer and start over from the group's committed offsets."""
@@ -443,6 +463,8 @@ class Worker:
             return
         if not isinstance(error, KafkaError):
             raise error
+        if self._replaced(error):
+            return
         # Kept: retried on the next pass or by the revocation listener; lost partitions drop them.
         if retry:
             self.trouble.report("commit", f"commit of {describe_offsets(offsets)} failed: {error}")

@@ -108,3 +108,32 @@ def test_static_member_that_stops_cleanly_holds_its_partitions_a_session(kafka, 
     # A member that left would hand over within a second or two; this one is only expired, and the
     # survivor hears of the rebalance that follows at its next heartbeat.
     assert SESSION_S / 2 <= took <= SESSION_S + HEARTBEAT_S + 2, took
+
+
+def test_a_second_worker_under_the_same_instance_id_makes_the_first_stop_with_status_1(
+    kafka, ulb, models_dir, topics, workers
+):
+    """Two live workers under one name would both score every event; the one fenced out stops."""
+    group = kafka.group()
+    args = dict(group=group, extra=["--group-instance-id", "w-0"], **topics)
+    first = WorkerProcess(kafka.bootstrap, models_dir, **args).start()
+    workers.append(first)
+    first.wait_ready()
+    stream = Stream(kafka.producer(linger_ms=5), topics["input_topic"],
+                    [(f"acct-{i % 31}".encode(), ulb.event(i)) for i in range(6000)], rate=RATE)  # fmt: skip
+    stream.start()
+    first.wait_metric("fraud_events_scored_total", RATE)
+    second = WorkerProcess(kafka.bootstrap, models_dir, **args).start()
+    workers.append(second)
+    started = time.monotonic()
+    status = first.proc.wait(timeout=60)
+    took = time.monotonic() - started
+    assert status == 1, first.output()[-3000:]
+    assert "as group_instance_id 'w-0', so this one stops" in first.output()
+    stream.finish()
+    wait_committed(kafka, group, topics["input_topic"], workers=[second])
+    assert second.stop() == 0
+    report = reconcile_run(kafka.bootstrap, group, topics)
+    assert report.records == 6000 and report.lost == 0, report.as_dict()
+    print(f"\nthe first w-0 stopped with status 1 {took:.1f}s after the second started; lost 0, "
+          f"scored twice {report.duplicates}")  # fmt: skip
