@@ -16,8 +16,14 @@ committed, so a crash repeats the results of at most one batch. If producing fai
 is rewound to the failed batch's first offsets, the batches behind it are dropped (they will be
 polled again) and it is retried after a backoff.
 
+Exactly-once (``processing_guarantee``; docs/design.md, "Delivery semantics"): the same pipeline
+up to the outputs, which go into the open Kafka transaction with the batch's offsets
+(transactions.py) instead of through acks.py and committer.py; the transaction commits every
+``commit_interval_ms`` on a thread of its own, and a failed one is rewound like a failed batch.
+
 The parts: batch.py (a polled batch), outputs.py (pure: scores -> records to send), acks.py,
-committer.py, inflight.py, rebalance.py, clients.py (the Kafka clients), lag.py, trouble.py.
+committer.py, transactions.py, inflight.py, rebalance.py, clients.py (the Kafka clients), lag.py,
+trouble.py.
 """
 
 from __future__ import annotations
