@@ -86,6 +86,7 @@ class Worker:
         # Exactly-once: the open transaction (worker/transactions.py); None at-least-once.
         self.transaction = Transaction(config.commit_interval, self.restarts.committed) if config.exactly_once else None
         self._rejoin = False  # fenced: rejoin the group with new clients
+        self._reposition = False  # a transaction failed: start over from the committed offsets
         self.exit_code = 0  # 1 once another instance took this one's group_instance_id
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
@@ -123,6 +124,8 @@ class Worker:
                     self.health.model_version = self.models.version
                 if self._rejoin and not self._rejoin_group():
                     break
+                if self._reposition and not self._reposition_at_committed():
+                    continue
                 polled = self._poll()
                 batch = self._polled(polled) if polled else None
                 self._step(batch)
@@ -280,8 +283,8 @@ class Worker:
         """Send ``batch``'s results in the open transaction (begun if none is); commit it when due."""
         txn = self.transaction
         assert txn is not None
-        if txn.ending and not self._finish_transaction(behind=batch):
-            return  # the transaction before it failed: rewound, this batch included
+        if txn.ending and not self._finish_transaction():
+            return  # the transaction before it failed: this batch is polled again
         try:
             if self._producer is None:
                 self._producer = self.clients.producer()  # after a failure (or fencing): a new one
@@ -291,7 +294,7 @@ class Worker:
         except KafkaError as exc:
             if txn.is_open:
                 self.metrics.transactions.labels(outcome="aborted").inc()
-            self._rewind([*txn.drop(), batch], exc, "transaction not committed")
+            self._restart_transactions([*txn.drop(), batch], exc)
             return
         txn.add(batch, self.consumer.group_metadata())
         if txn.due():
@@ -311,8 +314,8 @@ class Worker:
         if idle and txn.ending:
             self._finish_transaction()
 
-    def _finish_transaction(self, behind: Batch | None = None, rewind: bool = True) -> bool:
-        """Wait for the commit in progress and take its outcome; False if it failed (then rewound)."""
+    def _finish_transaction(self, rewind: bool = True) -> bool:
+        """Wait for the commit in progress and take its outcome; False if it failed (then restarted)."""
         txn = self.transaction
         assert txn is not None
         ended = txn.wait(self._ack_timeout, self.health.beat)
@@ -346,9 +349,40 @@ class Worker:
         if not rewind:
             logger.warning("final transaction of %s not committed: %s", ended.describe(), ended.error)
             return False
-        self._rewind([*ended.batches, *([behind] if behind is not None else [])], ended.error,
-                     "transaction not committed")  # fmt: skip
+        self._restart_transactions(ended.batches, ended.error)
         return False
+
+    def _restart_transactions(self, batches: list[Batch], error: BaseException) -> None:
+        """After a failed transaction: a new producer, then on from the group's committed offsets.
+
+        Not from the batches' own first offsets: a commit that timed out may still have gone
+        through. The new producer's ``init_transactions`` first ends what its predecessor left
+        (aborted, or committed if that commit got through), and the committed offsets are then
+        read stable (read_committed), so they say exactly what became visible.
+        """
+        self._drop_decoding()
+        self._drop_producer(error)
+        self._reposition = True
+        self.trouble.report("produce", f"transaction not committed, will retry from the committed offsets "
+                                       f"({batches[0].describe()}): {error}")  # fmt: skip
+
+    def _reposition_at_committed(self) -> bool:
+        """Seek every assigned partition to its committed offset (exactly-once, after a failure)."""
+        try:
+            if self._producer is None:
+                self._producer = self.clients.producer()
+            for tp in self.consumer.assignment():
+                offset = self.consumer.committed(tp, timeout_ms=COMMIT_TIMEOUT_MS)
+                if offset is None:
+                    self.consumer.seek_to_beginning(tp)  # nothing committed yet (auto_offset_reset)
+                else:
+                    self.consumer.seek(tp, offset)
+        except KafkaError as exc:
+            if not self._replaced(exc):
+                self.trouble.report("produce", f"cannot restart transactions yet: {exc}")
+            return False
+        self._reposition = False
+        return True
 
     def _end_transaction(self, why: str) -> None:
         """The rebalance listener's hook: commit the open transaction before partitions go, or give it up."""
@@ -435,9 +469,9 @@ class Worker:
         self.chain.reset()
         if behind is not None:
             batches.append(behind)
-        self._rewind(batches, error, "batch not acknowledged")
+        self._rewind(batches, error)
 
-    def _rewind(self, batches: list[Batch], error: BaseException, what: str) -> None:
+    def _rewind(self, batches: list[Batch], error: BaseException) -> None:
         """Seek back to the first offsets of ``batches`` and the one in the decoder, new producer, back off."""
         failed = batches[0]
         decoding = self._drop_decoding()
@@ -452,7 +486,7 @@ class Worker:
             except (KafkaError, AssertionError):
                 pass
         self._drop_producer(error)
-        self.trouble.report("produce", f"{what}, will retry it ({failed.describe()}): {error}")
+        self.trouble.report("produce", f"batch not acknowledged, will retry it ({failed.describe()}): {error}")
 
     def _commit(self, offsets: Offsets) -> None:
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)

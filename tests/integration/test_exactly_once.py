@@ -73,3 +73,31 @@ def test_three_sigkills_lose_nothing_and_repeat_nothing(kafka, ulb, models_dir, 
     assert worker.stop() == 0
     figures = check_exactly_once(kafka, group, topics, n, len(bad))
     print(f"{kills} SIGKILLs over {n:,} events, exactly-once: {figures}, 0 duplicates, 0 missing")
+
+
+def test_rebalances_commit_the_open_transaction_before_partitions_go(kafka, ulb, models_dir, topics, workers):
+    """A second worker joins mid-stream, then the first stops: two rebalances, nothing twice, nothing lost."""
+    group = kafka.group()
+    n = 20_000
+
+    def start() -> WorkerProcess:
+        w = WorkerProcess(kafka.bootstrap, models_dir, group=group, **topics, extra=EXACTLY_ONCE).start()
+        workers.append(w)
+        return w
+
+    first = start()
+    first.wait_ready()
+    stream = Stream(kafka.producer(linger_ms=20), topics["input_topic"],
+                    [(f"acct-{i % 31}".encode(), ulb.event(i)) for i in range(n)], rate=2000)  # fmt: skip
+    stream.start()
+    first.wait_metric("fraud_events_scored_total", 3000)
+    second = start()
+    second.wait_ready(timeout=60)  # it owns partitions now
+    second.wait_metric("fraud_events_scored_total", 1, timeout=60)
+    first.wait_metric("fraud_rebalances_total", 2, timeout=30)
+    assert first.stop() == 0  # SIGTERM mid-stream: its partitions go to the second
+    stream.finish()
+    wait_committed(kafka, group, topics["input_topic"], timeout=120, workers=[second])
+    assert second.stop() == 0
+    figures = check_exactly_once(kafka, group, topics, n, 0)
+    print(f"\ntwo rebalances mid-stream, exactly-once: {figures}")

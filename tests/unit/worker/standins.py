@@ -67,6 +67,7 @@ class FakeConsumer:
         self.ends, self.positions = ends, positions
         self.commits: list[dict] = []
         self.seeks: list[tuple] = []
+        self.committed_offsets: dict = {}  # what committed() answers (exactly-once restarts)
 
     def assignment(self):
         return set(self.ends)
@@ -94,6 +95,12 @@ class FakeConsumer:
     def seek(self, tp, offset) -> None:
         self.seeks.append((tp, offset))
 
+    def committed(self, tp, timeout_ms=None):
+        return self.committed_offsets.get(tp)
+
+    def seek_to_beginning(self, *partitions) -> None:
+        self.seeks.extend((tp, "beginning") for tp in partitions)
+
     def group_metadata(self):
         return "group-metadata"
 
@@ -108,6 +115,8 @@ class FakeClients:
         self.stand_in_consumer, self.stand_in_producer = consumer, producer
 
     def producer(self):
+        if hasattr(self.stand_in_producer, "init_transactions"):  # as KafkaClients does in exactly-once mode
+            self.stand_in_producer.init_transactions()
         return self.stand_in_producer
 
     def learn_topics(self, producer) -> None:

@@ -166,7 +166,7 @@ def test_the_loop_puts_a_batchs_outputs_and_offsets_in_one_transaction_and_never
     producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
     worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
     assert worker.process(polled_batch())
-    assert producer.events == ["begin", "offsets", "commit"]
+    assert producer.events == ["init", "begin", "offsets", "commit"]
     assert {tp: m.offset for tp, m in producer.offsets[0].items()} == {P0: 43, P1: 10}
     topics = [t for t, _, _ in producer.sent]
     assert topics.count("scores") == 5 and topics.count(WorkerConfig().dlq_topic) == 1
@@ -175,13 +175,18 @@ def test_the_loop_puts_a_batchs_outputs_and_offsets_in_one_transaction_and_never
     assert metrics.events_scored._value.get() == 5  # counted once committed
 
 
-def test_a_failed_commit_rewinds_to_the_transactions_first_offsets_and_counts_an_abort(tmp_path):
+def test_a_failed_commit_starts_over_from_the_committed_offsets_with_a_new_producer(tmp_path):
     producer = FakeTransactionalProducer(fail_commit=KafkaError("coordinator went away"))
     consumer = FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
+    consumer.committed_offsets = {P0: 40}  # P1: nothing committed yet
     worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
     worker.trouble._max_backoff = 0.01  # the test does not wait out the backoff
     assert not worker.process(polled_batch())
-    assert sorted(consumer.seeks) == [(P0, 40), (P1, 7)]
+    assert consumer.seeks == []  # not before the new producer has ended what the old one left
+    producer.events.clear()
+    assert worker._reposition_at_committed()
+    assert producer.events == ["init"]
+    assert sorted(consumer.seeks, key=str) == [(P0, 40), (P1, "beginning")]
     assert metrics.transactions.labels(outcome="aborted")._value.get() == 1
     assert metrics.events_scored._value.get() == 0  # nothing counted: it will be scored again
     assert consumer.commits == []
@@ -204,7 +209,7 @@ def test_a_revoked_partition_is_sought_back_to_its_last_commit_in_case_it_comes_
     worker, _ = exactly_once_worker(tmp_path, producer, consumer)
     assert worker.process(polled_batch())  # committed: P0 up to 43, P1 up to 10
     later = polled_batch()
-    for tp, records in later.items():  # polled, and still in the decoder when the rebalance comes
+    for records in later.values():  # polled, and still in the decoder when the rebalance comes
         for r in records:
             r.offset += 3
     worker._step(worker._polled(later))
