@@ -7,12 +7,16 @@ format v2, then the ``ConsumerRecord``. That was most of the worker's polling co
 common kind of batch (format v2, uncompressed, not part of a transaction) in one loop per batch
 and yields the same ``ConsumerRecord``s, with the same positions, counters and errors.
 kafka-python's own code still reads everything else: compressed, transactional, control and older
-batches, and every fetch of a consumer with deserializers or with
-``isolation_level="read_committed"``.
+batches, and every fetch of a consumer with deserializers. A ``read_committed`` consumer (the
+exactly-once mode) is read here too when the fetch lists no aborted transaction for the partition:
+kafka-python's read_committed steps then change nothing for a plain batch (it skips only batches
+of aborted transactions, which are transactional, and control batches); a fetch that lists one is
+left to kafka-python whole.
 
 ``install_reader(consumer)`` puts it in a consumer's fetcher. It relies on kafka-python
 internals: ``KafkaConsumer._fetcher``, ``Fetcher.PartitionRecords`` (the class the fetcher builds
-per fetched partition, and its ``_unpack_records``) and ``DefaultRecordBatch._buffer``.
+per fetched partition, its ``_unpack_records`` and, for read_committed, its ``aborted_transactions``
+and ``aborted_producer_ids``) and ``DefaultRecordBatch._buffer``.
 ``check_reader()`` reads one batch with both readers at start (worker/kafka_compat/__init__.py);
 tests/unit/worker/kafka_compat/test_records.py checks them record for record over generated
 fetches, and tests/integration/test_kafka_compat.py that a real consumer reads through it.
@@ -58,15 +62,18 @@ def check_reader() -> None:
     data = bytes(builder.build())
     tp = TopicPartition("probe", 0)
 
-    def read(cls: Any) -> tuple:
-        part = cls(1, tp, MemoryRecords(data), check_crcs=True)
+    def read(cls: Any, isolation_level: int) -> tuple:
+        part = cls(1, tp, MemoryRecords(data), check_crcs=True, isolation_level=isolation_level)
         return tuple(part.take(None)), part.next_fetch_offset, part.records_read, part.bytes_read
 
     before = TAKEN["record_reader"]
-    ours, theirs = read(BatchRecords), read(Fetcher.PartitionRecords)
-    TAKEN["record_reader"] = before  # the probe is not a use
-    if ours != theirs:
-        raise ValueError("kafka-python's reader and BatchRecords disagree on a sample batch")
+    for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
+        ours, theirs = read(BatchRecords, level), read(Fetcher.PartitionRecords, level)
+        if ours != theirs:
+            raise ValueError("kafka-python's reader and BatchRecords disagree on a sample batch")
+    taken, TAKEN["record_reader"] = TAKEN["record_reader"] - before, before  # the probe is not a use
+    if taken != 2:
+        raise ValueError("BatchRecords did not read the sample batch itself (kafka-python's reading changed)")
 
 
 def _varint(b: bytes, p: int) -> tuple[int, int]:
@@ -112,13 +119,19 @@ def _plain(batch: Any) -> bool:
 class BatchRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     """kafka-python's per-fetch record iterator, with a fast path for plain v2 batches."""
 
+    def _nothing_aborted(self) -> bool:
+        """read_committed: the fetch lists no aborted transaction for this partition (none pending either)."""
+        return self.isolation_level == IsolationLevel.READ_COMMITTED and not (
+            self.aborted_transactions or self.aborted_producer_ids
+        )
+
     def _unpack_records(
         self, tp: TopicPartition, records: Any, key_deserializer: Any, value_deserializer: Any
     ) -> Iterator[ConsumerRecord]:
         if (
             key_deserializer is not None
             or value_deserializer is not None
-            or self.isolation_level != IsolationLevel.READ_UNCOMMITTED
+            or (self.isolation_level != IsolationLevel.READ_UNCOMMITTED and not self._nothing_aborted())
         ):
             yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
             return

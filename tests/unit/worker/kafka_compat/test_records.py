@@ -16,6 +16,7 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
+from worker.kafka_compat.counters import TAKEN
 from worker.kafka_compat.records import BatchRecords, install_reader
 
 TP = TopicPartition("transactions", 3)
@@ -161,15 +162,38 @@ def test_compressed_and_transactional_batches_are_left_to_kafka_python(compressi
     assert [r.offset for r in got] == list(range(90))
 
 
-def test_deserializers_and_read_committed_are_left_to_kafka_python():
+def test_deserializers_are_left_to_kafka_python():
     data = batch([(j, j, None, b"v%d" % j, []) for j in range(5)])
 
     class Upper:
         def deserialize(self, topic, headers, data):
             return data.upper()
 
+    before = TAKEN["record_reader"]
     assert [r.value for r in records_of(same(data, value_deserializer=Upper()))] == [b"V%d" % j for j in range(5)]
-    assert len(records_of(same(data, isolation_level=IsolationLevel.READ_COMMITTED))) == 5
+    assert TAKEN["record_reader"] == before
+
+
+@settings(max_examples=100, deadline=None)
+@given(fetches())
+def test_read_committed_fetches_without_aborted_transactions_are_read_here_alike(fetch):
+    data, fetch_offset, take = fetch
+    before = TAKEN["record_reader"]
+    same(data, fetch_offset=fetch_offset, take=take, isolation_level=IsolationLevel.READ_COMMITTED)
+    assert TAKEN["record_reader"] > before
+
+
+def test_a_read_committed_fetch_listing_an_aborted_transaction_is_left_to_kafka_python():
+    from collections import namedtuple
+
+    aborted_transaction = namedtuple("AbortedTransaction", "producer_id first_offset")  # a fetch response's entry
+    recs = [(j, 10 + j, None, ULB_LIKE, []) for j in range(10)]
+    data = batch(recs, 0) + batch(recs, 10, transactional=True) + batch(recs, 20)
+    aborted = [aborted_transaction(producer_id=7, first_offset=10)]
+    before = TAKEN["record_reader"]
+    got = records_of(same(data, isolation_level=IsolationLevel.READ_COMMITTED, aborted_transactions=aborted))
+    assert [r.offset for r in got] == list(range(10)) + list(range(20, 30))  # the aborted batch skipped
+    assert TAKEN["record_reader"] == before
 
 
 def test_a_corrupt_batch_fails_its_checksum_as_in_kafka_python():
