@@ -708,7 +708,13 @@ def plot_latency(lat: dict, capacity: float, path: str) -> None:
     ax.set_ylim(min(ys) / 1.5, max(ys) * 1.5)
     ax.xaxis.set_major_locator(FixedLocator(rates))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{r:,.0f}\n{r / capacity:.0%}" for r in rates], fontsize=8)
+    labels = []
+    for i, r in enumerate(rates):  # rate and share of capacity; a label close to the one before it goes lower
+        share = r / capacity
+        label = f"{r:,.0f}\n{share:.0%}" if share >= 0.095 else f"{r:,.0f}\n{share:.1%}"
+        close = i > 0 and r / rates[i - 1] < 1.6 and not labels[-1].startswith("\n")
+        labels.append("\n\n" + label if close else label)
+    ax.set_xticklabels(labels, fontsize=8)
     ticks = [
         t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if min(ys) / 1.5 <= t <= max(ys) * 1.5
     ]
@@ -721,9 +727,8 @@ def plot_latency(lat: dict, capacity: float, path: str) -> None:
                  f"each point {lat['warmup_s']:.0f} s warm-up, then {lat['measured_s']:.0f} s measured, about "
                  f"{lat['alert_rate']:.0f} alerts/s; both axes log", fontsize=10)  # fmt: skip
     ax.grid(True, alpha=0.3)
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(columns),
-              frameon=False)  # fmt: skip
-    fig.tight_layout()
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(columns), frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
