@@ -48,6 +48,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -835,6 +836,7 @@ def main() -> int:
         args.out = args.out or str(REPO / "benchmarks/results.json")
         args.plot = args.plot or str(REPO / "docs/img/latency.png")
     broker = None
+    scratch: list[str] = []  # temporary directories, removed at the end
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         broker = LocalKafka(prefix="fraud-bench-kafka-")
@@ -842,6 +844,7 @@ def main() -> int:
     log(f"broker at {bootstrap}")
     try:
         models = tempfile.mkdtemp(prefix="fraud-bench-models-")
+        scratch.append(models)
         log("training the model on the ULB data (fraud-train)")
         subprocess.run([sys.executable, "-m", "training", "--data", str(ULB), "--models-dir", models, "-q"],
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -850,6 +853,7 @@ def main() -> int:
 
         values, raw = load_events(args.events)
         pools = tempfile.mkdtemp(prefix="fraud-bench-pools-")
+        scratch.append(pools)
         pool_info = alert_pools(models, values, raw, pools)
         results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_version": version}
         if args.only_latency is None:
@@ -889,6 +893,8 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.close()
+        for d in scratch:  # the trained bundle and the generator's pools (about 36 MB)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def throughput(bootstrap: str, models: str, manifest: dict, version: str, values: list[bytes], raw: np.ndarray,
