@@ -10,12 +10,13 @@ records once it commits, or none of them; the group's offsets move with it.
 A transaction's life (worker/loop.py drives it):
 
 - ``begin`` before the first batch's records are sent, ``add`` each batch once they are;
-- ``start_commit`` once the transaction is ``due`` (``commit_interval_ms`` after it began) or the
-  stream is idle: the commit runs on a thread of its own, so the loop polls and decodes the next
-  batch meanwhile; a batch is sent only after the commit before it has ended (``wait``);
+- ``start_commit`` once the transaction is ``due`` (``commit_interval_ms`` after the last commit
+  started, or at once if that is longer ago) or the stream is idle: the commit runs on a thread
+  of its own, so the loop polls and decodes the next batch meanwhile; a batch is sent only after
+  the commit before it has ended (``wait``);
 - ``wait`` returns the ended commit (``Ended``): the loop accounts for its batches, or, if it
-  failed, the producer is dropped (its replacement's ``init_transactions`` aborts what is left
-  under the same transactional id) and the consumer rewound to the batches' first offsets.
+  failed, the producer is dropped (its replacement's ``init_transactions`` ends what is left
+  under the same transactional id) and the consumer goes back to the group's committed offsets.
 
 The rebalance listener (worker/rebalance.py, on kafka-python's IO thread while the loop's thread
 is inside ``poll``) ends the transaction before partitions go: it commits it when they are
@@ -93,6 +94,10 @@ class Transaction:
         self._offsets: dict[TopicPartition, int] = {}
         self._group_metadata: object = None
         self._opened: float | None = None
+        # Commits start every ``interval``, counted from the last one's start, as Kafka Streams'
+        # commit.interval.ms is a frequency: a record waits at most about ``interval`` for its
+        # commit to start, not ``interval`` plus the last commit's time.
+        self._last_start = float("-inf")
         self._failed_send: list[BaseException] = []  # the open transaction's failed sends (IO threads append)
         self._ending: Ended | None = None  # committing on its thread, or ended and not yet waited for
 
@@ -106,13 +111,13 @@ class Transaction:
         return self._ending is not None
 
     def due(self) -> bool:
-        return self._opened is not None and self._clock() - self._opened >= self.interval
+        return self._opened is not None and self._clock() >= self._last_start + self.interval
 
     def remaining(self) -> float:
         """Seconds until the open transaction is due (infinite if none is open)."""
         if self._opened is None:
             return float("inf")
-        return max(0.0, self._opened + self.interval - self._clock())
+        return max(0.0, self._last_start + self.interval - self._clock())
 
     def begin(self, producer: KafkaProducer) -> None:
         if self._opened is None:
@@ -143,6 +148,7 @@ class Transaction:
     def start_commit(self, producer: KafkaProducer) -> None:
         """Commit the open transaction on a thread of its own; ``wait`` gives the outcome."""
         ended = self._close()
+        self._last_start = self._clock()
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._offsets.items()}
         metadata, self._offsets, self._group_metadata = self._group_metadata, {}, None
         failed_send = self._failed_send

@@ -48,11 +48,16 @@ def finished(txn: Transaction):
     return ended
 
 
-def test_a_transaction_is_due_one_interval_after_it_began_and_commits_the_highest_offsets():
+def test_commits_start_one_interval_apart_and_commit_the_highest_offsets():
     clock, committed = Clock(), []
     txn = Transaction(0.25, committed.append, clock)
     producer = FakeTransactionalProducer()
     assert not txn.is_open and not txn.due() and txn.remaining() == float("inf")
+    txn.begin(producer)
+    assert txn.due()  # no commit yet: the first one may start at once
+    txn.start_commit(producer)
+    finished(txn)
+    producer.events.clear()
     txn.begin(producer)
     txn.begin(producer)  # already open: no second begin
     assert producer.events == ["begin"]
@@ -67,8 +72,11 @@ def test_a_transaction_is_due_one_interval_after_it_began_and_commits_the_highes
     ended = finished(txn)
     assert ended.error is None and len(ended.batches) == 2 and ended.finished_ms > 0
     assert producer.events == ["begin", "offsets", "commit"]
-    assert {tp: m.offset for tp, m in producer.offsets[0].items()} == {P0: 30, P1: 10}
-    assert committed == [producer.offsets[0]]
+    assert {tp: m.offset for tp, m in producer.offsets[1].items()} == {P0: 30, P1: 10}
+    assert committed == producer.offsets
+    clock.now += 0.25 + 0.5  # the stream paused: a transaction opened now is due at once
+    txn.begin(producer)
+    assert txn.due()
     assert txn.wait(timeout=1, beat=lambda: None) is None  # taken once
 
 
