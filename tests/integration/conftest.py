@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.broker import REPO
 from tests.support.bundles import ULB_FEATURES, make_bundle
+from tests.support.faults import OwnBroker
 from tests.support.workers import WorkerProcess
 
 # The shared data folder sits beside the checkout (CI lays it out the same way).
@@ -94,3 +95,13 @@ def topics(kafka):
         dlq_topic=kafka.topic(partitions=1, prefix="dlq"),
         scores_topic=kafka.topic(partitions=1, prefix="scores"),
     )
+
+
+@pytest.fixture
+def own_broker(tmp_path) -> Iterator[OwnBroker]:
+    """A broker of the test's own, which it may stop and start (tests/support/faults.py); stopped in teardown."""
+    broker = OwnBroker(tmp_path / "kafka")
+    try:
+        yield broker
+    finally:
+        broker.close()

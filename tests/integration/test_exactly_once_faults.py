@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.conftest import KafkaClients
 from tests.support.exactly_once import check_exactly_once
-from tests.support.faults import OwnBroker
+from tests.support.faults import fresh_topics
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, committed, produce, wait_committed
 
 EXACTLY_ONCE = ["--processing-guarantee", "exactly-once"]
-
-
-@pytest.fixture
-def own_broker(tmp_path) -> Iterator[OwnBroker]:
-    broker = OwnBroker(tmp_path / "kafka")
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def test_a_paused_worker_whose_partitions_moved_on_publishes_and_commits_nothing(
@@ -83,12 +72,7 @@ def test_broker_stopped_for_30s_mid_stream_leaves_no_gap_and_no_duplicate(own_br
     own_broker.start()
     clients = KafkaClients(own_broker.bootstrap)
     try:
-        topics = dict(
-            input_topic=clients.topic(partitions=3, prefix="transactions"),
-            alert_topic=clients.topic(partitions=1, prefix="alerts"),
-            dlq_topic=clients.topic(partitions=1, prefix="dlq"),
-            scores_topic=clients.topic(partitions=1, prefix="scores"),
-        )
+        topics = fresh_topics(clients)
         group = clients.group()
         n = 18_000
         worker = WorkerProcess(own_broker.bootstrap, models_dir, group=group, **topics,

@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.conftest import KafkaClients
-from tests.support.faults import OwnBroker, reconcile_run
+from tests.support.faults import fresh_topics, reconcile_run
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, produce, wait_committed
 
 OUTAGE = 20.0
-
-
-@pytest.fixture
-def own_broker(tmp_path) -> Iterator[OwnBroker]:
-    broker = OwnBroker(tmp_path / "kafka")
-    try:
-        yield broker
-    finally:
-        broker.close()
-
-
-def _topics(clients: KafkaClients) -> dict:
-    return dict(
-        input_topic=clients.topic(partitions=3, prefix="transactions"),
-        alert_topic=clients.topic(partitions=1, prefix="alerts"),
-        dlq_topic=clients.topic(partitions=1, prefix="dlq"),
-        scores_topic=clients.topic(partitions=1, prefix="scores"),
-    )
 
 
 def _trouble_warnings(worker: WorkerProcess) -> list[str]:
@@ -46,7 +25,7 @@ def test_broker_stopped_for_20s_mid_stream_worker_recovers_by_itself(own_broker,
     own_broker.start()
     clients = KafkaClients(own_broker.bootstrap)
     try:
-        topics = _topics(clients)
+        topics = fresh_topics(clients)
         group = clients.group()
         n = 18_000
         worker = WorkerProcess(own_broker.bootstrap, models_dir, group=group, **topics,

@@ -49,3 +49,13 @@ class OwnBroker:
     def close(self) -> None:
         if self._broker is not None:
             self._broker.close()
+
+
+def fresh_topics(clients) -> dict:
+    """New input (3 partitions), alert, DLQ and scores topics on ``clients``' broker (the ``topics`` fixture's kind)."""
+    return dict(
+        input_topic=clients.topic(partitions=3, prefix="transactions"),
+        alert_topic=clients.topic(partitions=1, prefix="alerts"),
+        dlq_topic=clients.topic(partitions=1, prefix="dlq"),
+        scores_topic=clients.topic(partitions=1, prefix="scores"),
+    )
