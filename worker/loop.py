@@ -340,11 +340,15 @@ class Worker:
         if isinstance(ended.error, PartitionsLost) or ended.fenced:
             # Not ours any more: nothing of it may become visible. A new producer (same
             # transactional id) aborts it for good; the partitions' next owner scores the records.
+            # Whatever was polled meanwhile is polled again, from the committed offsets.
             logger.warning("transaction of %s aborted: %s; %s", ended.describe(), ended.error,
                            "rejoining the group" if ended.fenced else "their next owner scores them")  # fmt: skip
             self._drop_producer(ended.error)
+            self._drop_decoding()
             if ended.fenced:
                 self._rejoin = True
+            else:
+                self._reposition = True
             return False
         if not rewind:
             logger.warning("final transaction of %s not committed: %s", ended.describe(), ended.error)

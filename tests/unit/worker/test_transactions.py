@@ -223,3 +223,25 @@ def test_a_revoked_partition_is_sought_back_to_its_last_commit_in_case_it_comes_
     worker._step(worker._polled(later))
     asyncio.run(worker.listener.on_partitions_revoked({P0, P1}))
     assert sorted(consumer.seeks) == [(P0, 43), (P1, 10)]
+
+
+def test_a_batch_polled_after_the_partitions_were_lost_is_polled_again_from_the_committed_offsets(tmp_path):
+    """The open transaction is given up; a batch emitted before the loop took that outcome is not skipped."""
+    import asyncio
+
+    producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
+    worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
+    worker.transaction.interval = 60.0  # nothing commits on its own in this test
+    assert worker.process(polled_batch())  # the first transaction commits (the first is due at once)
+    worker._step(worker._polled(polled_batch()))
+    worker._step(None)  # a second transaction is open with this batch
+    assert worker.transaction.is_open
+    asyncio.run(worker.listener.on_partitions_lost({P0, P1}))  # inside a poll
+    consumer.committed_offsets = {P0: 43, P1: 10}
+    later = polled_batch()  # polled by that same poll, under the new assignment
+    worker._step(worker._polled(later))
+    worker._step(None)
+    assert metrics.transactions.labels(outcome="aborted")._value.get() == 1
+    assert worker._reposition and not worker.transaction.is_open
+    assert worker._reposition_at_committed()
+    assert sorted(consumer.seeks) == [(P0, 43), (P1, 10)]  # that batch is read again, not skipped
