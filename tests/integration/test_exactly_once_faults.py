@@ -10,11 +10,10 @@ import signal
 import time
 
 import numpy as np
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.conftest import KafkaClients
 from tests.support.exactly_once import check_exactly_once
-from tests.support.faults import fresh_topics
+from tests.support.faults import BROKER_MAX_MESSAGE_BYTES, fresh_topics, limit_message_bytes, outage_producer
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, committed, produce, wait_committed
 
@@ -79,8 +78,7 @@ def test_broker_stopped_for_30s_mid_stream_leaves_no_gap_and_no_duplicate(own_br
                                extra=[*EXACTLY_ONCE, "--retry-backoff-max-seconds", "2"]).start()  # fmt: skip
         workers.append(worker)
         worker.wait_ready()
-        producer = clients.producer(linger_ms=20, max_block_ms=120_000, delivery_timeout_ms=180_000,
-                                    request_timeout_ms=10_000, reconnect_backoff_max_ms=1000)  # fmt: skip
+        producer = outage_producer(clients)
         stream = Stream(producer, topics["input_topic"], [(f"acct-{i % 17}".encode(), ulb.event(i)) for i in range(n)],
                         rate=600)  # fmt: skip
         stream.start()
@@ -103,12 +101,6 @@ def test_broker_stopped_for_30s_mid_stream_leaves_no_gap_and_no_duplicate(own_br
         clients.close()
 
 
-def _limit(kafka, topic: str, max_bytes: int) -> None:
-    kafka.admin().alter_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})]
-    )
-
-
 def test_refused_alerts_abort_the_transaction_until_the_topic_accepts_them(kafka, ulb, models_dir, topics, workers):
     group = kafka.group()
     worker = WorkerProcess(kafka.bootstrap, models_dir, group=group, **topics,
@@ -123,7 +115,7 @@ def test_refused_alerts_abort_the_transaction_until_the_topic_accepts_them(kafka
     # with a limit under the marker's size, Kafka 4.4's transaction coordinator cannot write the
     # abort and treats it as fatal for that transactional id (RecordTooLargeException while sending
     # txn marker), so no producer with that id could start until the broker restarts.
-    _limit(kafka, topics["alert_topic"], 200)
+    limit_message_bytes(kafka, topics["alert_topic"], 200)
     frauds = np.flatnonzero(ulb.labels == 1).tolist()
     second = [(None, ulb.event(i, prefix="f")) for i in frauds] + [
         (None, ulb.event(i, prefix="b")) for i in range(2000, 4000)
@@ -135,7 +127,7 @@ def test_refused_alerts_abort_the_transaction_until_the_topic_accepts_them(kafka
     assert committed(kafka, group, topics["input_topic"]) == held, "offsets moved while alerts were refused"
     assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
 
-    _limit(kafka, topics["alert_topic"], 1_048_588)  # the broker default
+    limit_message_bytes(kafka, topics["alert_topic"], BROKER_MAX_MESSAGE_BYTES)
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
     aborted = worker.metric("fraud_transactions_total", {"outcome": "aborted"})
     assert worker.stop() == 0

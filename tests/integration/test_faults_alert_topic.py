@@ -13,16 +13,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from kafka.admin import ConfigResource, ConfigResourceType
 
-from tests.support.faults import reconcile_run
+from tests.support.faults import BROKER_MAX_MESSAGE_BYTES, limit_message_bytes, reconcile_run
 from tests.support.workers import WorkerProcess, committed, end_offsets, produce, wait_committed
-
-
-def _limit(kafka, topic: str, max_bytes: int) -> None:
-    kafka.admin().alter_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})]
-    )
 
 
 def test_refused_alerts_hold_the_commit_until_the_topic_accepts_them(kafka, ulb, models_dir, topics, workers):
@@ -34,7 +27,7 @@ def test_refused_alerts_hold_the_commit_until_the_topic_accepts_them(kafka, ulb,
     produce(producer, topics["input_topic"], [(None, ulb.event(i)) for i in range(2000)])
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
 
-    _limit(kafka, topics["alert_topic"], 64)
+    limit_message_bytes(kafka, topics["alert_topic"], 64)
     frauds = np.flatnonzero(ulb.labels == 1).tolist()
     second = [(None, ulb.event(i, prefix="f")) for i in frauds] + [
         (None, ulb.event(i, prefix="b")) for i in range(2000, 4000)
@@ -52,7 +45,7 @@ def test_refused_alerts_hold_the_commit_until_the_topic_accepts_them(kafka, ulb,
     assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
     refused_for = time.monotonic() - held_from
 
-    _limit(kafka, topics["alert_topic"], 1_048_588)  # the broker default
+    limit_message_bytes(kafka, topics["alert_topic"], BROKER_MAX_MESSAGE_BYTES)
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
     assert worker.stop() == 0
     report = reconcile_run(kafka.bootstrap, group, topics)

@@ -10,7 +10,7 @@ import json
 import time
 
 from tests.conftest import KafkaClients
-from tests.support.faults import fresh_topics, reconcile_run
+from tests.support.faults import fresh_topics, outage_producer, reconcile_run
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, produce, wait_committed
 
@@ -32,9 +32,7 @@ def test_broker_stopped_for_20s_mid_stream_worker_recovers_by_itself(own_broker,
                                extra=["--retry-backoff-max-seconds", "2"]).start()  # fmt: skip
         workers.append(worker)
         worker.wait_ready()
-        # The producer waits out the outage too: it blocks and retries instead of failing.
-        producer = clients.producer(linger_ms=20, max_block_ms=120_000, delivery_timeout_ms=180_000,
-                                    request_timeout_ms=10_000, reconnect_backoff_max_ms=1000)  # fmt: skip
+        producer = outage_producer(clients)
         stream = Stream(producer, topics["input_topic"], [(f"acct-{i % 17}".encode(), ulb.event(i)) for i in range(n)],
                         rate=600)  # fmt: skip
         stream.start()

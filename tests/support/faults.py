@@ -59,3 +59,21 @@ def fresh_topics(clients) -> dict:
         dlq_topic=clients.topic(partitions=1, prefix="dlq"),
         scores_topic=clients.topic(partitions=1, prefix="scores"),
     )
+
+
+BROKER_MAX_MESSAGE_BYTES = 1_048_588  # the broker's default max.message.bytes
+
+
+def limit_message_bytes(kafka, topic: str, max_bytes: int) -> None:
+    """Make ``topic`` refuse records (batches) larger than ``max_bytes``: a real refusal from the broker."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    kafka.admin().alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})]
+    )
+
+
+def outage_producer(clients):
+    """A test producer that waits out a broker outage: it blocks and retries instead of failing."""
+    return clients.producer(linger_ms=20, max_block_ms=120_000, delivery_timeout_ms=180_000,
+                            request_timeout_ms=10_000, reconnect_backoff_max_ms=1000)  # fmt: skip
