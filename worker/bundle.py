@@ -4,6 +4,7 @@ Layout under a models directory::
 
     <models>/<version>/model.tflite     the LiteRT model: float32 [batch, n_features] -> [batch, 1]
     <models>/<version>/manifest.json    everything needed to serve it (see ``Manifest``)
+    <models>/<version>/signature.json   optional: an Ed25519 signature over the two (``worker.signing``)
     <models>/<version>/...              evaluation report (metrics.json, plots, report.html)
     <models>/CURRENT                    the active version's name, replaced atomically
 
@@ -24,14 +25,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.errors import BundleError
+from worker.errors import BundleError, SignatureError
 from worker.transforms import FeatureTransform, read_transforms
+
+if TYPE_CHECKING:
+    from worker.signing import SigningKey, TrustedKeys
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "signature.json"
 CURRENT_FILE = "CURRENT"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -123,6 +128,8 @@ class Bundle:
     path: Path
     manifest: Manifest
     model_bytes: bytes
+    # The id of the trusted key whose signature was checked; None when no signature was asked for.
+    signed_by: str | None = None
 
     @property
     def version(self) -> str:
@@ -166,12 +173,20 @@ def set_current(models_dir: str | os.PathLike[str], version: str) -> None:
 
 def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
     path = Path(bundle_dir) / MANIFEST_FILE
+    return _parse_manifest(_read_manifest_bytes(path), path)
+
+
+def _read_manifest_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
+    return raw
+
+
+def _parse_manifest(raw: bytes, path: Path) -> Manifest:
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -179,12 +194,36 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
     return Manifest.from_dict(data)
 
 
-def load_bundle(models_dir: str | os.PathLike[str], version: str | None = None) -> Bundle:
+def _read_model(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_signature(path: Path, version: str) -> bytes | None:
+    """``signature.json``'s bytes (at most a little more than any signature needs), or None if absent."""
+    from worker.signing import MALFORMED, MAX_SIGNATURE_BYTES
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_SIGNATURE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SignatureError(MALFORMED, f"bundle {version}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def load_bundle(
+    models_dir: str | os.PathLike[str], version: str | None = None, trusted_keys: TrustedKeys | None = None
+) -> Bundle:
     """Read and verify one bundle (CURRENT's when ``version`` is None).
 
-    Checks: manifest present and well-formed, its version matches the directory, model file
-    present and its sha256 equal to the manifest's. Model-level checks (input width, a probe
-    score) belong to ``worker.scoring.load_scorer``.
+    Checks: with ``trusted_keys``, a signature by one of them over manifest.json's and
+    model.tflite's bytes as read here (before the manifest is parsed); manifest present and
+    well-formed, its version matches the directory, model file present and its sha256 equal to the
+    manifest's. Model-level checks (input width, a probe score) belong to
+    ``worker.scoring.load_scorer``.
     """
     models = Path(models_dir)
     if version is None:
@@ -194,21 +233,26 @@ def load_bundle(models_dir: str | os.PathLike[str], version: str | None = None) 
     bundle_dir = models / version
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle {version} does not exist in {models}")
-    manifest = read_manifest(bundle_dir)
+    manifest_path, model_path = bundle_dir / MANIFEST_FILE, bundle_dir / MODEL_FILE
+    raw = _read_manifest_bytes(manifest_path)
+    model_bytes, signed_by = None, None
+    if trusted_keys is not None:
+        # The signature covers the bytes served: the ones read here, not a second read of the files.
+        model_bytes = _read_model(model_path)
+        signature = _read_signature(bundle_dir / SIGNATURE_FILE, version)
+        signed_by = trusted_keys.verify(version, raw, model_bytes, signature)
+    manifest = _parse_manifest(raw, manifest_path)
     if manifest.version != version:
         raise BundleError(f"bundle directory {version} holds a manifest for version {manifest.version}")
-    model_path = bundle_dir / MODEL_FILE
-    try:
-        model_bytes = model_path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+    if model_bytes is None:
+        model_bytes = _read_model(model_path)
     digest = sha256_hex(model_bytes)
     if digest != manifest.model_sha256:
         raise BundleError(
             f"bundle {version}: {MODEL_FILE} sha256 {digest[:12]}… does not match the manifest's "
             f"{manifest.model_sha256[:12]}…"
         )
-    return Bundle(path=bundle_dir, manifest=manifest, model_bytes=model_bytes)
+    return Bundle(path=bundle_dir, manifest=manifest, model_bytes=model_bytes, signed_by=signed_by)
 
 
 def write_bundle(
@@ -216,10 +260,12 @@ def write_bundle(
     manifest: Manifest,
     model_bytes: bytes,
     extra_files: Mapping[str, bytes] | None = None,
+    signing_key: SigningKey | None = None,
 ) -> Path:
     """Write a complete bundle under a temporary name, then rename it to ``<models>/<version>``.
 
-    ``manifest.model_sha256`` must be the sha256 of ``model_bytes``. Does not touch CURRENT.
+    ``manifest.model_sha256`` must be the sha256 of ``model_bytes``. With ``signing_key`` the
+    bundle gets its ``signature.json`` before the rename. Does not touch CURRENT.
     """
     manifest.validate()
     if sha256_hex(model_bytes) != manifest.model_sha256:
@@ -234,11 +280,16 @@ def write_bundle(
     try:
         (tmp / MODEL_FILE).write_bytes(model_bytes)
         for name, content in (extra_files or {}).items():
-            if "/" in name or name in (MODEL_FILE, MANIFEST_FILE):
+            if "/" in name or name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE):
                 raise BundleError(f"bad extra file name {name!r}")
             (tmp / name).write_bytes(content)
+        manifest_bytes = manifest.to_json().encode("utf-8")
+        if signing_key is not None:
+            # Over the exact bytes written below; signed before the rename, so no reader ever
+            # sees the bundle under its version's name unsigned.
+            (tmp / SIGNATURE_FILE).write_bytes(signing_key.sign(manifest_bytes, model_bytes))
         # The manifest goes last: a directory with a manifest is a complete bundle.
-        (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

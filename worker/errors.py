@@ -5,6 +5,7 @@ One root, so callers can catch everything the project raises::
     FraudScoringError
      ├── ConfigError          a setting is unknown, malformed or contradicts another (names it)
      ├── BundleError          a model bundle is missing, unreadable or fails its checks
+     │    └── SignatureError  its signature is missing, malformed, by an untrusted key or does not match
      ├── DecodeError          one input record cannot be scored (carries a stable ``reason`` code)
      └── BrokerError          the Kafka cluster cannot be reached or refused a request (retriable)
 
@@ -27,6 +28,14 @@ class ConfigError(FraudScoringError):
 
 class BundleError(FraudScoringError):
     """A model bundle cannot be served: missing, unreadable, or failing a check."""
+
+
+class SignatureError(BundleError):
+    """A bundle fails the signature check (``worker.signing``); ``reason`` is a stable code for the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DecodeError(FraudScoringError):

@@ -8,6 +8,8 @@ the served path to it before a bundle serves (``Scorer.probe``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
@@ -15,6 +17,9 @@ from worker.bundle import Bundle, load_bundle
 from worker.decimals import float32_decimals
 from worker.errors import BundleError
 from worker.transforms import Transforms
+
+if TYPE_CHECKING:
+    from worker.signing import TrustedKeys
 
 
 class Scorer:
@@ -117,8 +122,11 @@ class Scorer:
         check(self)
 
 
-def load_scorer(models_dir: str, version: str | None = None, num_threads: int = 1) -> Scorer:
-    """Load, verify (sha256, feature count, probe through the transforms) and return a ready scorer."""
-    scorer = Scorer(load_bundle(models_dir, version), num_threads=num_threads)
+def load_scorer(
+    models_dir: str, version: str | None = None, num_threads: int = 1, trusted_keys: TrustedKeys | None = None
+) -> Scorer:
+    """Load, verify (signature with ``trusted_keys``, sha256, feature count, probe through the
+    transforms) and return a ready scorer."""
+    scorer = Scorer(load_bundle(models_dir, version, trusted_keys), num_threads=num_threads)
     scorer.probe()
     return scorer

@@ -4,7 +4,8 @@
 it with ``to_tflite``; TensorFlow is imported in the test process only, and each weight set is
 converted once per session (conversion takes seconds). ``make_bundle`` writes a bundle through
 the real contract (``worker.bundle.write_bundle``), with ``feature_transforms`` (the manifest's
-list of ``{"kind", "clip"}``) when given; helpers below break one in a chosen way.
+list of ``{"kind", "clip"}``) when given, signed when given a ``signing_key``; helpers below break
+one in a chosen way.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from worker.bundle import MANIFEST_FILE, MODEL_FILE, Manifest, set_current, sha256_hex, write_bundle
 from worker.transforms import read_transforms
+
+if TYPE_CHECKING:
+    from worker.signing import SigningKey
 
 ULB_FEATURES = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")
 _TFLITE: dict[tuple, bytes] = {}
@@ -51,6 +56,7 @@ def make_bundle(
     promote: bool = True,
     score_histogram: dict | None = None,
     feature_transforms: Sequence[dict] | None = None,
+    signing_key: SigningKey | None = None,
 ) -> Path:
     """Write (and by default promote) a bundle; ``feature_transforms`` None or [] means none (all identity)."""
     model_bytes = model_bytes if model_bytes is not None else tflite_for(weights, bias)
@@ -68,7 +74,7 @@ def make_bundle(
         score_histogram=dict(score_histogram or {}),
         feature_transforms=read_transforms(list(feature_transforms or []), len(feature_names)),
     )
-    path = write_bundle(models_dir, manifest, model_bytes)
+    path = write_bundle(models_dir, manifest, model_bytes, signing_key=signing_key)
     if promote:
         set_current(models_dir, version)
     return path
@@ -87,3 +93,13 @@ def drop_last_feature(bundle_dir: Path) -> None:
     for key in ("feature_names", "scaler_mean", "scaler_scale", "weights"):
         data[key] = data[key][:-1]
     (bundle_dir / MANIFEST_FILE).write_text(json.dumps(data))
+
+
+def swap_weights(bundle_dir: Path, weights: Sequence[float], bias: float) -> None:
+    """Replace the model by one with other weights and make the manifest agree (weights, bias,
+    model_sha256), leaving any signature.json as it was: a bundle every check but the signature passes."""
+    model_bytes = tflite_for(weights, bias)
+    data = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    data.update(weights=[float(w) for w in weights], bias=float(bias), model_sha256=sha256_hex(model_bytes))
+    (bundle_dir / MODEL_FILE).write_bytes(model_bytes)
+    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
