@@ -57,12 +57,20 @@ def _run(config) -> int:
     from worker.health import HealthServer, HealthState
     from worker.loop import Worker
     from worker.metrics import WorkerMetrics
-    from worker.models import ModelWatcher
+    from worker.models import ModelWatcher, signed_by
+    from worker.signing import load_trusted_keys
 
+    try:  # checked by load_config already; read again here, so a file changed since is caught too
+        trusted_keys = load_trusted_keys(config.trusted_keys) if config.trusted_keys else None
+    except ConfigError as exc:
+        print(f"fraud-worker: bad setting: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, drift_window=config.drift_window)
     health = HealthState(config.health_stall_seconds)
-    models = ModelWatcher(config.models_dir, metrics, interval=config.reload_interval_seconds)
+    models = ModelWatcher(
+        config.models_dir, metrics, interval=config.reload_interval_seconds, trusted_keys=trusted_keys
+    )
     try:
         scorer = models.load_initial()
     except BundleError as exc:
@@ -70,7 +78,14 @@ def _run(config) -> int:
         return EXIT_STARTUP
     health.model_version = scorer.version
     health.model_check = models.files_problem
-    logger.info("serving model %s (%d features, threshold %.4f)", scorer.version, scorer.n_features, scorer.threshold)
+    logger.info("serving model %s (%d features, threshold %.4f%s)", scorer.version, scorer.n_features,
+                scorer.threshold, signed_by(scorer))  # fmt: skip
+    if trusted_keys is None:
+        # A warning, not info: without signatures whoever can write the models directory decides
+        # what is flagged, and a bundle with consistent sha256 fields but other weights would serve.
+        logger.warning("model bundles are not signature-checked: set trusted_keys to serve only signed ones")
+    else:
+        logger.info("serving only model bundles signed by one of the trusted keys %s", ", ".join(trusted_keys.ids))
 
     worker = Worker(config, models, metrics, health)
     _install_signals(worker)

@@ -161,6 +161,14 @@ class WorkerConfig:
             "<group_id>-<group_instance_id>, or <group_id>-<host>-<pid> without an instance id"
         },
     )
+    trusted_keys: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated PEM files of Ed25519 public keys (openssl pkey -in KEY.pem -pubout): serve "
+            "only model bundles signed by one of them (fraud-train --signing-key); empty = bundles are not "
+            "signature-checked"
+        },
+    )
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -346,6 +354,10 @@ def _check(c: WorkerConfig) -> None:
         )
     if c.transactional_id and not c.exactly_once:
         raise ConfigError("transactional_id is set but processing_guarantee is at-least-once: it would be unused")
+    if c.trusted_keys:
+        from worker.signing import load_trusted_keys
+
+        load_trusted_keys(c.trusted_keys)  # a ConfigError names the file that is not an Ed25519 public key
     from worker.kafka_compat import parse_fast_paths
 
     try:

@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from worker.decode import REASONS
 from worker.drift import DEFAULT_WINDOW, DriftWindow, Reference
+from worker.signing import REASONS as SIGNATURE_REASONS
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,13 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
+        self.model_signature_failures = Counter(
+            "fraud_model_signature_failures",
+            "Hot reloads refused because the bundle is not signed by a trusted key, by reason (unsigned, "
+            "malformed, unknown_key, mismatch).",
+            ["reason"],
+            registry=r,
+        )
         self.broker_errors = Counter(
             "fraud_broker_errors",
             "Failed broker operations (the worker backs off and retries), by stage.",
@@ -173,6 +181,8 @@ class WorkerMetrics:
             self.commits.labels(result=result)
         for outcome in ("committed", "aborted"):
             self.transactions.labels(outcome=outcome)
+        for reason in SIGNATURE_REASONS:
+            self.model_signature_failures.labels(reason=reason)
         for stage in ("connect", "poll", "produce", "commit", "lag"):
             self.broker_errors.labels(stage=stage)
         # Every series starts at 0, so rate() sees the first bad record instead of a series born at 1.

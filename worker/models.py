@@ -3,21 +3,28 @@
 Between batches the loop calls ``maybe_reload``; at most once per interval it stats CURRENT and,
 when the file changed and names another version, loads that bundle with ``load_scorer`` (sha256,
 feature count, probe score). A bundle that fails is counted and logged once, and the old scorer
-keeps serving; it is tried again only when CURRENT changes again.
+keeps serving; it is tried again only when CURRENT changes again. With ``trusted_keys`` every
+bundle, the first one too, must be signed by one of them (``worker.signing``); a refused signature
+is also counted by its reason.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from worker.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, read_current
-from worker.errors import BundleError
+from worker.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, read_current
+from worker.errors import BundleError, SignatureError
 from worker.metrics import WorkerMetrics
 from worker.scoring import Scorer, load_scorer
+
+if TYPE_CHECKING:
+    from worker.signing import TrustedKeys
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +36,15 @@ class ModelWatcher:
         metrics: WorkerMetrics,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        loader: Callable[[str, str | None], Scorer] = load_scorer,
+        loader: Callable[[str, str | None], Scorer] | None = None,
+        trusted_keys: TrustedKeys | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.metrics = metrics
         self.interval = interval
+        self.trusted_keys = trusted_keys
         self._clock = clock
-        self._loader = loader
+        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys)
         self._scorer: Scorer | None = None
         self._seen: tuple[int, int, int] | None = None
         self._next_check = 0.0
@@ -76,12 +85,15 @@ class ModelWatcher:
             seconds = time.perf_counter() - t0
         except BundleError as exc:
             self.metrics.model_reloads.labels(result="failed").inc()
+            if isinstance(exc, SignatureError):
+                self.metrics.model_signature_failures.labels(reason=exc.reason).inc()
             logger.error("model reload refused, still serving %s: %s", self.version, exc)
             return False
         old = self.version
         self._serve(scorer, seconds)
         self.metrics.model_reloads.labels(result="ok").inc()
-        logger.info("model switched from %s to %s (threshold %.4f)", old, scorer.version, scorer.threshold)
+        logger.info("model switched from %s to %s (threshold %.4f%s)", old, scorer.version, scorer.threshold,
+                    signed_by(scorer))  # fmt: skip
         return True
 
     def files_problem(self) -> str | None:
@@ -95,7 +107,9 @@ class ModelWatcher:
         if not (models / CURRENT_FILE).is_file():
             return f"{models / CURRENT_FILE} is missing"
         bundle = models / self._scorer.version
-        for name in (MANIFEST_FILE, MODEL_FILE):
+        # With trusted keys a restart would need the signature too.
+        signature = () if self.trusted_keys is None else (SIGNATURE_FILE,)
+        for name in (MANIFEST_FILE, MODEL_FILE, *signature):
             if not (bundle / name).is_file():
                 return f"{bundle / name} of the serving model is missing"
         return None
@@ -115,3 +129,9 @@ class ModelWatcher:
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def signed_by(scorer: Scorer) -> str:
+    """The end of a log line about ``scorer``: which key signed it, if its signature was checked."""
+    key = scorer.bundle.signed_by
+    return f", signed by key {key}" if key else ""

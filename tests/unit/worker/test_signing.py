@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.support.bundles import corrupt_sha256, make_bundle, swap_weights
 from tests.support.keys import KeyPair, make_keys
 from worker.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, Manifest, load_bundle, write_bundle
+from worker.config import load_config
 from worker.errors import BundleError, ConfigError, SignatureError
 from worker.scoring import load_scorer
 from worker.signing import (
@@ -276,3 +277,24 @@ def test_a_bad_signing_key_file_is_a_config_error_naming_it(tmp_path, keys, make
         load_signing_key(path)
     message = str(info.value)
     assert needle in message and path in message and "--signing-key" in message and "\n" not in message, message
+
+
+# The trusted_keys setting ---------------------------------------------------------------------
+
+
+def test_trusted_keys_from_the_flag_or_the_environment(keys, other_keys):
+    both = f"{keys.public}, {other_keys.public}"
+    assert load_config(["--trusted-keys", both], {}).trusted_keys == both
+    assert load_config([], {"FRAUD_TRUSTED_KEYS": str(keys.public)}).trusted_keys == str(keys.public)
+    assert load_config([], {}).trusted_keys == ""  # off by default
+    assert set(load_trusted_keys(both).ids) == {keys.key_id, other_keys.key_id}
+
+
+def test_a_bad_trusted_key_file_fails_at_start_naming_it(tmp_path, keys):
+    bad = _write(tmp_path / "not-a-key.pub", b"hello\n")
+    with pytest.raises(ConfigError, match="trusted_keys: .*not-a-key.pub is not a PEM public key"):
+        load_config(["--trusted-keys", f"{keys.public},{bad}"], {})
+    with pytest.raises(ConfigError, match="absent.pub"):
+        load_config([], {"FRAUD_TRUSTED_KEYS": str(tmp_path / "absent.pub")})
+    with pytest.raises(ConfigError, match="names no key file"):
+        load_config(["--trusted-keys", " , "], {})
