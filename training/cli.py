@@ -154,6 +154,7 @@ def summary(result) -> str:
         ("version", result.version),
         ("bundle", str(result.bundle_path)),
         ("CURRENT", "yes" if result.promoted else "no"),
+        ("signed", f"key {result.signed_by}" if result.signed_by else "no"),
         ("gate", result.promotion_reason),
         ("test rows / frauds", f"{m['rows']} / {m['positives']}"),
         ("ROC AUC", f"{m['roc_auc']:.4f}"),

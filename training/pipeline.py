@@ -99,6 +99,12 @@ class TrainConfig:
         0.005, "output", "promote unless test PR AUC is worse than CURRENT's on the same rows by more than this"
     )
     force: bool = _option(False, "output", "promote to CURRENT even if the gate says no")
+    signing_key: str | None = _option(
+        None, "output",
+        "sign the bundle with this Ed25519 private key, a PEM file (openssl genpkey -algorithm ed25519 -out KEY.pem); "
+        "workers with --trusted-keys serve only signed bundles",
+        type=str, metavar="KEY.pem",
+    )  # fmt: skip
     histogram_bins: int = 50
 
 
@@ -116,6 +122,7 @@ class TrainResult:
     scaler_mean: np.ndarray
     scaler_scale: np.ndarray
     manifest: Any
+    signed_by: str | None = None  # the signing key's id, when the bundle is signed
 
 
 def load_dataset(cfg: TrainConfig) -> data.Dataset:
@@ -165,6 +172,10 @@ def fit_scaler(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     """Train, export, verify and write one bundle; promote it if the gate allows. Raises on failure."""
+    from worker.signing import load_signing_key
+
+    # First: a bad key file should not cost a whole training run (a ConfigError naming the file).
+    signing_key = load_signing_key(cfg.signing_key) if cfg.signing_key else None
     from training import evaluate, promote, report
     from training.export import outside_rows, parity_max_abs_diff, to_tflite
     from training.model import class_weights, fit
@@ -345,7 +356,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         tolerance=cfg.promote_tolerance, force=cfg.force,
     )
     t = time.perf_counter()
-    path = write_bundle(cfg.models_dir, manifest, model_bytes, files)
+    path = write_bundle(cfg.models_dir, manifest, model_bytes, files, signing_key=signing_key)
+    if signing_key is not None:
+        logger.info("bundle %s signed with key %s", version, signing_key.key_id)
     if decision.promote:
         set_current(cfg.models_dir, version)
     timings["write"] = time.perf_counter() - t
@@ -364,5 +377,6 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         scaler_mean=mean,
         scaler_scale=scale,
         manifest=manifest,
+        signed_by=signing_key.key_id if signing_key is not None else None,
     )
 
