@@ -1,5 +1,7 @@
 """Acceptance 5: a new bundle promoted mid-stream is served from the next batch without a restart or a
-lost event; a corrupt bundle (bad sha256, wrong feature count) is refused while the old one serves."""
+lost event; a corrupt bundle (bad sha256, wrong feature count) is refused while the old one serves.
+With --trusted-keys, a signed bundle changed after signing, an unsigned one and one signed by another
+key are refused the same way."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import json
 import time
 from collections import Counter, defaultdict
 
-from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle
+from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle, swap_weights
+from tests.support.keys import make_keys
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, headers, read_topic, wait_committed
 from worker.bundle import set_current
@@ -74,3 +77,51 @@ def test_hot_reload_switches_versions_and_refuses_corrupt_bundles(kafka, ulb, mo
     alerts = [json.loads(r.value) for r in read_topic(kafka, topics["alert_topic"])]
     assert {a["model_version"] for a in alerts} == {"v1", "v2"}
     assert all(a["score"] >= a["threshold"] for a in alerts)
+
+
+def test_with_trusted_keys_tampered_unsigned_and_foreign_bundles_are_refused_mid_stream(
+    kafka, ulb, tmp_path, topics, workers
+):
+    keys, other = make_keys(tmp_path / "keys", "trainer"), make_keys(tmp_path / "keys", "other")
+    models = tmp_path / "models"
+    make_bundle(models, "v1", signing_key=keys.signing_key, **ulb.model)
+    group = kafka.group()
+    worker = WorkerProcess(kafka.bootstrap, models, group=group,
+                           extra=["--max-batch-size", "50", "--trusted-keys", str(keys.public)], **topics)  # fmt: skip
+    workers.append(worker.start())
+    worker.wait_ready()
+    stream = Stream(kafka.producer(linger_ms=5), topics["input_topic"],
+                    [(f"acct-{i % 13}".encode(), ulb.event(i)) for i in range(N)], rate=1500)  # fmt: skip
+    stream.start()
+    worker.wait_metric("fraud_events_scored_total", 1000)
+
+    make_bundle(models, "v2", signing_key=keys.signing_key, **dict(ulb.model, threshold=0.5))
+    _wait(lambda: worker.metric("fraud_model_reloads_total", {"result": "ok"}) == 1, "signed v2 not loaded", worker)
+
+    # Signed, then the weights swapped for ones that never alert, sha256 fields fixed up.
+    tampered = make_bundle(models, "v3-tampered", promote=False, signing_key=keys.signing_key, **ulb.model)
+    swap_weights(tampered, [0.0] * len(ulb.model["weights"]), -20.0)
+    make_bundle(models, "v4-unsigned", promote=False, **ulb.model)
+    make_bundle(models, "v5-other-key", promote=False, signing_key=other.signing_key, **ulb.model)
+    for n, version in enumerate(("v3-tampered", "v4-unsigned", "v5-other-key"), start=1):
+        set_current(models, version)
+        _wait(lambda n=n: worker.metric("fraud_model_reloads_total", {"result": "failed"}) == n,
+              f"{version} accepted?", worker)  # fmt: skip
+    assert stream.is_alive(), "the reloads happened mid-stream"
+    stream.finish()
+    wait_committed(kafka, group, topics["input_topic"], workers=[worker])
+
+    for reason in ("mismatch", "unsigned", "unknown_key"):
+        assert worker.metric("fraud_model_signature_failures_total", {"reason": reason}) == 1, reason
+    assert worker.metric("fraud_model_info", {"version": "v2"}) == 1
+    assert worker.stop() == 0
+    log = worker.output()
+    refusals = [line for line in log.splitlines() if "model reload refused, still serving v2" in line]
+    assert len(refusals) == 3 and "v3-tampered" in refusals[0] and "changed after signing" in refusals[0], refusals
+    assert "not signature-checked" not in log and f"signed by key {keys.key_id}" in log
+
+    docs = [json.loads(r.value) for r in read_topic(kafka, topics["scores_topic"])]
+    counts = Counter(d["transaction_id"] for d in docs)
+    assert set(counts) == {f"tx-{i}" for i in range(N)} and set(counts.values()) == {1}
+    versions = Counter(d["model_version"] for d in docs)
+    assert set(versions) == {"v1", "v2"} and all(n > 0 for n in versions.values()), versions
