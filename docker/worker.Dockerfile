@@ -1,8 +1,9 @@
 # The streaming worker: base dependencies only (kafka-python, crc32c, prometheus-client, numpy,
-# LiteRT, msgspec). No TensorFlow: see docs/design.md, "Dependency rule". Also runs the operator tools
-# (worker/tools/: fraud-replay, `fraud-worker create-topics` / `tail-alerts` / `reconcile`), which
-# need nothing more. training/ is not copied: nothing here imports it (fraud-train is the trainer
-# image's job, and its script in this image would fail at import).
+# LiteRT, msgspec, cryptography for bundle signatures). No TensorFlow: see docs/design.md,
+# "Dependency rule". Also runs the operator tools (worker/tools/: fraud-replay, `fraud-worker
+# create-topics` / `tail-alerts` / `reconcile`), which need nothing more. training/ is not copied:
+# nothing here imports it (fraud-train is the trainer image's job, and its script in this image
+# would fail at import).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
