@@ -12,6 +12,11 @@ for the tests; the benchmarks insert it).
     bootstrap = broker.start()     # "127.0.0.1:PORT"
     broker.stop()                  # data kept: broker.start(keep_data=True) restarts it
     broker.close()                 # stopped, and the state directory removed if it made it
+
+    secured = LocalKafka(secure=True)  # SASL_SSL with ACLs (local-kafka start --secure)
+    secured.start()
+    read_env(secured.client_env)   # {"FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", ...}: the worker's user
+    read_env(secured.admin_env)    # the same for the admin (a super user)
 """
 
 from __future__ import annotations
@@ -52,6 +57,16 @@ def free_port_pair() -> int:
     raise RuntimeError("no free pair of ports on 127.0.0.1")
 
 
+def read_env(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an env file that ``local-kafka start --secure`` writes."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            out[key.strip()] = value
+    return out
+
+
 def run_launcher(args: Sequence[str], env: Mapping[str, str], timeout: float = 600) -> str:
     """Run ``scripts/local-kafka ARGS``; return the value of its last stdout line (``KEY=VALUE``), if any.
 
@@ -72,7 +87,8 @@ class LocalKafka:
 
     ``state_dir`` None: a new temporary directory, removed by ``close`` (unless ``keep_state``).
     ``port`` None: a free pair of ports, chosen now. ``env`` is the base environment (default: this
-    process's); ``KAFKA_STATE_DIR`` is set on it.
+    process's); ``KAFKA_STATE_DIR`` is set on it. ``secure``: a SASL_SSL listener with ACLs, whose
+    users' settings are in the files ``client_env`` (the fraud-worker user) and ``admin_env``.
     """
 
     def __init__(
@@ -82,7 +98,9 @@ class LocalKafka:
         *,
         prefix: str = "fraud-kafka-",
         env: Mapping[str, str] | None = None,
+        secure: bool = False,
     ) -> None:
+        self.secure = secure
         self._own_state = state_dir is None
         self.state_dir = str(state_dir) if state_dir is not None else tempfile.mkdtemp(prefix=prefix)
         self.port = port if port is not None else free_port_pair()
@@ -95,8 +113,19 @@ class LocalKafka:
     def start(self, keep_data: bool = False, timeout: float = 600) -> str:
         """Start it (fresh data, or the data of an earlier start with ``keep_data``); the bootstrap address."""
         args = ["start", "--port", str(self.port), *(["--keep-data"] if keep_data else [])]
+        args += ["--secure"] if self.secure else []
         self.bootstrap = run_launcher(args, self.env, timeout=timeout)
         return self.bootstrap
+
+    @property
+    def client_env(self) -> Path:
+        """The fraud-worker user's FRAUD_KAFKA_* settings (a secure broker, once started)."""
+        return Path(self.state_dir) / "client.env"
+
+    @property
+    def admin_env(self) -> Path:
+        """The admin user's FRAUD_KAFKA_* settings (a secure broker, once started)."""
+        return Path(self.state_dir) / "admin.env"
 
     def stop(self, check: bool = True) -> None:
         """Stop it and wait until its process is gone; the data stays for ``start(keep_data=True)``."""
