@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
+from worker.credentials import SECRET_KEYS, Secret, read_secret_file, secret_file_key
 from worker.errors import ConfigError
 
 ENV_PREFIX = "FRAUD_"
@@ -218,7 +219,9 @@ SETTINGS_EPILOG = (
     "Every setting has an environment variable (shown in brackets); flags win over variables, which win over "
     "the defaults. Kafka client settings pass through with --kafka-option KEY=VALUE (repeatable) or "
     "FRAUD_KAFKA_<KEY>=VALUE, e.g. FRAUD_KAFKA_SECURITY_PROTOCOL=SASL_SSL, FRAUD_KAFKA_SASL_MECHANISM=PLAIN, "
-    "FRAUD_KAFKA_SSL_CAFILE=/ca.pem; KEY is a kafka-python KafkaConsumer/KafkaProducer setting."
+    "FRAUD_KAFKA_SSL_CAFILE=/ca.pem; KEY is a kafka-python KafkaConsumer/KafkaProducer setting. A secret "
+    "(sasl_plain_password, ssl_password) can come from a file instead: FRAUD_KAFKA_SASL_PLAIN_PASSWORD_FILE=/path "
+    "or --kafka-option sasl_plain_password_file=/path; secrets are never logged."
 )
 
 
@@ -247,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = SettingsParser(
         prog="fraud-worker",
         description="Score Kafka transaction events with the current model bundle; publish alerts.",
-        epilog=SETTINGS_EPILOG + " Exit codes: 0 ok, 1 error, 2 bad settings, 3 failed to start (no servable model).",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 ok, 1 error, 2 bad settings, 3 failed to start (no servable model), "
+        "4 refused by the Kafka cluster (authentication, TLS trust, security protocol or an ACL).",
     )
     add_settings(parser, [s.name for s in SETTINGS])
     return parser
@@ -277,16 +281,31 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Wo
         values[s.name] = s.default if raw is None else _convert(s, raw, source)
 
     kafka: dict[str, Any] = {}
-    for key in sorted(environ):
-        if key.startswith(KAFKA_ENV_PREFIX):
-            name = key[len(KAFKA_ENV_PREFIX) :].lower()
-            kafka[name] = _kafka_value(name, environ[key], key)
+    sources: dict[str, str] = {}  # where each setting came from, to name both of two that clash
+    given: list[tuple[str, str, str]] = [
+        (key[len(KAFKA_ENV_PREFIX) :].lower(), environ[key], key)
+        for key in sorted(environ)
+        if key.startswith(KAFKA_ENV_PREFIX)
+    ]
     for item in getattr(args, "kafka_option", None) or []:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--kafka-option {item!r} is not KEY=VALUE")
         name = name.strip().lower().replace("-", "_")
-        kafka[name] = _kafka_value(name, raw, f"--kafka-option {name}")
+        given.append((name, raw, f"--kafka-option {name}"))
+    for name, raw, source in given:
+        secret_of = secret_file_key(name)
+        if secret_of:
+            key, value = secret_of, read_secret_file(raw, source)
+        else:
+            key, value = name, _kafka_value(name, raw, source)
+        earlier = sources.get(key)
+        # A flag overrides a variable (variables come first); two of one kind clash (a password and a file).
+        if earlier is not None and source.startswith("--") == earlier.startswith("--"):
+            raise ConfigError(f"{source} and {earlier} both set {key}: give one")
+        if key in SECRET_KEYS:
+            value = value if isinstance(value, Secret) else Secret(value)
+        kafka[key], sources[key] = value, source
     values["kafka_options"] = tuple(sorted(kafka.items()))
     config = WorkerConfig(**values)
     _check(config)
