@@ -46,10 +46,14 @@ def unique(prefix: str) -> str:
 
 
 class KafkaClients:
-    """Creates uniquely named topics and kafka-python clients; ``close`` undoes all of it."""
+    """Creates uniquely named topics and kafka-python clients; ``close`` undoes all of it.
 
-    def __init__(self, bootstrap: str) -> None:
+    ``settings``: kafka-python settings every client gets (a secured broker's security settings).
+    """
+
+    def __init__(self, bootstrap: str, settings: dict | None = None) -> None:
         self.bootstrap = bootstrap
+        self.settings = dict(settings or {})
         self._clients: list = []
         self._topics: list[str] = []
         self._admin = None
@@ -58,7 +62,9 @@ class KafkaClients:
         from kafka import KafkaAdminClient
 
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=unique("test-admin"))
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap, client_id=unique("test-admin"), **self.settings
+            )
         return self._admin
 
     def topic(self, partitions: int = 1, prefix: str = "t", **configs: str) -> str:
@@ -90,7 +96,7 @@ class KafkaClients:
         from kafka import KafkaProducer
 
         config.setdefault("acks", "all")
-        client = KafkaProducer(bootstrap_servers=self.bootstrap, **config)
+        client = KafkaProducer(bootstrap_servers=self.bootstrap, **{**self.settings, **config})
         self._clients.append(client)
         return client
 
@@ -99,7 +105,7 @@ class KafkaClients:
 
         config.setdefault("auto_offset_reset", "earliest")
         config.setdefault("consumer_timeout_ms", 10_000)
-        client = KafkaConsumer(*topics, bootstrap_servers=self.bootstrap, **config)
+        client = KafkaConsumer(*topics, bootstrap_servers=self.bootstrap, **{**self.settings, **config})
         self._clients.append(client)
         return client
 

@@ -1,8 +1,10 @@
 """``fraud-worker`` (also ``python -m worker``): run the streaming worker.
 
 Exit codes: 0 stopped cleanly, 1 unexpected error, 2 bad settings, 3 failed to start (no servable
-model). SIGTERM or SIGINT finishes the batch in hand, commits and exits 0; a second one exits at
-once with 1. The first word is kept free for subcommands (``fraud-worker <command> ...``).
+model), 4 refused by the Kafka cluster (authentication, TLS trust, security protocol or an ACL:
+worker/access.py; one line says which). SIGTERM or SIGINT finishes the batch in hand, commits and
+exits 0; a second one exits at once with 1. The first word is kept free for subcommands
+(``fraud-worker <command> ...``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from worker.errors import BundleError, ConfigError
+from worker.errors import AccessError, BundleError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP, EXIT_REFUSED = 0, 1, 2, 3, 4
 SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reconcile"
     "create-topics": "worker.tools.topics:main",
     "reconcile": "worker.tools.reconcile:main",
@@ -44,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_level, fmt=config.log_format)
     try:
         return _run(config)
+    except AccessError as exc:
+        print(f"fraud-worker: refused by the Kafka cluster at {config.bootstrap_servers}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return EXIT_ERROR
     except Exception:  # noqa: BLE001 - the last line of defence: log it whole, exit 1

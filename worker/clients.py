@@ -7,7 +7,8 @@ import threading
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
-from worker.config import WorkerConfig
+from worker import access
+from worker.config import WorkerConfig, client_options
 from worker.kafka_compat import KafkaCompat, parse_fast_paths
 from worker.logs import Throttle
 
@@ -103,6 +104,27 @@ class KafkaClients:
         consumer.subscribe([self.config.input_topic], listener=listener)
         compat.await_partitions(consumer, self.config.input_topic, METADATA_WAIT_MS)
         return consumer, compat
+
+    def check_access(self) -> tuple[list[str], list[str]]:
+        """What the broker says this worker may not do: (topics it cannot read, topics it cannot write).
+
+        Asked once before the first poll, with an admin client of the worker's own settings (the
+        Metadata answer lists each topic's authorised operations; worker/access.py).
+        """
+        c = self.config
+        options = client_options(c, "admin", client_id="fraud-worker", bootstrap_timeout_ms=5_000)
+        writes = [t for t in (c.alert_topic, c.dlq_topic, c.scores_topic) if t]
+        return access.check_topics(options, read=[c.input_topic], write=writes)
+
+    def diagnose(self, error: BaseException) -> str | None:
+        """Why the cluster refused these clients (authentication, TLS, protocol, an ACL), or None.
+
+        ``error`` is what a client raised: an authorisation error says so itself; a bootstrap that
+        timed out (as after a wrong password) is explained by probing the bootstrap server.
+        """
+        return access.refusal(error, self.config.group_id) or access.diagnose(
+            self.config.bootstrap_servers, self._consumer_cfg
+        )
 
     def discard(self, producer: KafkaProducer, error: object, throttle: Throttle) -> None:
         """Drop the producer of a batch that was not acknowledged; the retry starts a new one.

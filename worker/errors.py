@@ -7,7 +7,8 @@ One root, so callers can catch everything the project raises::
      ├── BundleError          a model bundle is missing, unreadable or fails its checks
      │    └── SignatureError  its signature is missing, malformed, by an untrusted key or does not match
      ├── DecodeError          one input record cannot be scored (carries a stable ``reason`` code)
-     └── BrokerError          the Kafka cluster cannot be reached or refused a request (retriable)
+     ├── BrokerError          the Kafka cluster cannot be reached or refused a request (retriable)
+     └── AccessError          the Kafka cluster refused this client's credentials or permissions
 
 ``retriable`` tells the loop whether trying again can help (a broker hiccup) or whether the
 input must be dead-lettered (a malformed record) or the setting fixed (bad config).
@@ -55,3 +56,12 @@ class BrokerError(FraudScoringError):
     """The broker is unreachable or did not acknowledge a request; the loop backs off and retries."""
 
     retriable = True
+
+
+class AccessError(FraudScoringError):
+    """The cluster refused this client: authentication failed, its certificate is not trusted, the
+    client's security protocol is not the listener's, or an ACL is missing (``worker.access``).
+
+    Not retriable: the same settings meet the same refusal, so the program stops with one line
+    naming the problem (the worker with exit status 4) instead of retrying for ever.
+    """

@@ -39,12 +39,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.future import Future as KafkaFuture
 
+from worker import access
 from worker.acks import AckChain
 from worker.batch import Batch, describe_offsets, first_offsets, without
 from worker.clients import KafkaClients
 from worker.committer import COMMIT_TIMEOUT_MS, Committer, Offsets
 from worker.config import WorkerConfig
 from worker.decoder_process import DecoderProcess, InlineDecoder
+from worker.errors import AccessError
 from worker.health import HealthState
 from worker.inflight import InFlight
 from worker.kafka_compat import KafkaCompat
@@ -88,6 +90,7 @@ class Worker:
         self._rejoin = False  # fenced: rejoin the group with new clients
         self._reposition = False  # a transaction failed: start over from the committed offsets
         self.exit_code = 0  # 1 once another instance took this one's group_instance_id
+        self._access_checked = False  # the topics' ACLs, asked once before the first poll
         self.listener = RebalanceListener(
             self.revocations, self.committer, lambda: self.chain.tail, self._commit_on_revocation,
             lambda: self.consumer.assignment(), health, metrics, self.restarts, lambda tp, o: self.consumer.seek(tp, o),
@@ -111,7 +114,13 @@ class Worker:
     def run(self) -> int:
         if isinstance(self._decoder, DecoderProcess):
             self._decoder.start()  # now, not with the first batch: starting takes a few hundred ms
-        if not self.connect():
+        try:
+            connected = self.connect()
+        except AccessError:
+            self._decoder.close()
+            raise
+        if not connected:
+            self._decoder.close()
             return 0
         # Everything loaded so far (modules, the model, the Kafka clients) lives as long as the
         # worker: moved out of the collector's sight, a full collection stays short (latency).
@@ -157,9 +166,18 @@ class Worker:
     # -- connecting and closing ----------------------------------------------------------------
 
     def connect(self) -> bool:
-        """Build the Kafka clients, retrying with backoff; False if stopped first."""
+        """Build the Kafka clients, retrying with backoff; False if stopped first.
+
+        Raises AccessError when the cluster refuses this worker (a wrong password, an untrusted
+        certificate, a plaintext client at a TLS listener, no ACL to read the input topic or its
+        group, or to use its transactional id): retrying would meet the same refusal. A missing
+        write ACL on an output topic is logged and left to the retries: its batches wait,
+        uncommitted, until it is granted.
+        """
         while not self._stop.is_set():
             try:
+                if not self._access_checked:
+                    self._check_access()
                 if self._producer is None:
                     self._producer = self.clients.producer()
                     self.clients.learn_topics(self._producer)
@@ -169,8 +187,19 @@ class Worker:
                             self.config.input_topic, self.config.group_id)  # fmt: skip
                 return True
             except KafkaError as exc:
+                problem = self.clients.diagnose(exc)
+                if problem is not None:
+                    raise AccessError(problem) from None
                 self.trouble.report("connect", f"cannot reach the broker at {self.config.bootstrap_servers}: {exc}")
         return False
+
+    def _check_access(self) -> None:
+        cannot_read, cannot_write = self.clients.check_access()
+        if cannot_read:
+            raise AccessError("; ".join(cannot_read))
+        for line in cannot_write:
+            logger.warning("%s: its records are retried, and nothing is committed, until the ACL is granted", line)
+        self._access_checked = True
 
     def _close(self) -> None:
         # Batches already emitted are finished; one still in the decoder is left to the next run.
@@ -207,6 +236,9 @@ class Worker:
         try:
             polled = self.consumer.poll(timeout_ms=timeout, max_records=self.config.max_batch_size)
         except KafkaError as exc:
+            problem = access.refusal(exc, self.config.group_id)
+            if problem is not None:  # the group's or the input topic's ACL (revoked meanwhile)
+                raise AccessError(problem) from None
             if not self._replaced(exc):
                 self.trouble.report("poll", f"poll failed: {exc}")
             return {}

@@ -37,7 +37,14 @@ import numpy as np
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
 from worker.errors import ConfigError
-from worker.tools.settings import DEFAULT_ISOLATION_LEVEL, add_isolation_level, parse_settings
+from worker.tools.settings import (
+    DEFAULT_ISOLATION_LEVEL,
+    TOOL_BOOTSTRAP_TIMEOUT_MS,
+    add_isolation_level,
+    failure,
+    parse_settings,
+    require_access,
+)
 
 logger = logging.getLogger(__name__)
 SAMPLE = 20
@@ -117,13 +124,15 @@ def _read_topic(consumer, topic: str, handle: Callable[[object], None], timeout:
 
 def consumer_options(config: WorkerConfig, isolation_level: str = DEFAULT_ISOLATION_LEVEL) -> dict[str, Any]:
     """The reading consumer's settings: the config's bootstrap servers and Kafka settings, no group."""
-    options = client_options(config, "consumer", client_id="fraud-reconcile")
+    options = client_options(
+        config, "consumer", client_id="fraud-reconcile", bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS
+    )
     return {**options, "group_id": None, "enable_auto_commit": False, "isolation_level": isolation_level}
 
 
 def admin_options(config: WorkerConfig) -> dict[str, Any]:
     """The admin client's settings (it reads the worker group's committed offsets)."""
-    return client_options(config, "admin", client_id="fraud-reconcile")
+    return client_options(config, "admin", client_id="fraud-reconcile", bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS)
 
 
 def reconcile(
@@ -141,6 +150,7 @@ def reconcile(
 
     if not config.scores_topic:
         raise ConfigError("reconcile needs the all-scores topic: set --scores-topic / FRAUD_SCORES_TOPIC")
+    require_access(config, read=[config.input_topic, config.alert_topic, config.dlq_topic, config.scores_topic])
     consumer = KafkaConsumer(**consumer_options(config, isolation_level))
     admin = KafkaAdminClient(**admin_options(config))
     try:
@@ -294,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one line for the operator
-        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        line, code = failure(exc, config)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1

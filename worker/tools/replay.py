@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
-from worker.tools.settings import parse_settings
+from worker.tools.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_settings, require_access
 from worker.tools.synthetic import generate
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def producer_options(config: WorkerConfig, paced: bool) -> dict[str, Any]:
         batch_size=256 * 1024,
         client_id="fraud-replay",
         max_block_ms=15_000,
+        bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS,
     )
     return {**options, "acks": "all"}
 
@@ -113,6 +114,7 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     if args.count:
         rows = itertools.islice(rows, args.count)
     topic = config.input_topic
+    require_access(config, write=[topic])
     options = producer_options(config, paced=bool(args.rate))
     producer = KafkaProducer(**options)
     try:
@@ -204,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        line, code = failure(exc, config) if not isinstance(exc, RuntimeError) else (str(exc), 1)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
     print(
         f"{PROG}: {summary['events']:,} events to {config.input_topic} in {summary['seconds']} s "
         f"({summary['rate']:,.0f}/s)"

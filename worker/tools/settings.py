@@ -1,4 +1,8 @@
-"""A tool's command line and settings, read the same way by every tool: (args, config) or an exit code."""
+"""A tool's command line and settings, read the same way by every tool: (args, config) or an exit code.
+
+Also how a tool says that the cluster refused it (``require_access``, ``failure``): one line, exit
+status 4 (``EXIT_REFUSED``), as the worker does.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from worker.config import WorkerConfig, config_from_args
-from worker.errors import ConfigError
+from worker import access
+from worker.config import WorkerConfig, client_options, config_from_args
+from worker.credentials import SECRET_KEYS, redact
+from worker.errors import AccessError, ConfigError
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 1, 2, 4
+# A tool's clients wait this long for a first broker (kafka-python's producer waits 30 s by default),
+# so a refused client is explained well within 30 s.
+TOOL_BOOTSTRAP_TIMEOUT_MS = 10_000
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 DEFAULT_ISOLATION_LEVEL = "read_committed"
 
@@ -57,3 +66,34 @@ def parse_settings(
     except ConfigError as exc:
         print(f"{prog}: bad setting: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def require_access(config: WorkerConfig, read: Sequence[str] = (), write: Sequence[str] = ()) -> None:
+    """Raise AccessError unless the broker lets this tool's settings read ``read`` and write ``write``.
+
+    kafka-python reads a topic it may not read as an empty one, with no error: a tool that reads
+    would report nothing, and one that writes would fail later with less to say.
+    """
+    options = client_options(
+        config, "admin", client_id="fraud-access-check", bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS
+    )
+    cannot_read, cannot_write = access.check_topics(options, read=list(read), write=list(write))
+    if cannot_read or cannot_write:
+        raise AccessError("; ".join(cannot_read + cannot_write))
+
+
+def failure(exc: BaseException, config: WorkerConfig) -> tuple[str, int]:
+    """A tool's one line about ``exc`` and its exit status: 4 if the cluster refused it, else 1.
+
+    A kafka-python error that is no refusal itself (a bootstrap that timed out) is explained by
+    probing the bootstrap server with the tool's own settings (worker/access.py).
+    """
+    from kafka.errors import KafkaError
+
+    secrets = [str.__str__(v) for k, v in config.kafka_options if k in SECRET_KEYS]
+    problem = str(exc) if isinstance(exc, AccessError) else access.refusal(exc, config.group_id)
+    if problem is None and isinstance(exc, KafkaError):
+        problem = access.diagnose(config.bootstrap_servers, client_options(config, "consumer"))
+    if problem is not None:
+        return f"refused by the Kafka cluster at {config.bootstrap_servers}: {redact(problem, secrets)}", EXIT_REFUSED
+    return redact(f"{type(exc).__name__}: {exc}", secrets), EXIT_FAILED

@@ -27,7 +27,15 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
-from worker.tools.settings import DEFAULT_ISOLATION_LEVEL, add_isolation_level, parse_settings
+from worker.errors import AccessError
+from worker.tools.settings import (
+    DEFAULT_ISOLATION_LEVEL,
+    TOOL_BOOTSTRAP_TIMEOUT_MS,
+    add_isolation_level,
+    failure,
+    parse_settings,
+    require_access,
+)
 
 PROG = "fraud-worker tail-alerts"
 
@@ -120,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def consumer_options(config: WorkerConfig, isolation_level: str = DEFAULT_ISOLATION_LEVEL) -> dict[str, Any]:
     """The consumer's settings: the config's bootstrap servers and Kafka settings, no group, no commits."""
-    options = client_options(config, "consumer", client_id="fraud-tail-alerts")
+    options = client_options(
+        config, "consumer", client_id="fraud-tail-alerts", bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS
+    )
     return {**options, "group_id": None, "enable_auto_commit": False, "isolation_level": isolation_level}
 
 
@@ -172,10 +182,12 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
     from kafka.errors import KafkaError
 
     try:
+        require_access(config, read=[config.alert_topic])
         consumer = KafkaConsumer(**consumer_options(config, args.isolation_level))
-    except KafkaError as exc:
-        print(f"{PROG}: {config.bootstrap_servers}: {exc}", file=sys.stderr)
-        return 1
+    except (KafkaError, AccessError) as exc:
+        line, code = failure(exc, config)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
     topic = config.alert_topic
     shown = 0
     try:
@@ -207,8 +219,9 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
     except KeyboardInterrupt:
         pass
     except (KafkaError, RuntimeError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        line, code = failure(exc, config) if isinstance(exc, KafkaError) else (str(exc), 1)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
     finally:
         consumer.close()
     return 0

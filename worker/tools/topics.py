@@ -19,8 +19,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from worker import access
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
-from worker.tools.settings import parse_settings
+from worker.errors import AccessError
+from worker.tools.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_settings
 
 DEFAULT_PARTITIONS = 6
 PROG = "fraud-worker create-topics"
@@ -65,7 +67,9 @@ def planned_topics(config: WorkerConfig, partitions: int, output_partitions: int
 
 def admin_options(config: WorkerConfig) -> dict[str, Any]:
     """The admin client's settings: bootstrap servers and passed-through Kafka settings from the config."""
-    return client_options(config, "admin", client_id="fraud-create-topics")
+    return client_options(
+        config, "admin", client_id="fraud-create-topics", bootstrap_timeout_ms=TOOL_BOOTSTRAP_TIMEOUT_MS
+    )
 
 
 def ensure_topics(
@@ -81,7 +85,11 @@ def ensure_topics(
         try:
             admin = KafkaAdminClient(**admin_config)
             break
-        except KafkaError:
+        except KafkaError as exc:
+            # A refusal (a wrong password, an untrusted certificate) is reported now, not retried.
+            problem = access.refusal(exc) or access.diagnose(admin_config["bootstrap_servers"], admin_config)
+            if problem is not None:
+                raise AccessError(problem) from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
@@ -100,9 +108,7 @@ def ensure_topics(
         # just created may be described with no partitions yet: that is not "every partition led".
         while True:
             metas = admin.describe_topics(sorted(topics))
-            led = all(
-                m.get("partitions") and all(p.get("leader_id", -1) >= 0 for p in m["partitions"]) for m in metas
-            )
+            led = all(m.get("partitions") and all(p.get("leader_id", -1) >= 0 for p in m["partitions"]) for m in metas)
             if (led and len(metas) == len(topics)) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -131,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = ensure_topics(admin_options(config), topics, args.replication_factor, args.timeout)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
-        print(f"{PROG}: {config.bootstrap_servers}: {exc}", file=sys.stderr)
-        return 1
+        line, code = failure(exc, config)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
     for name in topics:
         print(f"{name}: {result.get(name, 'unknown')}")
     return 0

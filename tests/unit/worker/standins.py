@@ -111,8 +111,16 @@ class FakeConsumer:
 class FakeClients:
     """What ``Worker`` builds its Kafka clients with (worker/clients.py), returning the stand-ins."""
 
-    def __init__(self, consumer, producer) -> None:
+    def __init__(self, consumer, producer, cannot_read=(), cannot_write=(), refusal=None) -> None:
         self.stand_in_consumer, self.stand_in_producer = consumer, producer
+        # What check_access and diagnose answer: the broker's ACLs and a refusal, as the test sets them.
+        self.cannot_read, self.cannot_write, self.refusal = list(cannot_read), list(cannot_write), refusal
+
+    def check_access(self):
+        return self.cannot_read, self.cannot_write
+
+    def diagnose(self, error):
+        return self.refusal
 
     def producer(self):
         if hasattr(self.stand_in_producer, "init_transactions"):  # as KafkaClients does in exactly-once mode
