@@ -319,3 +319,18 @@ def test_without_write_access_to_the_alert_topic_nothing_is_committed_until_gran
     alerts = {json.loads(r.value)["transaction_id"] for r in read_topic(skafka, names["alert_topic"])}
     expected = {f"tx-{i}" for i in set(rows) if offline[i] >= ulb.model["threshold"]}
     assert f"tx-{first_alert}" in expected and alerts == expected, "every alert delivered once the ACL is granted"
+
+
+def test_status_of_the_secured_broker_names_its_settings_files(secured):
+    """``status`` (and ``start`` of the running one) work for it as for the plain broker."""
+    env = {**secured.broker.env}
+    status = subprocess.run([str(REPO / "scripts" / "local-kafka"), "status"], env=env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert "SASL_SSL" in status.stdout and f"KAFKA_CLIENT_ENV={secured.broker.client_env}" in status.stdout
+    again = subprocess.run([str(REPO / "scripts" / "local-kafka"), "start", "--secure"], env=env, capture_output=True,
+                           text=True)  # fmt: skip
+    assert again.returncode == 0 and "already running" in again.stderr, again.stderr
+    lines = again.stdout.strip().splitlines()
+    assert lines == [f"KAFKA_CLIENT_ENV={secured.broker.client_env}", f"KAFKA_ADMIN_ENV={secured.broker.admin_env}",
+                     f"KAFKA_BOOTSTRAP_SERVERS={secured.bootstrap}"]  # fmt: skip
+    assert (secured.broker.client_env.stat().st_mode & 0o077) == 0, "the settings files are private"
