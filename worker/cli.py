@@ -97,7 +97,9 @@ def _run(config) -> int:
     server = None
     if config.metrics_port:
         try:
-            server = HealthServer(config.metrics_host, config.metrics_port, registry, health).start()
+            server = HealthServer(
+                config.metrics_host, config.metrics_port, registry, health, metrics.health_connections_dropped
+            ).start()
         except OSError as exc:
             print(f"fraud-worker: cannot start, metrics port {config.metrics_port}: {exc.strerror}", file=sys.stderr)
             return EXIT_STARTUP

@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from worker.decode import REASONS
 from worker.drift import DEFAULT_WINDOW, DriftWindow, Reference
+from worker.health import DROP_REASONS
 from worker.signing import REASONS as SIGNATURE_REASONS
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,13 @@ class WorkerMetrics:
             "When the serving model was loaded (at start or by a hot reload).",
             registry=r,
         )
+        self.health_connections_dropped = Counter(
+            "fraud_health_connections_dropped",
+            "Connections to the /metrics, /healthz, /readyz server closed before they sent a complete request, "
+            "by reason (timeout, cap, too_large).",
+            ["reason"],
+            registry=r,
+        )
         self.psi = PsiCollector(r)
         for result in ("ok", "failed"):
             self.model_reloads.labels(result=result)
@@ -188,6 +196,8 @@ class WorkerMetrics:
         # Every series starts at 0, so rate() sees the first bad record instead of a series born at 1.
         for reason in REASONS:
             self.events_invalid.labels(reason=reason)
+        for reason in DROP_REASONS:
+            self.health_connections_dropped.labels(reason=reason)
         self._model_labels: tuple[str, str] | None = None
 
     def set_model(

@@ -16,7 +16,7 @@ DESIGN_NAMES = (
 ADDED_NAMES = (
     "fraud_broker_errors_total", "fraud_last_poll_timestamp_seconds", "fraud_last_commit_timestamp_seconds",
     "fraud_commits_total", "fraud_rebalances_total", "fraud_partitions_assigned", "fraud_model_load_seconds",
-    "fraud_model_last_reload_timestamp_seconds", "fraud_score_psi",
+    "fraud_model_last_reload_timestamp_seconds", "fraud_score_psi", "fraud_health_connections_dropped_total",
 )  # fmt: skip
 
 
@@ -81,3 +81,12 @@ def test_lag_per_partition_is_forgotten_on_revoke():
     m.forget_partitions([0])
     assert registry.get_sample_value("fraud_consumer_lag", {"partition": "0"}) is None
     assert registry.get_sample_value("fraud_consumer_lag", {"partition": "1"}) == 0
+
+
+def test_health_connection_drops_start_at_zero_for_every_reason():
+    from worker.health import DROP_REASONS
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    for reason in DROP_REASONS:
+        assert registry.get_sample_value("fraud_health_connections_dropped_total", {"reason": reason}) == 0
