@@ -14,11 +14,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import tomllib
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.prometheus import promtool
 from training.cli import build_parser as train_parser
@@ -236,17 +239,39 @@ def k8s(name: str) -> dict:
 
 # What the downward API puts in a variable set from a pod field: a Deployment pod's name.
 POD_FIELDS = {"metadata.name": "fraud-worker-7c9d5b8f46-x2k8q"}
+# Stand-ins for the files the pod's Secret and ConfigMap volumes hold: load_config reads the
+# password file and the trusted keys at start.
+MOUNTED = tempfile.TemporaryDirectory(prefix="fraud-k8s-mounts-")
 
 
 def k8s_env(container: dict) -> dict[str, str]:
-    """The container's environment as a pod sees it (fields of the pod filled in from POD_FIELDS)."""
+    """The container's environment as a pod sees it: fields of the pod filled in from POD_FIELDS,
+    each path under one of its volume mounts replaced by a local stand-in for that file."""
     env = {}
     for e in container["env"]:
         if "value" in e:
             env[e["name"]] = e["value"]
         else:
             env[e["name"]] = POD_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+    for name, value in env.items():
+        paths = value.split(",")
+        if all(any(p.startswith(m) for m in mounts) for p in paths):
+            env[name] = ",".join(stand_in(name, p) for p in paths)
     return env
+
+
+def stand_in(variable: str, path: str) -> str:
+    """A local file for ``path`` in the pod: an Ed25519 public key for FRAUD_TRUSTED_KEYS, else text."""
+    local = Path(MOUNTED.name, path.lstrip("/"))
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        if variable == "FRAUD_TRUSTED_KEYS":
+            public = Ed25519PrivateKey.generate().public_key()
+            local.write_bytes(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+        else:
+            local.write_text("stand-in")
+    return str(local)
 
 
 def test_k8s_deployment_env_is_accepted_by_load_config() -> None:
