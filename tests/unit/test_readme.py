@@ -26,12 +26,15 @@ from worker.credentials import secret_file_key
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BIN = Path(sys.executable).parent
-PROGRAMS = ("fraud-worker", "fraud-train", "fraud-replay", "scripts/local-kafka", "scripts/run-local")
+PROGRAMS = (
+    "fraud-worker", "fraud-train", "fraud-replay",
+    "scripts/local-kafka", "scripts/run-local", "scripts/compose-secrets",
+)  # fmt: skip
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
 # Flags of other tools the README shows (docker compose, kafka-topics.sh).
-EXTERNAL_FLAGS = {"--build", "--scale", "--if-not-exists"}
+EXTERNAL_FLAGS = {"--build", "--scale", "--if-not-exists", "--from-file"}  # docker compose, kafka-topics, kubectl
 
 
 def code_lines() -> list[str]:
