@@ -225,9 +225,7 @@ class HealthServer:
                 self._listen(False)
                 return
             try:
-                # socket.accept() without its wrapper, which converts family and type to enums: a
-                # flood makes this the hottest line, and the values are known.
-                fd, _ = self._listener._accept()  # type: ignore[attr-defined]
+                sock, _ = self._listener.accept()  # blocking (not inherited); read with MSG_DONTWAIT
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:  # reset while it waited in the queue
@@ -239,7 +237,6 @@ class HealthServer:
                 return
             if full:
                 self._drop(next(iter(self._waiting.values())), "cap")
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)  # blocking; read with MSG_DONTWAIT
             conn = _Conn(sock, time.monotonic() + self.head_timeout)
             self._wait(conn)
 
