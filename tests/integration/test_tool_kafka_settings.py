@@ -120,7 +120,8 @@ def test_reconcile_consumer_and_admin_get_the_settings(kafka, topics, env, built
     assert reconcile.main(argv) == 0  # nothing committed, nothing in the topics: nothing to account for
     assert json.loads(capsys.readouterr().out)["ok"] is True
     (consumer,) = _ours(built["KafkaConsumer"], client_id)
-    (admin,) = _ours(built["KafkaAdminClient"], client_id)
-    for client in (consumer, admin):
+    admins = _ours(built["KafkaAdminClient"], client_id)
+    assert len(admins) == 2, "the ACL check's admin client and the one reading committed offsets"
+    for client in (consumer, *admins):
         _assert_settings(client, kafka.bootstrap)
     assert consumer.config["fetch_max_wait_ms"] == 30
