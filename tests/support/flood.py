@@ -91,10 +91,16 @@ class Probes:
     statuses: list[int] = field(default_factory=list)
     threads: list[int] = field(default_factory=list)
 
+    @property
+    def p95(self) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.95))]
+
     def summary(self) -> str:
         lat = sorted(self.latencies)
         return (
-            f"{len(lat)} probes: max {lat[-1] * 1000:.1f} ms, p50 {lat[len(lat) // 2] * 1000:.1f} ms; "
+            f"{len(lat)} probes: max {lat[-1] * 1000:.1f} ms, p95 {self.p95 * 1000:.1f} ms, "
+            f"p50 {lat[len(lat) // 2] * 1000:.1f} ms; "
             f"threads max {max(self.threads)}"
         )
 
