@@ -86,6 +86,13 @@ class WorkerConfig:
     scores_topic: str = field(
         default="", metadata={"help": "optional topic receiving every score (same JSON as an alert); empty = off"}
     )
+    scores_include_features: bool = field(
+        default=False,
+        metadata={
+            "help": "each score record also carries the event's feature values (\"features\": name -> value), "
+            "so fraud-feedback can export labelled examples without a second join with the input topic"
+        },
+    )
     group_id: str = field(default="fraud-worker", metadata={"help": "consumer group id"})
     models_dir: str = field(
         default="models", metadata={"help": "models directory holding <version>/ bundles and CURRENT"}
@@ -205,7 +212,8 @@ class WorkerConfig:
         return self.passed_through("producer")
 
 
-_KINDS: dict[str, type] = {"str": str, "int": int, "float": float}
+_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 SETTINGS: tuple[Setting, ...] = tuple(
     Setting(f.name, f.default, _KINDS[f.type if isinstance(f.type, str) else f.type.__name__], f.metadata["help"])
     for f in fields(WorkerConfig)
@@ -235,6 +243,12 @@ def add_settings(
     """
     for name in names:
         s = _BY_NAME[name]
+        if s.kind is bool:  # a switch: the flag alone turns it on; the variable takes true or false
+            parser.add_argument(
+                s.flag, *(aliases or {}).get(name, ()), dest=s.name, action="store_const", const="true",
+                default=None, help=f"{s.help} [{s.env}=true, default off]",
+            )  # fmt: skip
+            continue
         parser.add_argument(
             s.flag,
             *(aliases or {}).get(name, ()),
@@ -323,6 +337,10 @@ def client_options(config: WorkerConfig, client: str, **defaults: Any) -> dict[s
 
 def _convert(s: Setting, raw: str, source: str) -> Any:
     raw = raw.strip()
+    if s.kind is bool:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{source}={raw!r} is not true or false")
+        return raw.lower() in _TRUE
     try:
         return s.kind(raw)
     except ValueError:
@@ -336,6 +354,8 @@ def _check(c: WorkerConfig) -> None:
     outputs = {"alert_topic": c.alert_topic, "dlq_topic": c.dlq_topic}
     if c.scores_topic:
         outputs["scores_topic"] = c.scores_topic
+    if c.scores_include_features and not c.scores_topic:
+        raise ConfigError("scores_include_features is set but scores_topic is empty: there are no score records")
     for name, topic in outputs.items():
         if topic == c.input_topic:
             raise ConfigError(f"{name} and input_topic are both {topic!r}: the worker would consume its own output")

@@ -5,7 +5,9 @@ alerts, then (with a scores topic) one score record per valid event, then a DLQ 
 one. An alert and a score record carry the same JSON (docs/design.md, "Alert"):
 ``transaction_id``, ``score``, ``threshold``, ``model_version``, ``reasons`` (the top features
 by signed contribution to the logit, each with its raw value in the event), ``event_time`` (epoch
-ms) and ``scored_at`` (epoch ms).
+ms) and ``scored_at`` (epoch ms). With ``scores_include_features`` a score record also carries
+``features``: the event's raw feature values by name, in the model's order, each the shortest
+decimal that reads back as the float32 the worker read (as a reason's ``value``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import msgspec
 import numpy as np
 
 from worker.config import WorkerConfig
+from worker.decimals import float32_decimals
 from worker.decode import DecodedBatch
 from worker.errors import DecodeError
 from worker.scoring import Scorer
@@ -62,7 +65,10 @@ def build_outputs(
         alerts = encode_results(scorer, hits, ids, times, scaled, raw, scores, scored_at, c.reasons)
         out.records += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
         if c.scores_topic:
-            payloads = encode_results(scorer, range(len(scores)), ids, times, scaled, raw, scores, scored_at, c.reasons)
+            payloads = encode_results(
+                scorer, range(len(scores)), ids, times, scaled, raw, scores, scored_at, c.reasons,
+                features=c.scores_include_features,
+            )  # fmt: skip
             for j, payload in enumerate(payloads):
                 r = records[decoded.index[j]]
                 source = source_headers(r.topic, r.partition, r.offset)
@@ -93,11 +99,13 @@ def encode_results(
     scores: np.ndarray,
     scored_at: int,
     k: int,
+    features: bool = False,
 ) -> list[bytes]:
     """One JSON payload per row index in ``rows`` (indices into the batch's valid rows).
 
     Each reason is ``{"feature", "contribution", "value"}``: the feature's weight × transformed,
-    scaled value, and its raw value (``Scorer.top_reasons_many``).
+    scaled value, and its raw value (``Scorer.top_reasons_many``). ``features``: each payload also
+    holds every raw feature value by name (``float32_decimals``).
     """
     if len(rows) == 0:
         return []
@@ -105,20 +113,23 @@ def encode_results(
     reasons = scorer.top_reasons_many(scaled[rows], raw[rows], k)
     threshold, version = scorer.threshold, scorer.version
     picked = scores[rows].astype(np.float64).tolist()
-    return [
-        _encode(
-            {
-                "transaction_id": transaction_ids[j],
-                "score": score,
-                "threshold": threshold,
-                "model_version": version,
-                "reasons": [{"feature": f, "contribution": c, "value": v} for f, c, v in why],
-                "event_time": event_times[j],
-                "scored_at": scored_at,
-            }
-        )
+    docs = [
+        {
+            "transaction_id": transaction_ids[j],
+            "score": score,
+            "threshold": threshold,
+            "model_version": version,
+            "reasons": [{"feature": f, "contribution": c, "value": v} for f, c, v in why],
+            "event_time": event_times[j],
+            "scored_at": scored_at,
+        }
         for j, score, why in zip(rows, picked, reasons, strict=True)
     ]
+    if features:
+        names = scorer.feature_names
+        for doc, values in zip(docs, float32_decimals(raw[rows]).tolist(), strict=True):
+            doc["features"] = dict(zip(names, values, strict=True))
+    return [_encode(doc) for doc in docs]
 
 
 def source_headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

@@ -121,6 +121,8 @@ def test_every_manifest_field_is_in_the_doc_and_marked_required_or_not() -> None
 
 
 def _default_text(default: object) -> str:
+    if isinstance(default, bool):  # a switch: "off" or "on"
+        return "on" if default else "off"
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     return str(default) if default != "" else "empty"

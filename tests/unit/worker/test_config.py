@@ -159,3 +159,16 @@ def test_a_malformed_command_line_is_one_line_and_exit_2(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--no-such-flag" in err and "fraud-worker --help" in err
+
+
+def test_a_switch_setting_takes_no_value_as_a_flag_and_true_or_false_as_a_variable():
+    from worker.config import load_config
+
+    assert load_config(["--scores-topic", "s", "--scores-include-features"], {}).scores_include_features is True
+    env = {"FRAUD_SCORES_TOPIC": "s"}
+    assert load_config([], {**env, "FRAUD_SCORES_INCLUDE_FEATURES": "false"}).scores_include_features is False
+    assert load_config([], {**env, "FRAUD_SCORES_INCLUDE_FEATURES": "yes"}).scores_include_features is True
+    with pytest.raises(ConfigError, match="FRAUD_SCORES_INCLUDE_FEATURES='maybe' is not true or false"):
+        load_config(["--scores-topic", "s"], {"FRAUD_SCORES_INCLUDE_FEATURES": "maybe"})
+    with pytest.raises(ConfigError, match="scores_topic is empty"):
+        load_config(["--scores-include-features"], {})

@@ -247,6 +247,14 @@ def test_bad_input_in_a_transformed_column_is_clipped_or_dead_lettered_never_a_n
     assert first["score"] == pytest.approx(float(scores[0]))
     raw_of = dict(zip(names, decoded.features[0].tolist(), strict=True))
     assert all(r["value"] == pytest.approx(raw_of[r["feature"]]) for r in first["reasons"])
+    assert "features" not in first, "score records carry the features only when asked"
+    with_features = WorkerConfig(scores_topic="scores", scores_include_features=True)
+    out = build_outputs(with_features, scorer, records, decoded, scaled, scores, 2_000)
+    docs = [json.loads(v) for topic, _, v, _ in out.records if topic == "scores"]
+    assert list(docs[0]["features"]) == list(names), "every feature, in the model's order"
+    assert docs[0]["features"]["f2"] == -5.0 and docs[1]["features"]["f5"] == pytest.approx(1e35, rel=1e-7)
+    alerts = [json.loads(v) for topic, _, v, _ in out.records if topic == with_features.alert_topic]
+    assert all("features" not in a for a in alerts), "alerts stay as they are"
 
 
 def test_transforms_reject_a_list_of_the_wrong_length_in_code():
