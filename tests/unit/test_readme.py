@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BIN = Path(sys.executable).parent
 PROGRAMS = (
-    "fraud-worker", "fraud-train", "fraud-replay",
+    "fraud-worker", "fraud-train", "fraud-replay", "fraud-feedback",
     "scripts/local-kafka", "scripts/run-local", "scripts/compose-secrets",
 )  # fmt: skip
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -69,6 +69,8 @@ def command_of(line: str) -> tuple[str, ...] | None:
         return None
     if program == "fraud-worker" and len(words) > 1 and words[1] in SUBCOMMANDS:
         return (program, words[1])
+    if program == "fraud-feedback" and words[1:2] == ["export"]:
+        return (program, "export")
     if program == "scripts/local-kafka" and len(words) > 1 and not words[1].startswith("-"):
         return (program,)
     return (program,)

@@ -1,0 +1,226 @@
+"""The Kafka side of ``fraud-feedback``: one consumer group over the scores and labels topics.
+
+Both topics are keyed by ``transaction_id`` and have the same partition count, so partition p of
+each holds the same transactions; the range assignor gives partition p of both topics to the same
+member, which joins them in its store for p (store.py). On assignment each partition resumes at
+the offsets its store recorded (or from the beginning of both topics when the store is new: a
+partition that moved here, or a lost file, is rebuilt from the topics). Each poll's records are
+applied to their stores, durably, and only then are the offsets committed to Kafka (for lag
+monitoring: the stores, not Kafka, say where to resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.errors import AccessError, ConfigError
+from worker.feedback.metrics import FeedbackMetrics, snapshot
+from worker.feedback.records import BadRecord, decode_label, decode_score
+from worker.feedback.store import Store, now_ms, store_path
+from worker.logs import Throttle
+
+logger = logging.getLogger(__name__)
+
+MAINTENANCE_SECONDS = 30.0  # expiry by the label window, pruning
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    bootstrap_servers: str
+    scores_topic: str
+    labels_topic: str
+    group_id: str
+    state_dir: str
+    label_window_ms: int
+    quality_window_ms: int
+    quality_max_rows: int
+    refresh_seconds: float = 5.0
+    poll_max_records: int = 2000
+    consumer_options: dict[str, Any] = field(default_factory=dict)
+
+
+class FeedbackConsumer:
+    def __init__(self, settings: FeedbackSettings, metrics: FeedbackMetrics, clock: Callable[[], int] = now_ms) -> None:
+        self.settings, self.metrics, self._clock = settings, metrics, clock
+        self.stores: dict[int, Store] = {}
+        self._stop = threading.Event()
+        self._throttle = Throttle(30.0)
+        self._consumer: KafkaConsumer | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- rebalances ------------------------------------------------------------------------------
+
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        s = self.settings
+        partitions = sorted({tp.partition for tp in assigned})
+        for p in partitions:
+            if p not in self.stores:
+                self.stores[p] = Store(store_path(s.state_dir, p), s.label_window_ms, clock=self._clock)
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in assigned:
+            offset = self.stores[tp.partition].next_offsets().get(tp.topic)
+            if offset is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        rebuilt = [p for p in partitions if not self.stores[p].existed]
+        logger.info("joining partitions %s%s", partitions, f" (rebuilt from the topics: {rebuilt})" if rebuilt else "")
+        self.metrics.partitions.set(len(self.stores))
+
+    def _revoked(self, revoked: list[TopicPartition]) -> None:
+        for p in sorted({tp.partition for tp in revoked}):
+            store = self.stores.pop(p, None)
+            if store is not None:
+                store.close()
+        self.metrics.partitions.set(len(self.stores))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def connect(self) -> KafkaConsumer:
+        s = self.settings
+        options = {
+            "client_id": "fraud-feedback",
+            "auto_offset_reset": "earliest",
+            "bootstrap_timeout_ms": 10_000,
+            **s.consumer_options,
+            "bootstrap_servers": s.bootstrap_servers,
+            "group_id": s.group_id,
+            "enable_auto_commit": False,
+            "isolation_level": "read_committed",
+            "partition_assignment_strategy": (RangePartitionAssignor,),
+        }
+        consumer = KafkaConsumer(**options)
+        deadline = time.monotonic() + 30
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline and not self._stop.is_set():
+            counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in (s.scores_topic, s.labels_topic)}
+            if all(counts.values()):
+                break
+            time.sleep(0.5)
+        missing = [t for t, n in counts.items() if not n]
+        if missing:
+            consumer.close()
+            raise ConfigError(f"topic {missing[0]!r} not found at {s.bootstrap_servers} (create it with create-topics)")
+        if counts[s.scores_topic] != counts[s.labels_topic]:
+            consumer.close()
+            raise ConfigError(
+                f"{s.scores_topic} has {counts[s.scores_topic]} partitions and {s.labels_topic} "
+                f"{counts[s.labels_topic]}: they must be co-partitioned (the same count, both keyed by transaction_id)"
+            )
+        outer = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
+                outer._revoked(list(revoked))
+
+            def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+                outer._assigned(list(assigned))
+
+        self._consumer = consumer
+        consumer.subscribe([s.scores_topic, s.labels_topic], listener=Listener())
+        return consumer
+
+    def run(self) -> int:
+        from worker.access import diagnose, refusal
+
+        try:
+            consumer = self.connect()
+        except KafkaError as exc:
+            problem = refusal(exc, self.settings.group_id) or diagnose(
+                self.settings.bootstrap_servers, self.settings.consumer_options
+            )
+            if problem:
+                raise AccessError(problem) from None
+            raise
+        Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
+        last_refresh = last_maintenance = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    polled = consumer.poll(timeout_ms=500, max_records=self.settings.poll_max_records)
+                except KafkaError as exc:
+                    problem = refusal(exc, self.settings.group_id)
+                    if problem:
+                        raise AccessError(problem) from None
+                    if self._throttle.ready("poll"):
+                        logger.warning("poll failed: %s; retrying (reported once per 30 s)", exc)
+                    time.sleep(1.0)
+                    continue
+                if polled:
+                    self.take(consumer, polled)
+                now = time.monotonic()
+                if now - last_maintenance >= MAINTENANCE_SECONDS:
+                    for store in list(self.stores.values()):
+                        store.expire()
+                        store.prune()
+                    last_maintenance = now
+                if now - last_refresh >= self.settings.refresh_seconds:
+                    self.refresh()
+                    last_refresh = now
+        finally:
+            consumer.close(autocommit=False)
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+        return 0
+
+    def take(self, consumer: KafkaConsumer, polled: dict) -> None:
+        """Apply one poll's records to their stores (durably), then commit their offsets to Kafka."""
+        s = self.settings
+        per_partition: dict[int, tuple[list, list, dict[str, int]]] = defaultdict(lambda: ([], [], {}))
+        commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in polled.items():
+            scores, labels, offsets = per_partition[tp.partition]
+            is_scores = tp.topic == s.scores_topic
+            kind = "scores" if is_scores else "labels"
+            for r in records:
+                try:
+                    if is_scores:
+                        scores.append(decode_score(r.value))
+                    else:
+                        labels.append(decode_label(r.value))
+                except BadRecord as exc:
+                    self.metrics.invalid.labels(topic=kind, reason=exc.reason).inc()
+                    if self._throttle.ready(f"invalid-{kind}"):
+                        logger.warning("skipping %s[%d]@%d: %s (reported once per 30 s)", tp.topic, tp.partition,
+                                       r.offset, exc)  # fmt: skip
+            self.metrics.records.labels(topic=kind).inc(len(records))
+            offsets[tp.topic] = records[-1].offset + 1
+            commit[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        for p, (scores, labels, offsets) in per_partition.items():
+            store = self.stores.get(p)
+            if store is None:  # revoked within this poll: its new owner reads them
+                continue
+            applied = store.apply(scores, labels, offsets)
+            for lag in applied.label_lags:
+                self.metrics.label_lag.observe(lag)
+            self.metrics.ignored.labels(kind="score").inc(applied.duplicates)
+            self.metrics.ignored.labels(kind="label").inc(applied.stale_labels)
+        self.metrics.last_commit.set(time.time())
+        try:
+            consumer.commit({tp: o for tp, o in commit.items() if tp.partition in self.stores})
+        except KafkaError as exc:  # the stores hold the offsets: only the lag figure is behind
+            if self._throttle.ready("commit"):
+                logger.warning("committing offsets to Kafka failed: %s (the stores have them)", exc)
+
+    def refresh(self) -> None:
+        stores = list(self.stores.values())
+        s = self.settings
+        self.metrics.publish(snapshot(stores, self._clock() - s.quality_window_ms, s.quality_max_rows))
+        self.metrics.store_rows.set(sum(st.rows() for st in stores))
+        self.metrics.store_bytes.set(sum(st.size_bytes() for st in stores))

@@ -1,0 +1,333 @@
+"""One partition's join of scores and labels, in a SQLite file that survives restarts.
+
+Per transaction and model version (``scored``): the score, the threshold it was scored at, the
+event time and its outcome (``tp``/``fp``/``fn``/``tn``, or NULL while its truth is unknown);
+per transaction: its latest label (``labels``) and, when the score record carried them, its raw
+feature values (``features``, for ``fraud-feedback export``). ``outcomes`` holds the counts per
+model version and outcome (and ``pending``, the scored transactions without a truth yet), changed
+in the same SQLite transaction as the rows, so the counts are exactly the rows' and a restart shows
+the same totals. ``offsets`` holds the next offset of each topic partition read into the store,
+also in that transaction: after a crash the store resumes exactly where its last commit ended,
+whatever Kafka's committed offsets say, so no record counts twice or is missed.
+
+The rules (docs/design.md, "Label feedback"): a score record repeated for the same transaction
+and model version is ignored; the label with the latest ``label_time`` wins (a repeat, or an older
+one arriving late, changes nothing; on a tie the one read first stays); a transaction without a
+label is genuine once its event is older than the label window (``expire``); a label overrides
+that. Rows whose event is older than the label window plus a day are pruned (their counts stay),
+so the file holds about one label window of traffic. Writes are durable (WAL,
+``synchronous=FULL``) before ``apply`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.feedback.quality import outcome, truth
+from worker.feedback.records import Label, Score
+
+PENDING = "pending"
+DAY_MS = 86_400_000
+PRUNE_GRACE_MS = DAY_MS
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scored (
+    transaction_id TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    score REAL NOT NULL,
+    threshold REAL NOT NULL,
+    event_time INTEGER NOT NULL,
+    outcome TEXT,
+    resolved_at INTEGER,
+    PRIMARY KEY (transaction_id, model_version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scored_pending ON scored (event_time) WHERE outcome IS NULL;
+CREATE INDEX IF NOT EXISTS scored_resolved ON scored (model_version, resolved_at) WHERE outcome IS NOT NULL;
+CREATE INDEX IF NOT EXISTS scored_event_time ON scored (event_time);
+CREATE TABLE IF NOT EXISTS labels (
+    transaction_id TEXT PRIMARY KEY,
+    is_fraud INTEGER NOT NULL,
+    label_time INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    joined INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS labels_time ON labels (label_time);
+CREATE TABLE IF NOT EXISTS feature_sets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS features (
+    transaction_id TEXT PRIMARY KEY,
+    event_time INTEGER NOT NULL,
+    feature_set INTEGER NOT NULL,
+    vals BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS features_time ON features (event_time);
+CREATE TABLE IF NOT EXISTS outcomes (
+    model_version TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (model_version, outcome)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (topic TEXT PRIMARY KEY, next_offset INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def store_path(state_dir: str | os.PathLike[str], partition: int) -> Path:
+    return Path(state_dir) / f"partition-{partition}.sqlite"
+
+
+@dataclass
+class Applied:
+    """What one ``apply`` changed: records taken, duplicates ignored, label lags first seen (seconds)."""
+
+    scores: int = 0
+    labels: int = 0
+    duplicates: int = 0
+    stale_labels: int = 0
+    label_lags: list[float] = field(default_factory=list)
+
+
+class Store:
+    """The store of one partition number (of the scores topic and of the labels topic)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        label_window_ms: int,
+        clock: Callable[[], int] = now_ms,
+        cache_kib: int = 4096,
+    ) -> None:
+        self.path = Path(path)
+        self.existed = self.path.exists()
+        self.label_window_ms = label_window_ms
+        self._clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # bounded page cache per store
+        self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        self._feature_sets: dict[tuple[str, ...], int] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def next_offsets(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT topic, next_offset FROM offsets"))
+
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        return {(v, o): n for v, o, n in self.db.execute("SELECT model_version, outcome, n FROM outcomes")}
+
+    def window(self, model_version: str, since_ms: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, thresholds and truths of the newest resolved transactions of a version (resolved ≥ since)."""
+        rows = self.db.execute(
+            "SELECT score, threshold, outcome FROM scored WHERE model_version = ? AND outcome IS NOT NULL "
+            "AND resolved_at >= ? ORDER BY resolved_at DESC LIMIT ?",
+            (model_version, since_ms, limit),
+        ).fetchall()
+        scores = np.fromiter((r[0] for r in rows), np.float64, len(rows))
+        thresholds = np.fromiter((r[1] for r in rows), np.float64, len(rows))
+        truths = np.fromiter((r[2] in ("tp", "fn") for r in rows), bool, len(rows))
+        return scores, thresholds, truths
+
+    def rows(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM scored").fetchone()[0])
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        scores: Iterable[Score],
+        labels: Iterable[Label],
+        next_offsets: dict[str, int],
+    ) -> Applied:
+        """Join the records into the store and record the offsets after them, in one durable transaction."""
+        applied = Applied()
+        cutoff = self._clock() - self.label_window_ms
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for s in scores:
+                self._score(s, cutoff, applied)
+            for lab in labels:
+                self._label(lab, applied)
+            db.executemany(
+                "INSERT INTO offsets VALUES (?, ?) "
+                "ON CONFLICT (topic) DO UPDATE SET next_offset = excluded.next_offset",
+                sorted(next_offsets.items()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return applied
+
+    def expire(self, limit: int = 50_000) -> int:
+        """Count transactions without a label and older than the label window as genuine; how many."""
+        cutoff = self._clock() - self.label_window_ms
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT transaction_id, model_version, score, threshold, event_time FROM scored "
+                "WHERE outcome IS NULL AND event_time < ? LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+            for txn, version, score, threshold, event_time in rows:
+                self._resolve(txn, version, None, outcome(score, threshold, False), event_time + self.label_window_ms)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def prune(self) -> int:
+        """Drop rows whose event is older than the label window plus a day (their counts stay); how many."""
+        before = self._clock() - self.label_window_ms - PRUNE_GRACE_MS
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = db.execute("DELETE FROM scored WHERE event_time < ? AND outcome IS NOT NULL", (before,)).rowcount
+            db.execute("DELETE FROM features WHERE event_time < ?", (before,))
+            db.execute(
+                "DELETE FROM labels WHERE label_time < ? AND transaction_id NOT IN (SELECT transaction_id FROM scored)",
+                (before,),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return gone
+
+    def _score(self, s: Score, cutoff: int, applied: Applied) -> None:
+        db = self.db
+        cur = db.execute(
+            "INSERT OR IGNORE INTO scored (transaction_id, model_version, score, threshold, event_time) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (s.transaction_id, s.model_version, s.score, s.threshold, s.event_time),
+        )
+        if cur.rowcount == 0:
+            applied.duplicates += 1
+            return
+        applied.scores += 1
+        if s.features is not None:
+            names, values = s.features
+            db.execute(
+                "INSERT OR IGNORE INTO features VALUES (?, ?, ?, ?)",
+                (s.transaction_id, s.event_time, self._feature_set(names), np.asarray(values, "<f8").tobytes()),
+            )
+        row = db.execute(
+            "SELECT is_fraud, label_time, joined FROM labels WHERE transaction_id = ?", (s.transaction_id,)
+        )
+        label = row.fetchone()
+        is_fraud = None if label is None else bool(label[0])
+        known = truth(is_fraud, s.event_time, cutoff)
+        self._bump(s.model_version, PENDING, +1)
+        if known is not None:
+            resolved_at = label[1] if label is not None else s.event_time + self.label_window_ms
+            self._resolve(s.transaction_id, s.model_version, None, outcome(s.score, s.threshold, known), resolved_at)
+        if label is not None and not label[2]:
+            applied.label_lags.append(max(0.0, (label[1] - s.event_time) / 1000))
+            db.execute("UPDATE labels SET joined = 1 WHERE transaction_id = ?", (s.transaction_id,))
+
+    def _label(self, lab: Label, applied: Applied) -> None:
+        db = self.db
+        old = db.execute(
+            "SELECT is_fraud, label_time, joined FROM labels WHERE transaction_id = ?", (lab.transaction_id,)
+        ).fetchone()
+        if old is not None and old[1] >= lab.label_time:
+            applied.stale_labels += 1  # a repeat, or older than the one held
+            return
+        applied.labels += 1
+        db.execute(
+            "INSERT INTO labels VALUES (?, ?, ?, ?, ?) ON CONFLICT (transaction_id) DO UPDATE SET "
+            "is_fraud = excluded.is_fraud, label_time = excluded.label_time, source = excluded.source",
+            (lab.transaction_id, int(lab.is_fraud), lab.label_time, lab.source, 0 if old is None else old[2]),
+        )
+        scored = db.execute(
+            "SELECT model_version, score, threshold, event_time, outcome FROM scored WHERE transaction_id = ?",
+            (lab.transaction_id,),
+        ).fetchall()
+        for version, score, threshold, _event_time, was in scored:
+            new = outcome(score, threshold, lab.is_fraud)
+            if new != was:
+                self._resolve(lab.transaction_id, version, was, new, lab.label_time)
+        if scored and (old is None or not old[2]):
+            applied.label_lags.append(max(0.0, (lab.label_time - min(r[3] for r in scored)) / 1000))
+            db.execute("UPDATE labels SET joined = 1 WHERE transaction_id = ?", (lab.transaction_id,))
+
+    def _resolve(self, txn: str, version: str, was: str | None, new: str | None, resolved_at: int) -> None:
+        self.db.execute(
+            "UPDATE scored SET outcome = ?, resolved_at = ? WHERE transaction_id = ? AND model_version = ?",
+            (new, resolved_at, txn, version),
+        )
+        self._bump(version, was if was is not None else PENDING, -1)
+        self._bump(version, new if new is not None else PENDING, +1)
+
+    def _bump(self, version: str, key: str, by: int) -> None:
+        self.db.execute(
+            "INSERT INTO outcomes VALUES (?, ?, ?) ON CONFLICT (model_version, outcome) DO UPDATE SET n = n + ?",
+            (version, key, by, by),
+        )
+
+    def _feature_set(self, names: Sequence[str]) -> int:
+        key = tuple(names)
+        cached = self._feature_sets.get(key)
+        if cached is not None:
+            return cached
+        text = json.dumps(list(key))
+        self.db.execute("INSERT OR IGNORE INTO feature_sets (names) VALUES (?)", (text,))
+        fid = int(self.db.execute("SELECT id FROM feature_sets WHERE names = ?", (text,)).fetchone()[0])
+        self._feature_sets[key] = fid
+        return fid
+
+    # -- export ----------------------------------------------------------------------------------
+
+    def examples(self, since_ms: int | None, until_ms: int | None) -> Iterable[tuple[str, int, bool, list[str], bytes]]:
+        """(transaction_id, event_time, is_fraud, feature names, values) of each resolved transaction with features.
+
+        Resolved: labelled, or genuine by the label window. One row per transaction, whatever the
+        number of model versions that scored it.
+        """
+        cutoff = self._clock() - self.label_window_ms
+        sets = {fid: json.loads(names) for fid, names in self.db.execute("SELECT id, names FROM feature_sets")}
+        query = (
+            "SELECT f.transaction_id, f.event_time, f.feature_set, f.vals, l.is_fraud FROM features f "
+            "LEFT JOIN labels l ON l.transaction_id = f.transaction_id WHERE f.event_time >= ? AND f.event_time < ? "
+            "ORDER BY f.event_time"
+        )
+        lo = since_ms if since_ms is not None else -(2**62)
+        hi = until_ms if until_ms is not None else 2**62
+        for txn, event_time, fid, vals, is_fraud in self.db.execute(query, (lo, hi)):
+            known = truth(None if is_fraud is None else bool(is_fraud), event_time, cutoff)
+            if known is None:
+                continue
+            yield txn, event_time, known, sets[fid], vals
+
+
+def label_counts_total(stores: Iterable[Store]) -> dict[tuple[str, str], int]:
+    total: dict[tuple[str, str], int] = {}
+    for store in stores:
+        for key, n in store.outcome_counts().items():
+            total[key] = total.get(key, 0) + n
+    return total
