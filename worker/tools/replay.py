@@ -12,6 +12,7 @@ kafka-python, msgspec): no TensorFlow, no ``training`` package (it runs in the w
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import gzip
 import io
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
+from worker.feedback.records import encode_label
 from worker.tools.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_settings, require_access
 from worker.tools.synthetic import generate
 
@@ -34,7 +36,9 @@ DEFAULT_LABEL = "Class"
 PROG = "fraud-replay"
 
 
-def rows_from_csv(path: Path, key_column: str, with_label: bool) -> Iterator[tuple[bytes | None, dict]]:
+def rows_from_csv(
+    path: Path, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL
+) -> Iterator[tuple[bytes | None, dict]]:
     """Stream (key, event fields) from a CSV, plain or gzip; numeric text becomes numbers."""
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     with io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
@@ -46,7 +50,7 @@ def rows_from_csv(path: Path, key_column: str, with_label: bool) -> Iterator[tup
             for name, value in zip(header, row, strict=False):  # a row may be shorter or longer than the header
                 if name == key_column:
                     key = value.encode()
-                elif name == DEFAULT_LABEL and not with_label:
+                elif name == label_column and not with_label:
                     continue
                 else:
                     try:
@@ -56,9 +60,11 @@ def rows_from_csv(path: Path, key_column: str, with_label: bool) -> Iterator[tup
             yield key, fields
 
 
-def rows_from_synthetic(n: int, seed: int, key_column: str, with_label: bool) -> Iterator[tuple[bytes | None, dict]]:
+def rows_from_synthetic(
+    n: int, seed: int, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL
+) -> Iterator[tuple[bytes | None, dict]]:
     columns = generate(n, seed=seed)
-    names = [c for c in columns if c != key_column and (with_label or c != DEFAULT_LABEL)]
+    names = [c for c in columns if c != key_column and (with_label or c != label_column)]
     keys = columns.get(key_column)
     values = [columns[c].tolist() for c in names]
     for i, row in enumerate(zip(*values, strict=True)):
@@ -105,16 +111,20 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError
 
+    labels = Labels(args.labels_topic, args.label_delay_seconds, args.label_column) if args.labels_topic else None
+    keep_label = args.with_label or labels is not None  # read it; sent in the event only with --with-label
     if args.data:
-        rows = rows_from_csv(Path(args.data), args.key_column, args.with_label)
+        rows = rows_from_csv(Path(args.data), args.key_column, keep_label, args.label_column)
         total = args.count
     else:
-        rows = rows_from_synthetic(args.synthetic, args.seed, args.key_column, args.with_label)
+        rows = rows_from_synthetic(args.synthetic, args.seed, args.key_column, keep_label)
+        if labels is not None:
+            labels.column = DEFAULT_LABEL  # the generator's label column
         total = min(args.count or args.synthetic, args.synthetic)
     if args.count:
         rows = itertools.islice(rows, args.count)
     topic = config.input_topic
-    require_access(config, write=[topic])
+    require_access(config, write=[topic, *([labels.topic] if labels else [])])
     options = producer_options(config, paced=bool(args.rate))
     producer = KafkaProducer(**options)
     try:
@@ -137,13 +147,19 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
                 ahead = start + sent / args.rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
-            fields["transaction_id"] = f"{args.id_prefix}-{sent:09d}"
+            transaction_id = f"{args.id_prefix}-{sent:09d}"
+            fields["transaction_id"] = transaction_id
             fields["event_time"] = time.time_ns() // 1_000_000
+            if labels is not None:
+                labels.due(producer, failures)
+                labels.add(transaction_id, fields, keep=args.with_label)
             future = producer.send(topic, key=key, value=encode(fields))
             if len(failures) < 1:
                 future.add_errback(failures.append)
             sent += 1
             progress.update(sent)
+        if labels is not None:
+            labels.finish(producer, failures)
         producer.flush()
     finally:
         producer.close(timeout=10)
@@ -152,7 +168,54 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     if failures:
         raise RuntimeError(f"broker refused an event: {failures[0]}")
     elapsed = time.monotonic() - start
-    return {"events": sent, "seconds": round(elapsed, 3), "rate": round(sent / max(elapsed, 1e-9), 1)}
+    summary = {"events": sent, "seconds": round(elapsed, 3), "rate": round(sent / max(elapsed, 1e-9), 1)}
+    if labels is not None:
+        summary.update(labels=labels.sent, frauds=labels.frauds, unlabelled=labels.missing)
+    return summary
+
+
+class Labels:
+    """Each replayed row's label, sent to the labels topic ``delay`` seconds after its event.
+
+    Keyed by ``transaction_id`` (as the worker keys its score records), so a label lands in the
+    same partition number as the score record it belongs to. The value is the label contract
+    (``worker.feedback.records``): ``transaction_id``, ``is_fraud``, ``label_time``, ``source``.
+    """
+
+    def __init__(self, topic: str, delay: float, column: str) -> None:
+        self.topic, self.delay, self.column = topic, delay, column
+        self.pending: collections.deque[tuple[float, str, bool]] = collections.deque()
+        self.sent = self.frauds = self.missing = 0
+
+    def add(self, transaction_id: str, fields: dict, keep: bool) -> None:
+        value = fields.get(self.column) if keep else fields.pop(self.column, None)
+        try:
+            is_fraud = bool(int(float(value))) if value is not None and value != "" else None
+        except (TypeError, ValueError):
+            is_fraud = None
+        if is_fraud is None:
+            self.missing += 1
+            return
+        self.pending.append((time.monotonic() + self.delay, transaction_id, is_fraud))
+
+    def due(self, producer, failures: list, until: float | None = None) -> None:
+        now = time.monotonic() if until is None else until
+        while self.pending and self.pending[0][0] <= now:
+            _, transaction_id, is_fraud = self.pending.popleft()
+            value = encode_label(transaction_id, is_fraud, time.time_ns() // 1_000_000, "fraud-replay")
+            future = producer.send(self.topic, key=transaction_id.encode(), value=value)
+            if len(failures) < 1:
+                future.add_errback(failures.append)
+            self.sent += 1
+            self.frauds += is_fraud
+
+    def finish(self, producer, failures: list) -> None:
+        """Wait for the labels still due, sending each at its time."""
+        while self.pending:
+            wait = self.pending[0][0] - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, 0.5))
+            self.due(producer, failures)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the Class column in the events (extra fields are ignored by the worker)",
     )
+    p.add_argument(
+        "--labels-topic", default=None,
+        help="also send each row's label (from --label-column) to this topic, e.g. fraud-labels, for fraud-feedback",
+    )  # fmt: skip
+    p.add_argument(
+        "--label-delay-seconds", type=float, default=0.0,
+        help="send each label this long after its event (default: %(default)s), as analyst labels arrive later",
+    )  # fmt: skip
+    p.add_argument("--label-column", default=DEFAULT_LABEL, help="the label column (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -186,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _problem(args: argparse.Namespace) -> str | None:
     if args.rate < 0 or args.count < 0 or (args.synthetic is not None and args.synthetic <= 0):
         return "--rate and --count must be >= 0, --synthetic > 0"
+    if args.label_delay_seconds < 0:
+        return f"--label-delay-seconds must be >= 0 (got {args.label_delay_seconds})"
+    if args.label_delay_seconds and not args.labels_topic:
+        return "--label-delay-seconds needs --labels-topic"
     return None
 
 
@@ -209,9 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         line, code = failure(exc, config) if not isinstance(exc, RuntimeError) else (str(exc), 1)
         print(f"{PROG}: {line}", file=sys.stderr)
         return code
+    labelled = ""
+    if "labels" in summary:
+        labelled = f"; {summary['labels']:,} labels ({summary['frauds']:,} fraud) to {args.labels_topic}"
+        labelled += f", {summary['unlabelled']:,} rows without one" if summary["unlabelled"] else ""
     print(
         f"{PROG}: {summary['events']:,} events to {config.input_topic} in {summary['seconds']} s "
-        f"({summary['rate']:,.0f}/s)"
+        f"({summary['rate']:,.0f}/s){labelled}"
     )
     return 0
 

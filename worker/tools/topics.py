@@ -52,16 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replication-factor", type=int, default=1, help="replicas of each partition (default: %(default)s)"
     )
+    p.add_argument(
+        "--labels-topic", default="",
+        help="also create this labels topic (fraud-feedback's, e.g. fraud-labels) with as many partitions as the "
+        "scores topic, which it must match: both are keyed by transaction_id and joined partition by partition",
+    )  # fmt: skip
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default: %(default)s)")
     return p
 
 
-def planned_topics(config: WorkerConfig, partitions: int, output_partitions: int | None) -> dict[str, int]:
-    """Topic name -> partition count, from the worker's own settings (so names always agree)."""
+def planned_topics(
+    config: WorkerConfig, partitions: int, output_partitions: int | None, labels_topic: str = ""
+) -> dict[str, int]:
+    """Topic name -> partition count, from the worker's own settings (so names always agree).
+
+    A labels topic gets the scores topic's count: fraud-feedback joins the two partition by partition.
+    """
     outputs = output_partitions or partitions
     topics = {config.input_topic: partitions, config.alert_topic: outputs, config.dlq_topic: outputs}
     if config.scores_topic:
         topics[config.scores_topic] = outputs
+    if labels_topic:
+        topics[labels_topic] = outputs
     return topics
 
 
@@ -133,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(parsed, int):
         return parsed
     args, config = parsed
-    topics = planned_topics(config, args.partitions, args.output_partitions)
+    if args.labels_topic and not config.scores_topic:
+        print(f"{PROG}: bad setting: --labels-topic needs the scores topic it is joined with (--scores-topic)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    topics = planned_topics(config, args.partitions, args.output_partitions, args.labels_topic)
     try:
         result = ensure_topics(admin_options(config), topics, args.replication_factor, args.timeout)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
@@ -142,4 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     for name in topics:
         print(f"{name}: {result.get(name, 'unknown')}")
+    if args.labels_topic:
+        counts = {t: result.get(t, "") for t in (config.scores_topic, args.labels_topic)}
+        found = {
+            t: (str(topics[t]) if r == "created" else r.partition("(")[2].split(" ")[0]) for t, r in counts.items()
+        }
+        if len(set(found.values())) > 1:
+            print(f"{PROG}: {config.scores_topic} and {args.labels_topic} have different partition counts "
+                  f"({found[config.scores_topic]} and {found[args.labels_topic]}): fraud-feedback cannot join them",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     return 0

@@ -24,3 +24,15 @@ def test_bad_settings_exit_2_without_touching_a_broker(monkeypatch, capsys) -> N
     assert "FRAUD_NOT_A_SETTING" in capsys.readouterr().err
     monkeypatch.delenv("FRAUD_NOT_A_SETTING")
     assert main(["create-topics", "--partitions", "0"]) == 2
+
+
+def test_a_labels_topic_gets_the_scores_topics_partition_count() -> None:
+    plan = planned_topics(load_config([], {"FRAUD_SCORES_TOPIC": "sc"}), 12, 4, labels_topic="lab")
+    assert plan["lab"] == plan["sc"] == 4
+
+
+def test_a_labels_topic_without_a_scores_topic_is_refused(monkeypatch, capsys) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("FRAUD_")]:
+        monkeypatch.delenv(key)
+    assert main(["create-topics", "--bootstrap-servers", "127.0.0.1:1", "--labels-topic", "fraud-labels"]) == 2
+    assert "--labels-topic needs the scores topic" in capsys.readouterr().err
