@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LINT_STAMP := $(VENV)/.lint-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test test-unit lint soak run bench clean
+.PHONY: help install test test-unit lint soak run bench retrain clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -50,6 +50,18 @@ bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints 
 # stopped), so at a terminal scripts/run-local takes the Ctrl-C for itself (scripts/foreground.py).
 run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of transactions, alerts; Ctrl-C stops it
 	scripts/run-local
+
+# The retraining job: the labelled traffic of the last RETRAIN_DAYS from fraud-feedback's stores, a
+# model trained on it with the newest rows as the test set, and the promotion gate comparing it with
+# CURRENT on those same rows; a worker hot-reloads a promoted model. (deploy/k8s/retrain-cronjob.yaml)
+FEEDBACK_STATE_DIR ?= feedback-state
+MODELS_DIR ?= models
+RETRAIN_DAYS ?= 30
+RETRAIN_DATA ?= runs/retrain-examples.csv.gz
+RETRAIN_ARGS ?=
+retrain: $(STAMP)  ## export the last RETRAIN_DAYS (30) of labelled traffic, train on it (--split time), promote if not worse
+	$(VENV)/bin/fraud-feedback export --state-dir $(FEEDBACK_STATE_DIR) --since $(RETRAIN_DAYS)d --out $(RETRAIN_DATA)
+	$(VENV)/bin/fraud-train --data $(RETRAIN_DATA) --label-column is_fraud --split time --models-dir $(MODELS_DIR) $(RETRAIN_ARGS)
 
 clean:  ## remove the virtualenv, broker state and caches (keeps models/)
 	-scripts/local-kafka stop

@@ -156,6 +156,8 @@ def summary(result) -> str:
         ("CURRENT", "yes" if result.promoted else "no"),
         ("signed", f"key {result.signed_by}" if result.signed_by else "no"),
         ("gate", result.promotion_reason),
+        ("split", f"{result.split.method}: {result.split.train.size} / {result.split.val.size} / "
+                  f"{result.split.test.size} rows train / validation / test"),  # fmt: skip
         ("test rows / frauds", f"{m['rows']} / {m['positives']}"),
         ("ROC AUC", f"{m['roc_auc']:.4f}"),
         ("PR AUC (AP)", f"{m['pr_auc']:.4f}"),

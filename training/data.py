@@ -7,8 +7,9 @@ every failure is one ``DataError`` line naming the file, column and rows concern
 
 The default feature set (no ``features`` given) is every numeric column but the label, less the
 columns that cannot be features, each left out with one log line saying why (``unusable``):
-constant columns, and identifiers (named ``id`` or ``*_id``, or integer values unique on at least
-``ID_UNIQUE_SHARE`` of the rows).
+constant columns, identifiers (named ``id`` or ``*_id``, or integer values unique on at least
+``ID_UNIQUE_SHARE`` of the rows), and ``fraud-feedback export``'s ``event_time`` (``RESERVED``), never a feature unless named in
+``features``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ MIN_ROWS = 1000
 MIN_PER_CLASS = 10  # enough for each of train / validation / test to hold both classes
 SAMPLE_ROWS = 1000  # rows read to tell numeric columns from text ones
 ID_UNIQUE_SHARE = 0.99  # an integer column with a distinct value on this share of rows is an identifier
+# Columns of a fraud-feedback export that describe the transaction rather than measure it.
+# (transaction_id is left out as an identifier, or as text.)
+RESERVED = {"event_time": "the event's time (the clock of --split time, not a feature)"}
+TIME_COLUMNS = ("event_time", "Time")  # what --split time orders by, the first the file has
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,15 @@ class Dataset:
     @property
     def positives(self) -> int:
         return int(self.y.sum())
+
+
+def read_header(path: str | os.PathLike[str]) -> list[str]:
+    """The column names of a CSV (plain or gzip); [] when it cannot be read (``load_csv`` says why)."""
+    try:
+        with _open_text(Path(path)) as fh:
+            return [h.strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error):
+        return []
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -227,6 +241,8 @@ def unusable(name: str, values: np.ndarray) -> str | None:
     A column with a NaN or infinite value is kept, so that ``validate`` reports it.
     """
     n = values.size
+    if name in RESERVED:
+        return RESERVED[name]
     if n == 0 or not np.isfinite(values).all():
         return None
     if values.min() == values.max():

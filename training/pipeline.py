@@ -76,7 +76,9 @@ class TrainConfig:
         "stratified: random per class with --seed; time: oldest rows train, newest test (see --time-column)",
         choices=("stratified", "time"),
     )  # fmt: skip
-    time_column: str = _option("Time", "split", "column ordering rows for --split time")
+    time_column: str = _option(
+        "", "split", "column ordering rows for --split time (default: event_time when the data has it, else Time)"
+    )
     val_fraction: float = _option(0.2, "split", "share of rows for validation")
     test_fraction: float = _option(0.2, "split", "share of rows for test")
     seed: int = _option(42, "training", "seed for the split, weight init and batch order")
@@ -125,8 +127,16 @@ class TrainResult:
     signed_by: str | None = None  # the signing key's id, when the bundle is signed
 
 
+def time_column(cfg: TrainConfig) -> str:
+    """The column ``--split time`` orders by: the one named, else the first of ``data.TIME_COLUMNS`` present."""
+    if cfg.time_column:
+        return cfg.time_column
+    header = data.read_header(cfg.data_path) if cfg.data_path is not None else ["Time"]
+    return next((c for c in data.TIME_COLUMNS if c in header), data.TIME_COLUMNS[-1])
+
+
 def load_dataset(cfg: TrainConfig) -> data.Dataset:
-    time_col = cfg.time_column if cfg.split == "time" else None
+    time_col = time_column(cfg) if cfg.split == "time" else None
     if cfg.synthetic_rows is not None:
         n, rate = cfg.synthetic_rows, cfg.synthetic_fraud_rate
         try:
@@ -197,7 +207,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     X, y = dataset.X, dataset.y
     if cfg.split == "time":
         assert dataset.time is not None
-        split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=cfg.time_column)
+        split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=dataset.time_column or "time")
     else:
         split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     y_train, y_val, y_test = y[split.train], y[split.val], y[split.test]

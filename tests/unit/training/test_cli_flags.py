@@ -59,11 +59,12 @@ def test_each_flag_sets_its_field() -> None:
 def test_help_shows_each_default_and_group() -> None:
     text = " ".join(build_parser().format_help().split())
     defaults = TrainConfig()
-    for shown in ("Class", "0.005", "stratified", "Time", "42", "60", "1e-06", "32768", "balanced", "models"):
+    for shown in ("Class", "0.005", "stratified", "42", "60", "1e-06", "32768", "balanced", "models"):
         assert f"(default: {shown})" in text, shown
     for _, attr, _ in POLICY_FLAGS:
         assert f"(default: {getattr(defaults.policy, attr)})" in text, attr
     assert "(default: None)" not in text and "(default: False)" not in text  # nothing worth showing
+    assert "default: event_time when the data has it, else Time" in text
     for group in ("data:", "columns:", "split:", "training:", "threshold (chosen on the validation split):", "output:"):
         assert group in text
 

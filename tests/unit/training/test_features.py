@@ -56,3 +56,25 @@ def test_synthetic_data_keeps_every_numeric_column():
     ds = from_columns(synthetic.generate(3000, 1, 0.03), "Class", None, "mem", "0" * 64, min_rows=500)
     assert ds.feature_names == ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", *synthetic.HEAVY_COLUMNS)
     assert ds.excluded == ()
+
+
+def test_an_export_s_transaction_id_and_event_time_are_never_features(tmp_path):
+    """fraud-feedback export writes them beside the features; --split time orders by event_time."""
+    import numpy as np
+
+    from training.data import load_csv
+    from training.pipeline import TrainConfig, time_column
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    path = tmp_path / "examples.csv"
+    y = (rng.random(n) < 0.05).astype(int)
+    with open(path, "w") as fh:
+        fh.write("V1,V2,is_fraud,event_time,transaction_id\n")
+        for i in range(n):
+            fh.write(f"{rng.normal() + y[i]},{rng.normal()},{y[i]},{1_700_000_000_000 + i * 1000},tx-{i}\n")
+    data = load_csv(path, label_column="is_fraud")
+    assert data.feature_names == ("V1", "V2")
+    assert ("event_time", "the event's time (the clock of --split time, not a feature)") in data.excluded
+    assert time_column(TrainConfig(data_path=str(path))) == "event_time"
+    assert time_column(TrainConfig(data_path=str(path), time_column="V2")) == "V2"
