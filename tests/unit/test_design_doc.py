@@ -139,3 +139,27 @@ def test_every_setting_is_in_the_doc_with_its_default(setting) -> None:
 def test_the_doc_lists_no_setting_the_worker_lacks() -> None:
     stale = set(table("Configuration")) - {s.name for s in SETTINGS}
     assert not stale, f"settings in docs/design.md the worker does not have: {sorted(stale)}"
+
+
+def test_every_feedback_metric_is_in_the_doc_with_its_type_and_labels() -> None:
+    """fraud-feedback's metrics (worker/feedback/metrics.py) against design.md's "Label feedback" table."""
+    from worker.feedback.metrics import FeedbackMetrics, Snapshot
+
+    registry = CollectorRegistry()
+    metrics = FeedbackMetrics(registry)
+    # A snapshot with every figure, so each per-version family shows its label names.
+    metrics.publish(Snapshot({("v1", "tp"): 1}, {"v1": 1}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1}))
+    metrics.invalid.labels(topic="labels", reason="schema")
+    registered = {}
+    for family in registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        registered[name] = (family.type, {k for s in family.samples for k in s.labels} - {"le"})
+    documented = table("Label feedback")
+    assert set(registered) == set(documented), (
+        f"missing from docs/design.md: {sorted(set(registered) - set(documented))}; "
+        f"documented but not registered: {sorted(set(documented) - set(registered))}"
+    )
+    for name, (kind, labels) in registered.items():
+        doc_type, doc_labels = documented[name][0], set(re.findall(r"`([^`]+)`", documented[name][1]))
+        assert doc_type == kind, f"{name}: docs/design.md says {doc_type}, the code registers a {kind}"
+        assert doc_labels == labels, f"{name}: docs/design.md says labels {doc_labels}, the code has {labels}"
