@@ -1,4 +1,6 @@
-"""The shipped Prometheus files pass promtool: config, rules, and the rules' own unit tests.
+"""The shipped Prometheus files pass promtool: config, rules, and the rules' own unit tests; every
+alert has a test that sees it fire; the rules and the Grafana dashboard name only metrics that the
+worker or fraud-feedback exports.
 
 No broker needed; in tests/integration because they run an external program (promtool from the
 Debian package ``prometheus``, installed by ``tests.support.prometheus`` when missing).
@@ -9,7 +11,11 @@ from __future__ import annotations
 import json
 import re
 
+import yaml
+
 from tests.support.prometheus import DEPLOY, REPO, promtool
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "fraud-worker.json"
 
 
 def test_promtool_check_config():
@@ -37,19 +43,35 @@ def test_promtool_refuses_a_broken_rule(tmp_path):
     assert done.returncode != 0
 
 
-def test_rules_and_dashboard_use_only_metrics_the_worker_exports():
+def exported_names(registry) -> set[str]:
+    """Every series name a registry's families expose (counters with _total, histograms' parts)."""
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(f"{family.name}_{suffix}" for suffix in ("total", "bucket", "sum", "count"))
+    return names
+
+
+def test_rules_and_dashboard_use_only_metrics_the_worker_and_fraud_feedback_export():
     from prometheus_client import CollectorRegistry
 
+    from worker.feedback.metrics import FeedbackMetrics
     from worker.metrics import WorkerMetrics
 
-    registry = CollectorRegistry()
-    WorkerMetrics(registry)
-    exported = set()
-    for family in registry.collect():
-        exported.add(family.name)
-        exported.update(f"{family.name}_{suffix}" for suffix in ("total", "bucket", "sum", "count"))
+    worker, feedback = CollectorRegistry(), CollectorRegistry()
+    WorkerMetrics(worker)
+    FeedbackMetrics(feedback)
+    exported = exported_names(worker) | exported_names(feedback)
     rules = (DEPLOY / "alerts.yml").read_text()
-    dashboard = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "fraud-worker.json").read_text())
+    dashboard = json.loads(DASHBOARD.read_text())
     exprs = [rules] + [t.get("expr", "") for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {name for text in exprs for name in re.findall(r"\bfraud_[a-z0-9_]+", text)}
     assert used and used <= exported, used - exported
+
+
+def test_every_alert_rule_has_a_unit_test():
+    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
+    tests = yaml.safe_load((DEPLOY / "alerts_test.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
+    assert alerts and alerts <= tested, f"no test in alerts_test.yml sees these fire: {sorted(alerts - tested)}"
