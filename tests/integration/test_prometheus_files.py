@@ -67,6 +67,11 @@ def test_rules_and_dashboard_use_only_metrics_the_worker_and_fraud_feedback_expo
     exprs = [rules] + [t.get("expr", "") for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {name for text in exprs for name in re.findall(r"\bfraud_[a-z0-9_]+", text)}
     assert used and used <= exported, used - exported
+    # The dashboard shows fraud-feedback's figures too, not only the worker's.
+    assert {n for n in used if n.startswith("fraud_feedback_")} >= {
+        "fraud_feedback_outcomes", "fraud_feedback_precision", "fraud_feedback_recall", "fraud_feedback_pr_auc",
+        "fraud_feedback_unlabelled_ratio", "fraud_feedback_label_lag_seconds_bucket",
+    }  # fmt: skip
 
 
 def test_every_alert_rule_has_a_unit_test():
@@ -75,3 +80,17 @@ def test_every_alert_rule_has_a_unit_test():
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
     assert alerts and alerts <= tested, f"no test in alerts_test.yml sees these fire: {sorted(alerts - tested)}"
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap():
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), ids
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
+        assert g["x"] + g["w"] <= 24, p["title"]
