@@ -7,9 +7,12 @@ servers and the passed-through Kafka settings are the worker's (``worker.config`
 It reads with isolation level ``read_committed`` unless ``--isolation-level read_uncommitted``
 says otherwise, so an exactly-once worker's aborted alerts are not printed. Optionally it reads a
 worker's ``/metrics`` every few seconds and prints a summary line (events scored, alerts,
-dead-lettered, lag). No TensorFlow, no model: only kafka-python and the standard library.
+dead-lettered, lag); with ``--feedback-metrics-url`` the line also shows fraud-feedback's precision
+and recall on labelled traffic for the model version the worker serves, and leaves that part out
+while fraud-feedback does not answer. No TensorFlow, no model: only kafka-python and the standard
+library.
 
-``format_alert`` and ``format_summary`` are pure and tested without a broker.
+``format_alert``, ``format_summary`` and ``format_feedback`` are pure and tested without a broker.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ SUMMARY_METRICS = {
     "fraud_alerts": "alerts",
     "fraud_events_invalid": "dead_lettered",
     "fraud_consumer_lag": "lag",
+}
+
+# fraud-feedback's per-version gauges the summary line shows (quality over its window of resolved rows).
+FEEDBACK_METRICS = {
+    "fraud_feedback_precision": "precision",
+    "fraud_feedback_recall": "recall",
+    "fraud_feedback_window_transactions": "resolved",
 }
 
 
@@ -92,15 +102,64 @@ def parse_metrics(text: str) -> dict[str, float]:
     return totals
 
 
-def format_summary(totals: Mapping[str, float], previous: Mapping[str, float] | None, seconds: float) -> str:
-    """The running summary line; the rate is scored events per second since the previous line."""
+def serving_versions(text: str) -> list[str]:
+    """The model versions a worker's Prometheus text says it serves (``fraud_model_info`` at 1)."""
+    return sorted(
+        {
+            s.labels["version"]
+            for family in text_string_to_metric_families(text)
+            if family.name == "fraud_model_info"
+            for s in family.samples
+            if s.value == 1 and "version" in s.labels
+        }
+    )
+
+
+def parse_feedback(text: str) -> dict[str, dict[str, float]]:
+    """Model version -> its ``precision``, ``recall`` and ``resolved`` (those exported) from fraud-feedback's text."""
+    quality: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        key = FEEDBACK_METRICS.get(family.name)
+        if key is None:
+            continue
+        for sample in family.samples:
+            version = sample.labels.get("model_version")
+            if sample.name == family.name and version is not None:
+                quality.setdefault(version, {})[key] = sample.value
+    return quality
+
+
+def format_feedback(quality: Mapping[str, Mapping[str, float]], serving: Sequence[str] = ()) -> str:
+    """The summary's ``labelled:`` part: precision and recall of each serving version (every version
+    fraud-feedback reports when the serving one is not known), ``-`` where one is undefined (nothing
+    flagged, no fraud among the resolved)."""
+    versions = list(serving) or sorted(quality)
+    if not versions:
+        return "labelled: none resolved yet"
+    parts = []
+    for version in versions:
+        q = quality.get(version, {})
+        resolved = q.get("resolved", 0.0)
+        if not resolved:
+            parts.append(f"none resolved yet ({version})")
+            continue
+        precision, recall = (f"{q[k]:.2f}" if k in q else "-" for k in ("precision", "recall"))
+        parts.append(f"precision {precision} recall {recall} ({version}, {resolved:,.0f} resolved)")
+    return "labelled: " + "; ".join(parts)
+
+
+def format_summary(
+    totals: Mapping[str, float], previous: Mapping[str, float] | None, seconds: float, labelled: str = ""
+) -> str:
+    """The running summary line; the rate is scored events per second since the previous line.
+    ``labelled`` (``format_feedback``), when given, ends the line."""
     rate = ""
     if previous is not None and seconds > 0:
         rate = f" ({(totals['scored'] - previous['scored']) / seconds:,.0f}/s)"
     return (
         f"{datetime.now().strftime('%H:%M:%S')} ---- scored {totals['scored']:,.0f}{rate}"
         f" · alerts {totals['alerts']:,.0f} · dead-lettered {totals['dead_lettered']:,.0f}"
-        f" · lag {totals['lag']:,.0f}"
+        f" · lag {totals['lag']:,.0f}" + (f" · {labelled}" if labelled else "")
     )
 
 
@@ -123,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary-seconds", type=float, default=5.0, help="seconds between summary lines (default: %(default)s)"
     )
+    p.add_argument(
+        "--feedback-metrics-url", default=None,
+        help="fraud-feedback's /metrics URL, e.g. http://127.0.0.1:9109/metrics: the summary line also shows "
+        "precision and recall on labelled traffic (needs --metrics-url)",
+    )  # fmt: skip
     return p
 
 
@@ -150,18 +214,40 @@ def _follow(consumer, topic: str, from_beginning: bool, timeout: float = 30.0) -
     return len(assigned)
 
 
-def _summary(url: str) -> dict[str, float] | None:
+def _scrape(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return parse_metrics(resp.read().decode())
+            return resp.read().decode()
     except (OSError, ValueError):
         return None
+
+
+def read_summary(url: str, feedback_url: str | None) -> tuple[dict[str, float], str] | None:
+    """The worker's totals and the ``labelled:`` part (empty without fraud-feedback's answer); None
+    while the worker does not answer."""
+    text = _scrape(url)
+    if text is None:
+        return None
+    try:
+        totals = parse_metrics(text)
+    except ValueError:
+        return None
+    feedback = _scrape(feedback_url) if feedback_url else None
+    labelled = ""
+    if feedback is not None:
+        try:
+            labelled = format_feedback(parse_feedback(feedback), serving_versions(text))
+        except ValueError:  # not Prometheus text: left out, as when it does not answer
+            labelled = ""
+    return totals, labelled
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     def problem(args: argparse.Namespace) -> str | None:
         if args.max_alerts < 0 or not args.summary_seconds > 0:
             return "--max-alerts must be >= 0 and --summary-seconds > 0"
+        if args.feedback_metrics_url and not args.metrics_url:
+            return "--feedback-metrics-url needs --metrics-url (it adds to the worker's summary line)"
         return None
 
     parsed = parse_settings(PROG, build_parser(), argv, problem)
@@ -212,9 +298,11 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
                         return 0
             now = time.monotonic()
             if args.metrics_url and now - last >= args.summary_seconds:
-                totals = _summary(args.metrics_url)
-                if totals is not None:
-                    print(format_summary(totals, previous, now - last), flush=True)
+                summary = read_summary(args.metrics_url, args.feedback_metrics_url)
+                totals = None
+                if summary is not None:
+                    totals, labelled = summary
+                    print(format_summary(totals, previous, now - last, labelled), flush=True)
                 previous, last = totals, now
     except KeyboardInterrupt:
         pass

@@ -1,10 +1,26 @@
-"""The alert printer's lines, built from alert JSON and worker metrics without a broker."""
+"""The alert printer's lines, built from alert JSON, worker metrics and fraud-feedback metrics without a broker."""
 
 from __future__ import annotations
 
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from worker.tools.tail import build_parser, format_alert, format_summary, parse_metrics
+from prometheus_client import CollectorRegistry, generate_latest
+
+from worker.feedback.metrics import FeedbackMetrics, Snapshot
+from worker.metrics import WorkerMetrics
+from worker.tools.tail import (
+    build_parser,
+    format_alert,
+    format_feedback,
+    format_summary,
+    main,
+    parse_feedback,
+    parse_metrics,
+    read_summary,
+    serving_versions,
+)
 
 ALERT = {
     "transaction_id": "tx-000123",
@@ -72,6 +88,126 @@ def test_summary_line_with_rate_since_the_previous_one() -> None:
     assert "scored 1,234 · alerts 7 · dead-lettered 5 · lag 15" in first and "/s" not in first
     later = format_summary({**totals, "scored": 2234.0}, totals, 5.0)
     assert "scored 2,234 (200/s)" in later
+
+
+def feedback_text(snap: Snapshot) -> str:
+    """What fraud-feedback's /metrics serves after publishing ``snap``."""
+    registry = CollectorRegistry()
+    FeedbackMetrics(registry).publish(snap)
+    return generate_latest(registry).decode()
+
+
+def worker_text(version: str | None) -> str:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    if version is not None:
+        metrics.set_model(version, "a" * 64, 0.5)
+    return generate_latest(registry).decode()
+
+
+def test_feedback_quality_is_read_per_model_version_from_fraud_feedback_metrics() -> None:
+    snap = Snapshot(
+        outcomes={("v1", "tp"): 80, ("v1", "fp"): 8, ("v1", "fn"): 20, ("v1", "tn"): 1126, ("v2", "tn"): 40},
+        precision={"v1": 0.9090909},
+        recall={"v1": 0.8},
+        window={"v1": 1234, "v2": 40},
+    )
+    quality = parse_feedback(feedback_text(snap))
+    assert quality == {"v1": {"precision": 0.9090909, "recall": 0.8, "resolved": 1234.0}, "v2": {"resolved": 40.0}}
+    assert parse_feedback(METRICS) == {}  # a worker's text has none of it
+
+
+def test_serving_version_comes_from_the_workers_model_info() -> None:
+    assert serving_versions(worker_text("20260101T000000Z-b24332bc")) == ["20260101T000000Z-b24332bc"]
+    assert serving_versions(worker_text(None)) == []
+
+
+def test_labelled_part_shows_precision_and_recall_of_the_serving_version() -> None:
+    quality = {
+        "v1": {"precision": 0.9090909, "recall": 0.8, "resolved": 1234.0},
+        "v2": {"precision": 0.5, "recall": 0.5, "resolved": 10.0},
+    }
+    assert format_feedback(quality, ["v1"]) == "labelled: precision 0.91 recall 0.80 (v1, 1,234 resolved)"
+    # The serving version not known (no model yet, or the worker's text without it): every version.
+    assert format_feedback(quality) == (
+        "labelled: precision 0.91 recall 0.80 (v1, 1,234 resolved); precision 0.50 recall 0.50 (v2, 10 resolved)"
+    )
+
+
+def test_labelled_part_before_labels_and_where_a_figure_is_undefined() -> None:
+    assert format_feedback({}, ["v1"]) == "labelled: none resolved yet (v1)"  # fraud-feedback just started
+    assert format_feedback({}) == "labelled: none resolved yet"
+    assert format_feedback({"v1": {"resolved": 0.0}}, ["v1"]) == "labelled: none resolved yet (v1)"
+    # Resolved rows but nothing flagged (no precision) and no fraud among them (no recall).
+    assert format_feedback({"v1": {"resolved": 500.0}}, ["v1"]) == "labelled: precision - recall - (v1, 500 resolved)"
+    assert format_feedback({"v1": {"recall": 0.0, "resolved": 7.0}}, ["v1"]) == (
+        "labelled: precision - recall 0.00 (v1, 7 resolved)"
+    )
+
+
+def test_summary_line_ends_with_the_labelled_part_and_leaves_it_out_without_one() -> None:
+    totals = parse_metrics(METRICS)
+    labelled = format_feedback({"v1": {"precision": 0.91, "recall": 0.8, "resolved": 1234.0}}, ["v1"])
+    line = format_summary(totals, None, 5.0, labelled)
+    assert line.endswith(" · lag 15 · labelled: precision 0.91 recall 0.80 (v1, 1,234 resolved)")
+    assert format_summary(totals, None, 5.0, "").endswith(" · lag 15")  # fraud-feedback not answering
+    assert "\n" not in line
+
+
+def test_summary_from_the_two_metrics_texts_end_to_end() -> None:
+    version = "20260101T000000Z-b24332bc"
+    snap = Snapshot(
+        outcomes={(version, "tp"): 9, (version, "fp"): 1, (version, "fn"): 3, (version, "tn"): 987},
+        precision={version: 0.9},
+        recall={version: 0.75},
+        window={version: 1000, "old": 50},
+        pending={version: 12},
+    )
+    labelled = format_feedback(parse_feedback(feedback_text(snap)), serving_versions(worker_text(version)))
+    assert labelled == f"labelled: precision 0.90 recall 0.75 ({version}, 1,000 resolved)"
+
+
+def serve(pages: dict[str, str]) -> ThreadingHTTPServer:
+    """A local HTTP server answering each path in ``pages`` with its text, others with 404."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            body = pages.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write((body or "").encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_summary_reads_both_urls_and_leaves_out_a_fraud_feedback_that_does_not_answer() -> None:
+    version = "v1"
+    snap = Snapshot(outcomes={(version, "tp"): 1}, precision={version: 1.0}, recall={version: 1.0}, window={version: 1})
+    server = serve({"/worker": worker_text(version), "/feedback": feedback_text(snap), "/junk": "{not metrics"})
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        totals, labelled = read_summary(f"{base}/worker", f"{base}/feedback")
+        assert totals["scored"] == 0 and labelled == "labelled: precision 1.00 recall 1.00 (v1, 1 resolved)"
+        assert read_summary(f"{base}/worker", f"{base}/missing")[1] == ""  # 404
+        assert read_summary(f"{base}/worker", f"{base}/junk")[1] == ""  # not Prometheus text
+        assert read_summary(f"{base}/worker", None)[1] == ""
+        assert read_summary(f"{base}/missing", f"{base}/feedback") is None  # no worker: no line at all
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert read_summary(f"{base}/worker", f"{base}/feedback") is None  # nothing answers any more
+
+
+def test_feedback_metrics_url_needs_the_workers_metrics_url(capsys) -> None:
+    assert main(["--feedback-metrics-url", "http://127.0.0.1:9109/metrics"]) == 2
+    assert "--feedback-metrics-url needs --metrics-url" in capsys.readouterr().err
+    args = build_parser().parse_args(["--metrics-url", "u", "--feedback-metrics-url", "f"])
+    assert args.feedback_metrics_url == "f" and build_parser().parse_args([]).feedback_metrics_url is None
 
 
 def test_parser_defaults_match_the_worker_defaults() -> None:
