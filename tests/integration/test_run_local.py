@@ -1,17 +1,20 @@
 """``scripts/run-local`` (``make run``) as a person uses it: start, wait for alerts, Ctrl-C, nothing left.
 
 Each run starts its own broker (``scripts/local-kafka`` on free ports, its own state directory),
-trains a model on synthetic data into a temporary models directory, and runs the worker, the replay
-and the alert printer. Ctrl-C comes two ways: SIGINT to the script's whole process group, with no
-terminal (as a process supervisor sends it); and ``make run | tee LOG`` in a pseudo-terminal, whose
-INTR character makes the terminal send SIGINT to its foreground process group. Afterwards no process
-either started may remain, the broker included, and a Ctrl-C ends it with status 0.
+trains a model on synthetic data into a temporary models directory, and runs the worker,
+fraud-feedback, the replay (each row's label 5 s after its event) and the alert printer, whose
+summary line comes to show precision and recall on the labelled traffic. Ctrl-C comes two ways:
+SIGINT to the script's whole process group, with no terminal (as a process supervisor sends it);
+and ``make run | tee LOG`` in a pseudo-terminal, whose INTR character makes the terminal send
+SIGINT to its foreground process group. Afterwards no process either started may remain, the
+broker and fraud-feedback included, and a Ctrl-C ends it with status 0.
 """
 
 from __future__ import annotations
 
 import os
 import pty
+import re
 import shlex
 import signal
 import subprocess
@@ -29,6 +32,8 @@ from tests.support.workers import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+# The summary line's part from fraud-feedback, once labelled transactions are resolved: both figures defined.
+LABELLED = re.compile(r"labelled: precision (\d\.\d\d) recall (\d\.\d\d) \(([^,()]+), ([\d,]+) resolved\)")
 
 
 def descendants(pid: int) -> set[int]:
@@ -58,14 +63,43 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.timeout(240)
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_for_labelled(text, exited, timeout: float = 90.0) -> re.Match:
+    """Until a summary line shows precision and recall (labels come 5 s after their events, fraud-feedback
+    and the summary refresh every 5 s); the figures must be ratios."""
+    deadline = time.monotonic() + timeout
+    while not (found := LABELLED.search(text())):
+        assert not exited(), f"run-local exited early:\n{text()[-4000:]}"
+        assert time.monotonic() < deadline, f"no precision and recall within {timeout:.0f} s:\n{text()[-4000:]}"
+        time.sleep(0.5)
+    assert 0 <= float(found.group(1)) <= 1 and 0 <= float(found.group(2)) <= 1, found.group(0)
+    assert int(found.group(4).replace(",", "")) > 0, found.group(0)
+    return found
+
+
+def assert_feedback_stopped_cleanly(out: str, run_dir: Path) -> None:
+    """fraud-feedback took its SIGTERM from the clean-up and ended by itself, without a traceback."""
+    assert "fraud-feedback started (pid" in out, out[-3000:]
+    assert "stopping (replay, alert printer, fraud-feedback, worker" in out, out[-3000:]
+    assert "did not stop within" not in out, out[-3000:]
+    log = (run_dir / "feedback.log").read_text()
+    assert "joining" in log and "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.timeout(300)
 def test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
-    kafka_port, metrics_port = free_port_pair(), free_port()
+    kafka_port, metrics_port, feedback_port = free_port_pair(), free_port(), free_port()
     state = tmp_path / "kafka"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(
         KAFKA_PORT=str(kafka_port), KAFKA_STATE_DIR=str(state), VENV=str(Path(sys.executable).parent.parent),
-        DATA="synthetic", RATE="500",
+        DATA="synthetic", RATE="500", FEEDBACK_METRICS_PORT=str(feedback_port),
     )  # fmt: skip
     args = [
         str(REPO / "scripts" / "run-local"), "--metrics-port", str(metrics_port),
@@ -79,7 +113,7 @@ def test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind(tmp_path: Path)
     reader.start()
     started: set[int] = set()
     try:
-        _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started)
+        _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, feedback_port, started)
     finally:
         # Whatever a failed run left behind (run-local killed before its own cleanup ran: the worker
         # and the broker run in sessions of their own) must not outlive the test.
@@ -90,7 +124,7 @@ def test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind(tmp_path: Path)
                 os.kill(pid, signal.SIGKILL)
 
 
-def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started) -> None:
+def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, feedback_port, started) -> None:
     broker_pid = None
     try:
         deadline = time.monotonic() + 180
@@ -106,7 +140,14 @@ def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started) 
         assert broker_pid is not None and alive(broker_pid)
         out = "".join(lines)
         assert f"http://127.0.0.1:{metrics_port}/metrics" in out
+        assert f"http://127.0.0.1:{feedback_port}/metrics" in out
         assert "dead-lettered" in out  # the running summary from the worker's /metrics
+        # Then precision and recall from fraud-feedback, for the model the run trained and serves.
+        found = wait_for_labelled(lambda: "".join(lines), lambda: proc.poll() is not None)
+        version = (tmp_path / "models" / "CURRENT").read_text().strip()
+        assert found.group(3) == version, found.group(0)
+        started |= descendants(proc.pid)
+        assert any("fraud-feedback --bootstrap-servers" in cmdline(p) for p in started), "fraud-feedback never ran"
 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert proc.wait(timeout=60) == 0  # Ctrl-C is how a run ends: a clean stop is a success
@@ -126,6 +167,7 @@ def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, started) 
         time.sleep(0.2)
     assert not left, f"processes left behind: {[Path(f'/proc/{p}/cmdline').read_bytes() for p in left]}"
     assert "worker stopped" in (tmp_path / "runs" / "worker.log").read_text()  # drained, not killed
+    assert_feedback_stopped_cleanly(out, tmp_path / "runs")
 
 
 def marked(marker: str) -> dict[int, str]:
@@ -206,14 +248,18 @@ def marked_env(tmp_path: Path) -> tuple[str, dict[str, str]]:
     env.update(
         KAFKA_PORT=str(free_port_pair()), KAFKA_STATE_DIR=str(tmp_path / "kafka"),
         VENV=str(Path(sys.executable).parent.parent), DATA="synthetic", RATE="500", METRICS_PORT=str(free_port()),
-        MODELS_DIR=str(tmp_path / "models"), RUN_DIR=str(tmp_path / "runs"), RUN_LOCAL_TEST=token, TERM="dumb",
+        FEEDBACK_METRICS_PORT=str(free_port()), MODELS_DIR=str(tmp_path / "models"), RUN_DIR=str(tmp_path / "runs"),
+        RUN_LOCAL_TEST=token, TERM="dumb",
     )  # fmt: skip
     return f"RUN_LOCAL_TEST={token}", env
 
 
 # STAMP= : the tests run in an installed virtualenv; make must not reinstall it first.
 MAKE_RUN = "make run STAMP="
-PARTS = ("kafka.Kafka", "fraud-worker tail-alerts", "fraud-worker --bootstrap-servers", "fraud-replay")
+PARTS = (
+    "kafka.Kafka", "fraud-worker tail-alerts", "fraud-worker --bootstrap-servers", "fraud-feedback --bootstrap-servers",
+    "fraud-replay",
+)  # fmt: skip
 
 
 def wait_for_alert(text, exited, marker: str) -> None:
@@ -258,6 +304,7 @@ def test_make_run_into_tee_in_a_terminal_ends_on_ctrl_c_with_status_0_and_nothin
     term = Terminal(f"{MAKE_RUN} | tee {shlex.quote(str(log))}", env)
     try:
         wait_for_alert(lambda: term.output, lambda: term.wait(0) is not None, marker)
+        wait_for_labelled(lambda: term.output, lambda: term.wait(0) is not None)
         term.ctrl_c()
         status = term.wait(timeout=120)
         out = term.output
@@ -266,7 +313,9 @@ def test_make_run_into_tee_in_a_terminal_ends_on_ctrl_c_with_status_0_and_nothin
         assert "run-local: stopped" in out, out[-3000:]
         assert_nothing_left(marker)
         assert " ALERT " in log.read_text()  # tee wrote the alerts to its file
+        assert LABELLED.search(log.read_text())  # and the summary lines with precision and recall
         assert "worker stopped" in (tmp_path / "runs" / "worker.log").read_text()  # drained, not killed
+        assert_feedback_stopped_cleanly(out, tmp_path / "runs")
     finally:
         term.close()
         kill_marked(marker)
