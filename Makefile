@@ -54,7 +54,8 @@ run: $(STAMP)  ## the main job: local Kafka, a model, the worker, a stream of tr
 # The retraining job: the labelled traffic of the last RETRAIN_DAYS from fraud-feedback's stores, a
 # model trained on it with the newest rows as the test set, and the promotion gate comparing it with
 # CURRENT on those same rows; a worker hot-reloads a promoted model. (deploy/k8s/retrain-cronjob.yaml)
-FEEDBACK_STATE_DIR ?= feedback-state
+# make run's fraud-feedback keeps its stores here
+FEEDBACK_STATE_DIR ?= runs/feedback-state
 MODELS_DIR ?= models
 RETRAIN_DAYS ?= 30
 RETRAIN_DATA ?= runs/retrain-examples.csv.gz

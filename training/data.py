@@ -8,8 +8,8 @@ every failure is one ``DataError`` line naming the file, column and rows concern
 The default feature set (no ``features`` given) is every numeric column but the label, less the
 columns that cannot be features, each left out with one log line saying why (``unusable``):
 constant columns, identifiers (named ``id`` or ``*_id``, or integer values unique on at least
-``ID_UNIQUE_SHARE`` of the rows), and ``fraud-feedback export``'s ``event_time`` (``RESERVED``), never a feature unless named in
-``features``.
+``ID_UNIQUE_SHARE`` of the rows), and ``fraud-feedback export``'s ``event_time`` (``RESERVED``),
+never a feature unless named in ``features``.
 """
 
 from __future__ import annotations

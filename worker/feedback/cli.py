@@ -136,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: consumer.request_stop())
     server = None
     if args.fb_metrics_port:
-        health = HealthState(stall_seconds=3600)
+        # /healthz: the loop polled within 60 s (it polls every 0.5 s); /readyz: partitions are held.
+        health = HealthState(stall_seconds=60)
         health.model_version = "-"
+        consumer.health = health
         try:
             server = HealthServer(args.fb_metrics_host, args.fb_metrics_port, registry, health).start()
         except OSError as exc:

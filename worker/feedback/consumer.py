@@ -58,6 +58,7 @@ class FeedbackConsumer:
         self._stop = threading.Event()
         self._throttle = Throttle(30.0)
         self._consumer: KafkaConsumer | None = None
+        self.health: Any = None  # worker.health.HealthState when the metrics server runs
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -151,6 +152,9 @@ class FeedbackConsumer:
         last_refresh = last_maintenance = 0.0
         try:
             while not self._stop.is_set():
+                if self.health is not None:
+                    self.health.beat()
+                    self.health.partitions = len(self.stores)
                 try:
                     polled = consumer.poll(timeout_ms=500, max_records=self.settings.poll_max_records)
                 except KafkaError as exc:
