@@ -25,7 +25,6 @@ SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reco
     "create-topics": "worker.tools.topics:main",
     "reconcile": "worker.tools.reconcile:main",
     "tail-alerts": "worker.tools.tail:main",
-    "promote": "worker.tools.promote:main",
 }
 
 
