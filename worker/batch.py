@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from kafka import TopicPartition
@@ -11,6 +12,9 @@ from kafka.future import Future as KafkaFuture
 
 from worker.decode import DecodedBatch
 from worker.scoring import Scorer
+
+if TYPE_CHECKING:
+    from worker.shadow import ShadowCounts
 
 
 @dataclass(eq=False)
@@ -22,6 +26,7 @@ class Batch:
     next_offsets: dict[TopicPartition, int]
     epoch: int  # rebalances seen when it was polled (worker/rebalance.py)
     scorer: Scorer | None = None  # the model it is scored with, fixed when it is submitted
+    challenger: Scorer | None = None  # the shadow challenger scoring it too (worker/shadow.py), fixed likewise
     decoded: DecodedBatch | None = None
     urgent: bool = False  # sent results: committed without waiting for the commit interval
     # Written by the producer's and the consumer's IO threads once emitted (worker/acks.py).
@@ -40,6 +45,7 @@ class Batch:
     scores: np.ndarray | None = None
     hits: np.ndarray | None = None
     times: list = field(default_factory=list)  # event times of the alerts (epoch ms)
+    shadow: ShadowCounts | None = None
 
     @classmethod
     def of(cls, polled: dict, epoch: int) -> Batch:
@@ -85,6 +91,7 @@ def without(batch: Batch, partitions: frozenset[TopicPartition]) -> Batch:
         {tp: o for tp, o in batch.next_offsets.items() if tp not in partitions},
         batch.epoch,
         batch.scorer,
+        batch.challenger,
         decoded,
     )
 

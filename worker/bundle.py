@@ -38,6 +38,7 @@ MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"
 CURRENT_FILE = "CURRENT"
+CHALLENGER_FILE = "CHALLENGER"  # the shadow challenger's version (worker/shadow.py)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
@@ -140,9 +141,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_current(models_dir: str | os.PathLike[str]) -> str | None:
-    """The version named by ``<models>/CURRENT``, or None when there is no such file."""
-    path = Path(models_dir) / CURRENT_FILE
+def read_current(models_dir: str | os.PathLike[str], pointer: str = CURRENT_FILE) -> str | None:
+    """The version named by ``<models>/CURRENT`` (or another pointer: CHALLENGER), or None without the file."""
+    path = Path(models_dir) / pointer
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -154,18 +155,18 @@ def read_current(models_dir: str | os.PathLike[str]) -> str | None:
     return text
 
 
-def set_current(models_dir: str | os.PathLike[str], version: str) -> None:
-    """Point CURRENT at ``version`` atomically (temp file + rename in the same directory)."""
+def set_current(models_dir: str | os.PathLike[str], version: str, pointer: str = CURRENT_FILE) -> None:
+    """Point CURRENT (or CHALLENGER) at ``version`` atomically (temp file + rename in the same directory)."""
     models = Path(models_dir)
     if not (models / version / MANIFEST_FILE).is_file():
         raise BundleError(f"cannot promote {version}: {models / version} is not a bundle")
-    fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=models)
+    fd, tmp = tempfile.mkstemp(prefix=f".{pointer}.", dir=models)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(version + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, models / CURRENT_FILE)
+        os.replace(tmp, models / pointer)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -113,7 +113,7 @@ class KafkaClients:
         """
         c = self.config
         options = client_options(c, "admin", client_id="fraud-worker", bootstrap_timeout_ms=5_000)
-        writes = [t for t in (c.alert_topic, c.dlq_topic, c.scores_topic) if t]
+        writes = [t for t in (c.alert_topic, c.dlq_topic, c.scores_topic, c.shadow_topic) if t]
         return access.check_topics(options, read=[c.input_topic], write=writes)
 
     def diagnose(self, error: BaseException) -> str | None:
@@ -151,7 +151,7 @@ class KafkaClients:
         c = self.config
 
         def learn() -> None:
-            for topic in filter(None, (c.alert_topic, c.dlq_topic, c.scores_topic)):
+            for topic in filter(None, (c.alert_topic, c.dlq_topic, c.scores_topic, c.shadow_topic)):
                 try:
                     producer.partitions_for(topic)
                 except Exception as exc:  # noqa: BLE001 - only a head start: the send reports real trouble

@@ -86,6 +86,13 @@ class WorkerConfig:
     scores_topic: str = field(
         default="", metadata={"help": "optional topic receiving every score (same JSON as an alert); empty = off"}
     )
+    shadow_topic: str = field(
+        default="",
+        metadata={
+            "help": "topic of the shadow challenger's score records (models/CHALLENGER, one per event, never "
+            "alerting); empty = the challenger only feeds the fraud_shadow_* metrics"
+        },
+    )
     scores_include_features: bool = field(
         default=False,
         metadata={
@@ -354,6 +361,8 @@ def _check(c: WorkerConfig) -> None:
     outputs = {"alert_topic": c.alert_topic, "dlq_topic": c.dlq_topic}
     if c.scores_topic:
         outputs["scores_topic"] = c.scores_topic
+    if c.shadow_topic:
+        outputs["shadow_topic"] = c.shadow_topic
     if c.scores_include_features and not c.scores_topic:
         raise ConfigError("scores_include_features is set but scores_topic is empty: there are no score records")
     for name, topic in outputs.items():

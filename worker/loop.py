@@ -55,6 +55,7 @@ from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.outputs import Output, build_outputs
 from worker.rebalance import RebalanceListener, Restarts, Revocations
+from worker.shadow import ChallengerWatcher, shadow_outputs
 from worker.transactions import PartitionsLost, Transaction
 from worker.trouble import Trouble
 
@@ -72,8 +73,12 @@ class Worker:
         health: HealthState,
         clients: KafkaClients | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shadow: ChallengerWatcher | None = None,
     ) -> None:
         self.config, self.models, self.metrics, self.health = config, models, metrics, health
+        self.shadow = shadow or ChallengerWatcher(
+            config.models_dir, metrics, config.reload_interval_seconds, trusted_keys=models.trusted_keys
+        )
         self.clients = clients or KafkaClients(config)
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
@@ -131,6 +136,7 @@ class Worker:
                 self.health.beat()
                 if self.models.maybe_reload():
                     self.health.model_version = self.models.version
+                self.shadow.maybe_reload(self.models.scorer)
                 if self._rejoin and not self._rejoin_group():
                     break
                 if self._reposition and not self._reposition_at_committed():
@@ -263,6 +269,7 @@ class Worker:
             # Submitted before ``prev`` is taken back, so the decoder has it while ``prev`` is
             # emitted and the next poll runs.
             new.scorer = self.models.scorer
+            new.challenger = self.shadow.for_champion(new.scorer)
             values = [r.value for r in new.records]
             self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
             self._decoding = new  # until emitted: a rewind before then drops it too
@@ -288,8 +295,14 @@ class Worker:
             scaled = scorer.scale(decoded.features)
             scores = scorer.score_scaled(scaled)
             self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
-        out = build_outputs(self.config, scorer, batch.records, decoded, scaled, scores, int(time.time() * 1000))
+        scored_at = int(time.time() * 1000)
+        out = build_outputs(self.config, scorer, batch.records, decoded, scaled, scores, scored_at)
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
+        if batch.challenger is not None and out.hits is not None:
+            c = self.config
+            shadow, batch.shadow = shadow_outputs(c.shadow_topic, batch.challenger, batch.records, decoded, out.hits,
+                                                  scored_at, c.reasons, c.scores_include_features)  # fmt: skip
+            out.records += shadow
         if self.transaction is not None:
             self._emit_in_transaction(batch, out.records)
             return
@@ -475,6 +488,8 @@ class Worker:
         if batch.hits is not None and len(batch.hits):
             latency = (batch.acked_ms - np.asarray(batch.times, dtype=np.float64)) / 1000.0
         self.metrics.observe_batch(len(batch.records), batch.scores, latency, [e.reason for _, e in decoded.errors])
+        if batch.shadow is not None:
+            self.metrics.observe_shadow(batch.shadow.scored, batch.shadow.alerts, batch.shadow.agreement)
         if decoded.errors and logger.isEnabledFor(logging.DEBUG):
             for i, err in decoded.errors:
                 r = batch.records[i]

@@ -183,8 +183,36 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        self.model_previous_info = Gauge(
+            "fraud_model_previous_info",
+            "The champion the serving model replaced (value 1), after a switch; none before the first.",
+            ["version"],
+            registry=r,
+        )
+        # The shadow challenger (models/CHALLENGER, worker/shadow.py): scored beside the champion, never alerting.
+        self.shadow_model_info = Gauge(
+            "fraud_shadow_model_info", "The challenger in shadow (value 1) and its sha256.", ["version", "sha256"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_reloads = Counter(
+            "fraud_shadow_reloads", "Attempts to put the model named by CHALLENGER in shadow, by result.", ["result"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_scored = Counter("fraud_shadow_scored", "Valid events the challenger scored.", registry=r)
+        self.shadow_alerts = Counter(
+            "fraud_shadow_alerts", "Events the challenger would have alerted on (never published).", registry=r
+        )
+        self.shadow_agreement = Counter(
+            "fraud_shadow_agreement",
+            "Alerts of the champion and the challenger compared per event: both, champion_only, challenger_only.",
+            ["outcome"],
+            registry=r,
+        )
         self.psi = PsiCollector(r)
+        for outcome in ("both", "champion_only", "challenger_only"):
+            self.shadow_agreement.labels(outcome=outcome)
         for result in ("ok", "failed"):
+            self.shadow_reloads.labels(result=result)
             self.model_reloads.labels(result=result)
             self.commits.labels(result=result)
         for outcome in ("committed", "aborted"):
@@ -199,6 +227,7 @@ class WorkerMetrics:
         for reason in DROP_REASONS:
             self.health_connections_dropped.labels(reason=reason)
         self._model_labels: tuple[str, str] | None = None
+        self._shadow_labels: tuple[str, str] | None = None
 
     def set_model(
         self,
@@ -211,6 +240,9 @@ class WorkerMetrics:
         """Describe the model now serving; the drift window restarts against its training histogram."""
         if self._model_labels is not None:
             self.model_info.remove(*self._model_labels)
+            if self._model_labels[0] != version:  # a switch: the champion it replaced
+                self.model_previous_info.clear()
+                self.model_previous_info.labels(version=self._model_labels[0]).set(1)
         self._model_labels = (version, sha256)
         self.model_info.labels(version=version, sha256=sha256).set(1)
         self.model_threshold.set(threshold)
@@ -223,6 +255,21 @@ class WorkerMetrics:
             logger.warning("model %s: no drift check, its score_histogram is unusable: %s", version, exc)
             reference = None
         self.psi.window = DriftWindow(reference, self.drift_window) if reference is not None else None
+
+    def set_shadow_model(self, labels: tuple[str, str] | None) -> None:
+        """The challenger now in shadow, as (version, sha256), or None when there is none."""
+        if self._shadow_labels is not None:
+            self.shadow_model_info.remove(*self._shadow_labels)
+        self._shadow_labels = labels
+        if labels is not None:
+            self.shadow_model_info.labels(version=labels[0], sha256=labels[1]).set(1)
+
+    def observe_shadow(self, scored: int, alerts: int, agreement: Mapping[str, int]) -> None:
+        """An acknowledged batch's shadow counts (worker/shadow.py)."""
+        self.shadow_scored.inc(scored)
+        self.shadow_alerts.inc(alerts)
+        for outcome, n in agreement.items():
+            self.shadow_agreement.labels(outcome=outcome).inc(n)
 
     def observe_scores(self, scores: np.ndarray) -> None:
         """One batch of scores: the score histogram and the drift window (two numpy calls each)."""

@@ -84,6 +84,11 @@ def build_outputs(
     return out
 
 
+def event_times(decoded: DecodedBatch, records: Sequence, rows: Sequence[int]) -> dict[int, int]:
+    """Each row's event time (epoch ms), or its record's timestamp for an event without one."""
+    return {j: _event_time(decoded, records, j) for j in rows}
+
+
 def _event_time(decoded: DecodedBatch, records: Sequence, row: int) -> int:
     t = decoded.event_times[row]
     return t if t is not None else records[decoded.index[row]].timestamp

@@ -55,6 +55,8 @@ def registered_metrics() -> dict[str, tuple[str, set[str]]]:
     # Children for the labelled gauges, so every family's label names show in its samples.
     m.set_lag({0: 1})
     m.set_model("v1", "a" * 64, 0.5)
+    m.set_model("v2", "b" * 64, 0.5)  # a switch: the previous champion's series
+    m.set_shadow_model(("v3", "c" * 64))
     out = {}
     for family in registry.collect():
         name = family.name + "_total" if family.type == "counter" else family.name

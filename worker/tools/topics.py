@@ -27,7 +27,7 @@ from worker.tools.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_sett
 DEFAULT_PARTITIONS = 6
 PROG = "fraud-worker create-topics"
 # The worker settings this tool reads: where the broker is, and the topics to create.
-USES = ("bootstrap_servers", "input_topic", "alert_topic", "dlq_topic", "scores_topic")
+USES = ("bootstrap_servers", "input_topic", "alert_topic", "dlq_topic", "scores_topic", "shadow_topic")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +72,8 @@ def planned_topics(
     topics = {config.input_topic: partitions, config.alert_topic: outputs, config.dlq_topic: outputs}
     if config.scores_topic:
         topics[config.scores_topic] = outputs
+    if config.shadow_topic:  # keyed by transaction_id like the scores topic, and joined with it by fraud-feedback
+        topics[config.shadow_topic] = outputs
     if labels_topic:
         topics[labels_topic] = outputs
     return topics
