@@ -142,6 +142,18 @@ class Store:
         truths = np.fromiter((r[2] in ("tp", "fn") for r in rows), bool, len(rows))
         return scores, thresholds, truths
 
+    def paired(self, version_a: str, version_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores of both versions and the truth, for the resolved transactions both scored."""
+        rows = self.db.execute(
+            "SELECT a.score, b.score, a.outcome FROM scored a JOIN scored b ON b.transaction_id = a.transaction_id "
+            "WHERE a.model_version = ? AND b.model_version = ? AND a.outcome IS NOT NULL",
+            (version_a, version_b),
+        ).fetchall()
+        a = np.fromiter((r[0] for r in rows), np.float64, len(rows))
+        b = np.fromiter((r[1] for r in rows), np.float64, len(rows))
+        truths = np.fromiter((r[2] in ("tp", "fn") for r in rows), bool, len(rows))
+        return a, b, truths
+
     def rows(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM scored").fetchone()[0])
 
