@@ -24,7 +24,8 @@ NAMES = SPEC["feature_names"]
 
 def _event(i: int, **extra) -> dict:
     rng = np.random.default_rng(i)
-    return {"transaction_id": f"tx-{i}", **dict(zip(NAMES, rng.normal(0, 2, len(NAMES)).round(6).tolist())), **extra}
+    values = rng.normal(0, 2, len(NAMES)).round(6).tolist()
+    return {"transaction_id": f"tx-{i}", **dict(zip(NAMES, values, strict=True)), **extra}
 
 
 def _line(i: int, **extra) -> bytes:
@@ -132,7 +133,7 @@ def test_csv_rows_are_decoded_as_the_events_fraud_replay_would_send(tmp_path, mo
     got = _read(out)
     assert [d["transaction_id"] for d in got] == [f"line-{n}" for n in range(2, 42)]
     assert [d["event_time"] for d in got[:3]] == [0, 1001, 1002]
-    docs = [json.dumps({"transaction_id": f"line-{i + 2}", **dict(zip(NAMES, map(float, r)))}).encode()
+    docs = [json.dumps({"transaction_id": f"line-{i + 2}", **dict(zip(NAMES, map(float, r), strict=True))}).encode()
             for i, r in enumerate(rows)]  # fmt: skip
     assert [d["score"] for d in got] == [d["score"] for d in _expected(models, docs)]
     assert [(r["line"], r["error"]) for r in _read(tmp_path / "out.rejects.jsonl")] == [
@@ -181,8 +182,8 @@ def test_child_processes_give_the_same_records_in_order(tmp_path, models):
     args = ["--input", str(path), "--models-dir", str(models), "--output", str(out), "--batch-size", "60"]
     assert backtest.main([*args, "--jobs", "2", "--quiet"]) == 0
     assert [_without_scored_at(line) for line in out.read_bytes().splitlines()] == _expected(models, lines)
-    assert _read(tmp_path / "out.rejects.jsonl") == [{"line": 501, "error": "invalid_json",
-                                                       "error_detail": "Expecting value: line 1 column 1 (char 0)"}]  # fmt: skip
+    detail = "Expecting value: line 1 column 1 (char 0)"
+    assert _read(tmp_path / "out.rejects.jsonl") == [{"line": 501, "error": "invalid_json", "error_detail": detail}]
 
 
 @pytest.mark.parametrize(
