@@ -9,20 +9,26 @@ champion, and the running worker serves it without a restart.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import numpy as np
 
+from tests.conftest import unique
 from tests.support.bundles import corrupt_sha256, make_bundle
+from tests.support.feedback import FeedbackProcess
 from tests.support.workers import WorkerProcess, produce, read_topic, wait_committed
 from worker.bundle import CHALLENGER_FILE, set_current
 from worker.cli import main
+from worker.feedback.records import encode_label
 from worker.scoring import load_scorer
 
 N = 4_000
 
 
-def test_every_event_gets_one_shadow_record_and_only_the_champion_alerts(kafka, ulb, models_dir, topics, workers):
+def test_every_event_gets_one_shadow_record_and_only_the_champion_alerts(
+    kafka, ulb, models_dir, topics, workers, tmp_path
+):
     challenger = {**ulb.model, "weights": (np.asarray(ulb.model["weights"]) * 0.7).tolist(), "threshold": 0.6}
     make_bundle(models_dir, "v2", promote=False, **challenger)
     set_current(models_dir, "v2", CHALLENGER_FILE)
@@ -57,9 +63,29 @@ def test_every_event_gets_one_shadow_record_and_only_the_champion_alerts(kafka, 
     )
     assert "challenger refused" in w.output() and "v3" in w.output()
 
-    # Acceptance 3: promote swaps CHALLENGER into CURRENT; the worker serves it without a restart.
+    # fraud-feedback joins both versions' scores with the labels, side by side.
+    labels_topic = kafka.topic(partitions=1, prefix="labels")
+    now = int(time.time() * 1000)
+    produce(producer, labels_topic, ((f"tx-{i}".encode(), encode_label(f"tx-{i}", bool(ulb.labels[i]), now, "test"))
+                                     for i in range(N)))  # fmt: skip
+    fb = FeedbackProcess(kafka.bootstrap, topics["scores_topic"], labels_topic, unique("fb"), tmp_path / "fb",
+                         ("--shadow-topic", shadow_topic, "--refresh-seconds", "0.5")).start()  # fmt: skip
+    try:
+        fraud = ulb.labels[:N].astype(bool)
+        expected_v2 = {"tp": int(np.sum(flagged_s & fraud)), "fp": int(np.sum(flagged_s & ~fraud)),
+                       "fn": int(np.sum(~flagged_s & fraud)), "tn": int(np.sum(~flagged_s & ~fraud))}  # fmt: skip
+        deadline = time.monotonic() + 120
+        while {o: n for (v, o), n in fb.outcomes().items() if v == "v2"} != expected_v2:
+            assert time.monotonic() < deadline, (fb.outcomes(), expected_v2, fb.output()[-2000:])
+            time.sleep(0.25)
+        assert sum(n for (v, _), n in fb.outcomes().items() if v == "v1") == N
+        assert fb.stop() == 0
+    finally:
+        fb.close()
+
+    # Acceptance 3: promote, on that evidence, swaps CHALLENGER into CURRENT; the worker serves it without a restart.
     set_current(models_dir, "v2", CHALLENGER_FILE)
-    assert main(["promote", "--models-dir", str(models_dir), "--force"]) == 0
+    assert main(["promote", "--models-dir", str(models_dir), "--feedback-state-dir", str(tmp_path / "fb")]) == 0
     w.wait_metric("fraud_model_info", 1, labels={"version": "v2"})
     assert w.metric("fraud_model_previous_info", {"version": "v1"}) == 1, "the champion it replaced"
     assert "model switched from v1 to v2" in w.output()

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SETTINGS_EPILOG + " Exit codes: 0 stopped cleanly, 1 error, 2 bad settings, 4 refused by the Kafka "
         "cluster.",
     )
-    add_settings(p, ["bootstrap_servers", "scores_topic"])
+    add_settings(p, ["bootstrap_servers", "scores_topic", "shadow_topic"])
     p.add_argument("--labels-topic", default=DEFAULT_LABELS_TOPIC, help="topic of labels (default: %(default)s)")
     p.add_argument("--group-id", dest="feedback_group", default="fraud-feedback",
                    help="consumer group of the fraud-feedback instances (default: %(default)s)")  # fmt: skip
@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quality_window_ms=quality_window,
         quality_max_rows=args.quality_max_rows,
         refresh_seconds=args.refresh_seconds,
+        shadow_topic=config.shadow_topic,
         consumer_options={k: v for k, v in client_options(config, "consumer").items() if k != "bootstrap_servers"},
     )
     registry = CollectorRegistry()

@@ -47,6 +47,7 @@ class FeedbackSettings:
     quality_window_ms: int
     quality_max_rows: int
     refresh_seconds: float = 5.0
+    shadow_topic: str = ""  # the shadow challenger's score records, joined like the champion's (optional)
     poll_max_records: int = 2000
     consumer_options: dict[str, Any] = field(default_factory=dict)
 
@@ -108,8 +109,9 @@ class FeedbackConsumer:
         consumer = KafkaConsumer(**options)
         deadline = time.monotonic() + 30
         counts: dict[str, int] = {}
+        topics = [s.scores_topic, s.labels_topic, *([s.shadow_topic] if s.shadow_topic else [])]
         while time.monotonic() < deadline and not self._stop.is_set():
-            counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in (s.scores_topic, s.labels_topic)}
+            counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
             if all(counts.values()):
                 break
             time.sleep(0.5)
@@ -117,11 +119,12 @@ class FeedbackConsumer:
         if missing:
             consumer.close()
             raise ConfigError(f"topic {missing[0]!r} not found at {s.bootstrap_servers} (create it with create-topics)")
-        if counts[s.scores_topic] != counts[s.labels_topic]:
+        if len(set(counts.values())) > 1:
             consumer.close()
+            described = ", ".join(f"{t} has {n}" for t, n in counts.items())
             raise ConfigError(
-                f"{s.scores_topic} has {counts[s.scores_topic]} partitions and {s.labels_topic} "
-                f"{counts[s.labels_topic]}: they must be co-partitioned (the same count, both keyed by transaction_id)"
+                f"partition counts differ ({described}): the topics must be co-partitioned (the same count, all "
+                "keyed by transaction_id)"
             )
         outer = self
 
@@ -133,7 +136,7 @@ class FeedbackConsumer:
                 outer._assigned(list(assigned))
 
         self._consumer = consumer
-        consumer.subscribe([s.scores_topic, s.labels_topic], listener=Listener())
+        consumer.subscribe(topics, listener=Listener())
         return consumer
 
     def run(self) -> int:
@@ -190,7 +193,7 @@ class FeedbackConsumer:
         commit: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, records in polled.items():
             scores, labels, offsets = per_partition[tp.partition]
-            is_scores = tp.topic == s.scores_topic
+            is_scores = tp.topic != s.labels_topic  # the champion's scores, or the challenger's
             kind = "scores" if is_scores else "labels"
             for r in records:
                 try:
