@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP, EXIT_REFUSED = 0, 1, 2, 3, 4
 SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reconcile"
+    "backtest": "worker.tools.backtest:main",
     "create-topics": "worker.tools.topics:main",
     "reconcile": "worker.tools.reconcile:main",
     "tail-alerts": "worker.tools.tail:main",
