@@ -101,6 +101,11 @@ class TrainConfig:
         0.005, "output", "promote unless test PR AUC is worse than CURRENT's on the same rows by more than this"
     )
     force: bool = _option(False, "output", "promote to CURRENT even if the gate says no")
+    challenger: bool = _option(
+        False, "output",
+        "point models/CHALLENGER at the new bundle (shadow mode: the workers score with it beside CURRENT, never "
+        "alerting) instead of the promotion gate and CURRENT",
+    )  # fmt: skip
     signing_key: str | None = _option(
         None, "output",
         "sign the bundle with this Ed25519 private key, a PEM file (openssl genpkey -algorithm ed25519 -out KEY.pem); "
@@ -189,7 +194,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     from training import evaluate, promote, report
     from training.export import outside_rows, parity_max_abs_diff, to_tflite
     from training.model import class_weights, fit
-    from worker.bundle import Bundle, Manifest, set_current, sha256_hex, write_bundle
+    from worker.bundle import CHALLENGER_FILE, Bundle, Manifest, set_current, sha256_hex, write_bundle
     from worker.scoring import Scorer
 
     timings: dict[str, float] = {}
@@ -361,16 +366,21 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     ).encode()
     timings["evaluate"] = time.perf_counter() - t
 
-    decision = promote.decide(
-        cfg.models_dir, dataset.feature_names, X[split.test], y_test, test_metrics["pr_auc"],
-        tolerance=cfg.promote_tolerance, force=cfg.force,
-    )
+    if cfg.challenger:
+        decision = promote.Decision(False, "not promoted: models/CHALLENGER points at it (shadow mode)")
+    else:
+        decision = promote.decide(
+            cfg.models_dir, dataset.feature_names, X[split.test], y_test, test_metrics["pr_auc"],
+            tolerance=cfg.promote_tolerance, force=cfg.force,
+        )  # fmt: skip
     t = time.perf_counter()
     path = write_bundle(cfg.models_dir, manifest, model_bytes, files, signing_key=signing_key)
     if signing_key is not None:
         logger.info("bundle %s signed with key %s", version, signing_key.key_id)
     if decision.promote:
         set_current(cfg.models_dir, version)
+    elif cfg.challenger:
+        set_current(cfg.models_dir, version, CHALLENGER_FILE)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     logger.info("%s", decision.reason)

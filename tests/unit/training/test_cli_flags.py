@@ -14,7 +14,8 @@ FLAGS = {
     "--data", "--synthetic", "--label-column", "--features", "--fraud-rate", "--min-rows", "--split",
     "--time-column", "--val-fraction", "--test-fraction", "--seed", "--epochs", "--patience", "--l2",
     "--learning-rate", "--lr-decay", "--batch-size", "--class-weight", "--threshold-policy", "--target-precision",
-    "--cost-missed-fraud", "--cost-false-alarm", "--models-dir", "--promote-tolerance", "--force", "--signing-key",
+    "--cost-missed-fraud", "--cost-false-alarm", "--models-dir", "--promote-tolerance", "--force", "--challenger",
+    "--signing-key",
     "-q", "--quiet",
 }  # fmt: skip
 
@@ -29,7 +30,7 @@ def test_the_parser_defaults_are_trainconfigs() -> None:
     args = build_parser().parse_args(["--synthetic", "1000"])
     defaults = TrainConfig()
     flagged = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
-    assert len(flagged) == 22  # every field but policy (four flags of its own) and histogram_bins
+    assert len(flagged) == 23  # every field but policy (four flags of its own) and histogram_bins
     for f in flagged:
         if f.name != "synthetic_rows":
             assert getattr(args, f.name) == getattr(defaults, f.name), f.name

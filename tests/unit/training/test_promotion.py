@@ -42,3 +42,16 @@ def test_no_current_promotes(tmp_path):
 
     d = decide(tmp_path, ("V1",), np.zeros((2, 1)), np.array([0, 1]), 0.5)
     assert d.promote and "no CURRENT" in d.reason
+
+
+def test_a_challenger_is_pointed_at_by_challenger_and_current_stays(trained, tmp_path, capsys):
+    from worker.bundle import CHALLENGER_FILE
+
+    models = tmp_path / "models"
+    shutil.copytree(trained, models)
+    good = read_current(models)
+    assert train(models, "--epochs", "1", "--challenger") == 0
+    assert read_current(models) == good, "the champion is untouched"
+    challenger = read_current(models, CHALLENGER_FILE)
+    assert challenger is not None and challenger != good and challenger in list_versions(models)
+    assert "models/CHALLENGER points at it" in capsys.readouterr().out
