@@ -449,14 +449,15 @@ def ceiling(bootstrap: str, topic: str, n: int, reader: bool = False, decode=Non
 class Worker:
     """The worker as a real process (``python -m worker``), under one processing guarantee, its defaults otherwise."""
 
-    def __init__(self, bootstrap: str, models: str, topics: dict, group: str, guarantee: str = "at-least-once") -> None:
+    def __init__(self, bootstrap: str, models: str, topics: dict, group: str, guarantee: str = "at-least-once",
+                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         args = [sys.executable, "-m", "worker", "--bootstrap-servers", bootstrap, "--models-dir", models,
                 "--input-topic", topics["input"], "--alert-topic", topics["alerts"], "--dlq-topic", topics["dlq"],
                 "--group-id", group, "--metrics-port", str(self.port), "--max-batch-size", str(BATCH),
-                "--processing-guarantee", guarantee, "--log-level", "WARNING"]  # fmt: skip
+                "--processing-guarantee", guarantee, "--log-level", "WARNING", *extra]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
@@ -515,7 +516,8 @@ def committed_total(admin, group: str) -> int:
     return sum(max(0, meta.offset) for meta in offsets.values())
 
 
-def worker_run(bootstrap: str, models: str, topics: dict, n: int, guarantee: str = "at-least-once") -> dict:
+def worker_run(bootstrap: str, models: str, topics: dict, n: int, guarantee: str = "at-least-once",
+               extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """events/s of the worker under ``guarantee`` from its first committed record to the last.
 
     Progress is read from the group's committed offsets on the broker every 50 ms (the input
@@ -527,7 +529,7 @@ def worker_run(bootstrap: str, models: str, topics: dict, n: int, guarantee: str
 
     group = f"worker-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    w = Worker(bootstrap, models, topics, group, guarantee)
+    w = Worker(bootstrap, models, topics, group, guarantee, extra)
     up = w.wait_up()
     t1 = c1 = None
     while True:
@@ -548,6 +550,58 @@ def worker_run(bootstrap: str, models: str, topics: dict, n: int, guarantee: str
     w.stop()
     admin.close()
     return out
+
+
+def shadow_cost(bootstrap: str, models: str, values: list[bytes], repeats: int) -> dict:
+    """The worker alone, with a shadow challenger feeding only its metrics, and with one writing a shadow
+    record per event, over one backlog, in rotating order: the throughput ratios.
+
+    The shadow runs' models directory is a copy whose CHALLENGER names the champion's own bundle (the
+    cost of a shadow does not depend on its weights).
+    """
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"bench-shadow-in-{tag}", "alerts": f"bench-shadow-alerts-{tag}",
+              "dlq": f"bench-shadow-dlq-{tag}", "shadow": f"bench-shadow-out-{tag}"}  # fmt: skip
+    create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {}),
+                              topics["shadow"]: (6, {})})  # fmt: skip
+    secs = produce_all(bootstrap, topics["input"], values)
+    log(f"shadow cost: produced {len(values):,} events in {secs:.1f}s; {repeats} rounds of three runs")
+    shadowed = tempfile.mkdtemp(prefix="fraud-bench-shadow-models-")
+    try:
+        shutil.copytree(models, shadowed, dirs_exist_ok=True)
+        version = (Path(models) / "CURRENT").read_text().strip()
+        (Path(shadowed) / "CHALLENGER").write_text(version + "\n")
+        variants = {
+            "worker": (models, ()),
+            "shadow_metrics_only": (shadowed, ()),
+            "shadow_with_topic": (shadowed, ("--shadow-topic", topics["shadow"])),
+        }
+        runs: dict[str, list[float]] = {name: [] for name in variants}
+        names = list(variants)
+        for i in range(repeats):
+            for name in names[i % 3 :] + names[: i % 3]:  # the order rotates
+                where, extra = variants[name]
+                runs[name].append(worker_run(bootstrap, where, topics, len(values), extra=extra)["rate"])
+            log(f"round {i + 1}/{repeats}: " + ", ".join(f"{n} {runs[n][-1]:,.0f}/s" for n in names))
+    finally:
+        shutil.rmtree(shadowed, ignore_errors=True)
+    out: dict = {"events": len(values)}
+    for name in names:
+        out[name] = {"median": statistics.median(runs[name]), "runs": runs[name]}
+    for name in names[1:]:
+        pairs = [v / w for v, w in zip(runs[name], runs["worker"], strict=True)]
+        out[f"{name}_over_worker"] = {"median_of_pairs": statistics.median(pairs), "runs": pairs}
+    return out
+
+
+def print_shadow(sh: dict) -> None:
+    print("\nShadow challenger (models/CHALLENGER scored beside the champion on every batch)")
+    print(f"  worker alone                           {sh['worker']['median']:>10,.0f} events/s (median)")
+    for name, label in (("shadow_metrics_only", "with a shadow, metrics only"),
+                        ("shadow_with_topic", "with a shadow writing --shadow-topic")):  # fmt: skip
+        r = sh[f"{name}_over_worker"]["median_of_pairs"]
+        print(f"  {label:<38} {sh[name]['median']:>10,.0f} events/s, ratio {r:.3f} (goal >= 0.9: "
+              f"{'pass' if r >= 0.9 else 'FAIL'})")  # fmt: skip
 
 
 def transaction_stats(tx: dict, seconds: float, events: int) -> dict:
@@ -928,6 +982,10 @@ def main() -> int:
                     "(writes --out and --plot only if given)")  # fmt: skip
     ap.add_argument("--only-backtest", action="store_true",
                     help="run only the backtest step (no broker, no training; writes --out only if given)")  # fmt: skip
+    ap.add_argument("--only-shadow", action="store_true",
+                    help="run only the shadow challenger's cost: the worker with and without one, alternating "
+                    "(a broker and a trained model; writes --out only if given)")  # fmt: skip
+    ap.add_argument("--shadow-repeats", type=int, default=5, help="alternating rounds of the shadow cost step")
     ap.add_argument("--backtest-events", type=int, default=200_000, help="ULB events in the backtest's file")
     ap.add_argument("--backtest-repeats", type=int, default=3, help="alternating backtest / json.loads runs")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results.json for the full run)")
@@ -964,7 +1022,7 @@ def main() -> int:
     guarantees = [g.strip() for g in args.guarantees.split(",") if g.strip()]
     if guarantees[:1] != ["at-least-once"] or not set(guarantees) <= {"at-least-once", "exactly-once"}:
         ap.error("--guarantees: at-least-once first (its throughput sets the latency rates), then exactly-once")
-    if args.only_latency is None:
+    if args.only_latency is None and not args.only_shadow:
         args.out = args.out or str(REPO / "benchmarks/results.json")
         args.plot = args.plot or str(REPO / "docs/img/latency.png")
     broker = None
@@ -988,6 +1046,12 @@ def main() -> int:
         scratch.append(pools)
         pool_info = alert_pools(models, values, raw, pools)
         results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_version": version}
+        if args.only_shadow:
+            sh = shadow_cost(bootstrap, models, values, args.shadow_repeats)
+            if args.out:
+                Path(args.out).write_text(json.dumps(sh, indent=2) + "\n")
+            print_shadow(sh)
+            return 0
         if args.only_latency is None:
             results.update(throughput(bootstrap, models, manifest, version, values, raw, guarantees, args))
             capacity = results["worker_events_per_s"]["median"]
@@ -1016,6 +1080,7 @@ def main() -> int:
             results["scoring_per_batch"] = scoring_cost(raw, manifest, blob, args.scoring_repeats, args.scoring_batches)
             log(f"backtest against json.loads: {args.backtest_repeats} alternating runs")
             results["backtest"] = backtest_speed(models, args.backtest_events, args.backtest_repeats)
+            results["shadow"] = shadow_cost(bootstrap, models, values, args.shadow_repeats)
         results["environment"] = versions(bootstrap)
         results["bench_seconds"] = round(time.monotonic() - started, 1)
         if args.out:
@@ -1025,6 +1090,8 @@ def main() -> int:
         print_latency(lat)
         if "backtest" in results:
             print_backtest(results["backtest"])
+        if "shadow" in results:
+            print_shadow(results["shadow"])
         return 0
     finally:
         if broker is not None:
