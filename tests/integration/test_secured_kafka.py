@@ -113,6 +113,20 @@ def replay(secured: SecuredKafka, names: dict[str, str], count: int, env: dict[s
     )  # fmt: skip
 
 
+def refused_in_time(w: WorkerProcess, case: str, phrase: str) -> None:
+    """Start ``w``: it must exit with status 4 within ``BOUND`` seconds, one line naming the problem."""
+    start = time.monotonic()
+    w.start()
+    try:
+        code = w.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{case}: still running after 60 s:\n{w.output()[-3000:]}") from None
+    took = time.monotonic() - start
+    assert code == REFUSED, w.output()[-3000:]
+    assert took < BOUND, f"{case}: {took:.1f} s"
+    one_refusal(w.output(), phrase)
+
+
 def one_refusal(output: str, phrase: str) -> None:
     """Exactly one line says the program was refused, and it names the problem; no traceback."""
     lines = [line for line in output.splitlines() if "refused by the Kafka cluster" in line]
@@ -206,16 +220,8 @@ def test_a_misconfigured_worker_ends_within_30s_with_one_line(case, secured, ska
     grant_worker(skafka, names)
     settings, phrase = MISCONFIGURED[case]
     w = worker(secured, models_dir, names, env=settings(secured))
-    start = time.monotonic()
-    workers.append(w.start())
-    try:
-        code = w.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{case}: still running after 60 s:\n{w.output()[-3000:]}") from None
-    took = time.monotonic() - start
-    assert code == REFUSED, w.output()[-3000:]
-    assert took < BOUND, f"{case}: {took:.1f} s"
-    one_refusal(w.output(), phrase)
+    workers.append(w)
+    refused_in_time(w, case, phrase)
     assert "not-the-password-x9" not in w.output() and secured.password not in w.output()
 
 
@@ -234,16 +240,8 @@ def test_a_worker_missing_an_acl_it_reads_with_ends_within_30s(case, secured, sk
     grant_worker(skafka, names, **{"transactional": True, **missing})
     extra = ("--processing-guarantee", "exactly-once") if "transactional" in case else ()
     w = worker(secured, models_dir, names, extra=extra)
-    start = time.monotonic()
-    workers.append(w.start())
-    try:
-        code = w.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{case}: still running after 60 s:\n{w.output()[-3000:]}") from None
-    took = time.monotonic() - start
-    assert code == REFUSED, w.output()[-3000:]
-    assert took < BOUND, f"{case}: {took:.1f} s"
-    one_refusal(w.output(), phrase)
+    workers.append(w)
+    refused_in_time(w, case, phrase)
 
 
 def _tool_argv(tool: str, secured: SecuredKafka, names: dict[str, str]) -> list[str]:
