@@ -29,6 +29,40 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class PointerWatch:
+    """A pointer file of the models directory (CURRENT, CHALLENGER), looked at at most once per interval.
+
+    ``changed`` stats it (no read) when the interval is up and says whether its inode, mtime or size
+    differ from the last look; ``mark`` takes the current state as seen.
+    """
+
+    def __init__(self, path: Path, interval: float, clock: Callable[[], float]) -> None:
+        self.path, self.interval, self._clock = path, interval, clock
+        self._seen: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+
+    def mark(self) -> None:
+        self._seen = self._stat()
+
+    def changed(self) -> bool:
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.interval
+        key = self._stat()
+        if key == self._seen:
+            return False
+        self._seen = key
+        return True
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class ModelWatcher:
     def __init__(
         self,
@@ -43,11 +77,9 @@ class ModelWatcher:
         self.metrics = metrics
         self.interval = interval
         self.trusted_keys = trusted_keys
-        self._clock = clock
         self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys)
         self._scorer: Scorer | None = None
-        self._seen: tuple[int, int, int] | None = None
-        self._next_check = 0.0
+        self._pointer = PointerWatch(Path(models_dir) / CURRENT_FILE, interval, clock)
 
     @property
     def scorer(self) -> Scorer:
@@ -57,7 +89,7 @@ class ModelWatcher:
 
     def load_initial(self) -> Scorer:
         """Load CURRENT's bundle or raise ``BundleError`` (the worker cannot start without one)."""
-        self._seen = self._stat()
+        self._pointer.mark()
         t0 = time.perf_counter()
         scorer = self._loader(self.models_dir, None)
         self._serve(scorer, time.perf_counter() - t0)
@@ -65,14 +97,8 @@ class ModelWatcher:
 
     def maybe_reload(self) -> bool:
         """Switch to CURRENT's version if it changed and passes its checks; True when switched."""
-        now = self._clock()
-        if now < self._next_check:
+        if not self._pointer.changed():
             return False
-        self._next_check = now + self.interval
-        key = self._stat()
-        if key == self._seen:
-            return False
-        self._seen = key
         try:
             version = read_current(self.models_dir)
             if version is None:
@@ -122,13 +148,6 @@ class ModelWatcher:
         self._scorer = scorer
         m = scorer.bundle.manifest
         self.metrics.set_model(m.version, m.model_sha256, scorer.threshold, m.score_histogram, load_seconds)
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(Path(self.models_dir) / CURRENT_FILE)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def signed_by(scorer: Scorer) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from worker.bundle import CHALLENGER_FILE, read_current
 from worker.errors import BundleError, SignatureError
 from worker.metrics import WorkerMetrics
+from worker.models import PointerWatch
 from worker.outputs import Output, encode_results, event_times, source_headers
 from worker.scoring import Scorer, load_scorer
 
@@ -57,11 +57,9 @@ class ChallengerWatcher:
         loader: Callable[[str, str | None], Scorer] | None = None,
     ) -> None:
         self.models_dir, self.metrics, self.interval = models_dir, metrics, interval
-        self._clock = clock
         self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys)
         self._scorer: Scorer | None = None
-        self._seen: tuple[int, int, int] | None | str = "unseen"
-        self._next_check = 0.0
+        self._pointer = PointerWatch(Path(models_dir) / CHALLENGER_FILE, interval, clock)
 
     @property
     def scorer(self) -> Scorer | None:
@@ -74,14 +72,8 @@ class ChallengerWatcher:
 
     def maybe_reload(self, champion: Scorer) -> bool:
         """Follow CHALLENGER if it changed: True when the challenger in shadow changed (or ended)."""
-        now = self._clock()
-        if now < self._next_check:
+        if not self._pointer.changed():
             return False
-        self._next_check = now + self.interval
-        key = self._stat()
-        if key == self._seen:
-            return False
-        self._seen = key
         try:
             version = read_current(self.models_dir, CHALLENGER_FILE)
         except BundleError as exc:
@@ -120,13 +112,6 @@ class ChallengerWatcher:
         self.metrics.shadow_reloads.labels(result="failed").inc()
         kept = f"; {self._scorer.version} stays in shadow" if self._scorer is not None else ""
         logger.error("challenger refused (the champion is untouched%s): %s", kept, why)
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(Path(self.models_dir) / CHALLENGER_FILE)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def shadow_outputs(
