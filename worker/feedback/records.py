@@ -68,16 +68,22 @@ def _check_id(transaction_id: str) -> None:
         raise BadRecord("bad_transaction_id", f"transaction_id must be 1 to {MAX_ID_LENGTH} characters")
 
 
-def decode_score(value: bytes | None) -> Score:
+def _decode(decoder: msgspec.json.Decoder, value: bytes | None):  # type: ignore[no-untyped-def]
+    """The typed record, its transaction id checked; BadRecord for no value, not JSON, or the wrong shape."""
     if not value:
         raise BadRecord("empty", "no value")
     try:
-        s = _score_decoder.decode(value)
+        record = decoder.decode(value)
     except msgspec.ValidationError as exc:
         raise BadRecord("schema", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise BadRecord("not_json", str(exc)) from None
-    _check_id(s.transaction_id)
+    _check_id(record.transaction_id)
+    return record
+
+
+def decode_score(value: bytes | None) -> Score:
+    s = _decode(_score_decoder, value)
     if not (math.isfinite(s.score) and 0.0 <= s.score <= 1.0 and 0.0 <= s.threshold <= 1.0):
         raise BadRecord("schema", "score and threshold must lie in [0, 1]")
     features = None
@@ -89,15 +95,7 @@ def decode_score(value: bytes | None) -> Score:
 
 
 def decode_label(value: bytes | None) -> Label:
-    if not value:
-        raise BadRecord("empty", "no value")
-    try:
-        lab = _label_decoder.decode(value)
-    except msgspec.ValidationError as exc:
-        raise BadRecord("schema", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadRecord("not_json", str(exc)) from None
-    _check_id(lab.transaction_id)
+    lab = _decode(_label_decoder, value)
     return Label(lab.transaction_id, bool(lab.is_fraud), int(lab.label_time), lab.source)
 
 
