@@ -324,10 +324,10 @@ class HealthServer:
                 conn.sock.send(_REFUSALS[reason], socket.MSG_DONTWAIT)
             except OSError:
                 pass
-        _close(conn.sock)
         counter = self._dropped.get(reason)
-        if counter is not None:
+        if counter is not None:  # counted before the close, so whoever sees the close sees the count
             counter.inc()
+        _close(conn.sock)
 
     def _wake(self) -> None:
         try:
