@@ -33,3 +33,22 @@ def float32_decimals(values: np.ndarray) -> np.ndarray:
             if not todo.any():
                 break
     return out
+
+
+def rounded(values: np.ndarray, decimals: int) -> list[float]:
+    """``[round(x, decimals) for x in values]`` (Python's correctly rounded ``round``), vectorised.
+
+    numpy's ``rint(x * 10**d) / 10**d`` gives the same float wherever ``x * 10**d`` is not within
+    its rounding error of a half (the division of two exact integers rounds once, as Python's
+    decimal-to-float step does); values near a half, or too large for that, take Python's ``round``.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    power = 10.0**decimals
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = v * power
+        out = (np.rint(y) / power).tolist()
+        half_or_large = ~(np.abs(np.abs(y - np.trunc(y)) - 0.5) > 1e-9 * np.maximum(1.0, np.abs(y)))
+        half_or_large |= ~(np.abs(y) < 2.0**50)
+    for i in np.flatnonzero(half_or_large).tolist():
+        out[i] = round(float(v[i]), decimals)
+    return out

@@ -12,14 +12,15 @@ decimal that reads back as the float32 the worker read (as a reason's ``value``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import msgspec
 import numpy as np
 
 from worker.config import WorkerConfig
-from worker.decimals import float32_decimals
+from worker.decimals import float32_decimals, rounded
 from worker.decode import DecodedBatch
 from worker.errors import DecodeError
 from worker.scoring import Scorer
@@ -111,30 +112,67 @@ def encode_results(
     Each reason is ``{"feature", "contribution", "value"}``: the feature's weight × transformed,
     scaled value, and its raw value (``Scorer.top_reasons_many``). ``features``: each payload also
     holds every raw feature value by name (``float32_decimals``).
+
+    The payload is what msgspec makes of the dict ``{"transaction_id": ..., "score": ...,
+    "threshold": ..., "model_version": ..., "reasons": [...], "event_time": ..., "scored_at": ...,
+    "features": {...}}``, byte for byte (tests/unit/worker/test_outputs_encoding.py holds it to
+    that), built column by column: msgspec encodes each column's values in one call and the rows
+    are joined from the pieces, so no dict or list is made per row.
     """
     if len(rows) == 0:
         return []
     rows = list(rows)
-    reasons = scorer.top_reasons_many(scaled[rows], raw[rows], k)
-    threshold, version = scorer.threshold, scorer.version
-    picked = scores[rows].astype(np.float64).tolist()
-    docs = [
-        {
-            "transaction_id": transaction_ids[j],
-            "score": score,
-            "threshold": threshold,
-            "model_version": version,
-            "reasons": [{"feature": f, "contribution": c, "value": v} for f, c, v in why],
-            "event_time": event_times[j],
-            "scored_at": scored_at,
-        }
-        for j, score, why in zip(rows, picked, reasons, strict=True)
-    ]
+    order, top, values = scorer.top_reason_columns(scaled[rows], raw[rows], k)
+    names = [_encode(name) for name in scorer.feature_names]
+    row = _Pieces()
+    row.text(b'{"transaction_id":')
+    row.column(list(map(_encode, [transaction_ids[j] for j in rows])))
+    row.text(b',"score":')
+    row.column(_numbers(scores[rows].astype(np.float64).tolist()))
+    row.text(b',"threshold":' + _encode(scorer.threshold) + b',"model_version":' + _encode(scorer.version))
+    row.text(b',"reasons":[')
+    for r in range(order.shape[1]):
+        row.text(b',{"feature":' if r else b'{"feature":')
+        row.column(list(map(names.__getitem__, order[:, r].tolist())))
+        row.text(b',"contribution":')
+        row.column(_numbers(rounded(top[:, r], 4)))
+        row.text(b',"value":')
+        row.column(_numbers(values[:, r].tolist()))
+        row.text(b"}")
+    row.text(b'],"event_time":')
+    row.column(_numbers([event_times[j] for j in rows]))
+    row.text(b',"scored_at":' + _encode(scored_at))
     if features:
-        names = scorer.feature_names
-        for doc, values in zip(docs, float32_decimals(raw[rows]).tolist(), strict=True):
-            doc["features"] = dict(zip(names, values, strict=True))
-    return [_encode(doc) for doc in docs]
+        decimals = float32_decimals(raw[rows])
+        for f, name in enumerate(names):
+            row.text((b',"features":{' if f == 0 else b",") + name + b":")
+            row.column(_numbers(decimals[:, f].tolist()))
+        row.text(b"}")
+    row.text(b"}")
+    return row.join()
+
+
+class _Pieces:
+    """A JSON document per row, as constant text and columns of already encoded values, in order."""
+
+    def __init__(self) -> None:
+        self._columns: list[Iterable[bytes]] = []
+        self._text = b""
+
+    def text(self, text: bytes) -> None:
+        self._text += text
+
+    def column(self, encoded: list[bytes]) -> None:
+        self._columns += (repeat(self._text), encoded)
+        self._text = b""
+
+    def join(self) -> list[bytes]:
+        return list(map(b"".join, zip(*self._columns, repeat(self._text))))
+
+
+def _numbers(values: list[float] | list[int]) -> list[bytes]:
+    """Each number as msgspec writes it, from one call: a number's JSON has no comma."""
+    return _encode(values)[1:-1].split(b",")
 
 
 def source_headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

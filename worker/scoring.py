@@ -51,9 +51,7 @@ class Scorer:
             raise BundleError(f"bundle {m.version}: model must have one input and one output")
         shape = tuple(int(d) for d in inputs[0]["shape"])
         if len(shape) != 2 or shape[1] != m.n_features:
-            raise BundleError(
-                f"bundle {m.version}: model input shape {shape} does not take {m.n_features} features"
-            )
+            raise BundleError(f"bundle {m.version}: model input shape {shape} does not take {m.n_features} features")
         self._in = inputs[0]["index"]
         self._out = outputs[0]["index"]
         self._rows = shape[0]
@@ -94,9 +92,7 @@ class Scorer:
         """The k features pushing the score up the most: (name, contribution to the logit, raw value)."""
         return self.top_reasons_many(np.asarray(scaled_row)[np.newaxis, :], np.asarray(raw_row)[np.newaxis, :], k)[0]
 
-    def top_reasons_many(
-        self, scaled: np.ndarray, raw: np.ndarray, k: int = 3
-    ) -> list[list[tuple[str, float, float]]]:
+    def top_reasons_many(self, scaled: np.ndarray, raw: np.ndarray, k: int = 3) -> list[list[tuple[str, float, float]]]:
         """``top_reasons`` for every row of a batch (its scaled and its raw rows), sorted in one numpy call.
 
         The contribution is weight × transformed, scaled value, rounded to 4 decimals; the value is
@@ -104,15 +100,21 @@ class Scorer:
         that float32 (``float32_decimals``). Ties keep feature order (stable sort), so a row gets
         the same reasons alone or in a batch.
         """
-        contrib = self.contributions(scaled)
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
-        values = float32_decimals(np.take_along_axis(np.asarray(raw, dtype=np.float32), order, axis=1))
+        order, top, values = self.top_reason_columns(scaled, raw, k)
         names = self.feature_names
         return [
             [(names[i], round(c, 4), v) for i, c, v in zip(row_order, row_top, row_values, strict=True)]
             for row_order, row_top, row_values in zip(order.tolist(), top.tolist(), values.tolist(), strict=True)
         ]
+
+    def top_reason_columns(self, scaled: np.ndarray, raw: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        """``top_reasons_many`` as three (rows, min(k, n_features)) arrays, reason by reason: the
+        features' indices, their contributions (float64, not yet rounded) and their raw values."""
+        contrib = self.contributions(scaled)
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
+        values = float32_decimals(np.take_along_axis(np.asarray(raw, dtype=np.float32), order, axis=1))
+        return order, top, values
 
     def probe(self) -> None:
         """Refuse a bundle whose model, weights, scaler and transforms are not one consistent scorer
