@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ MAX_ID_CHARS = 128
 MAX_EVENT_TIME = 2**63 - 1
 _EVENT_TIME = operator.attrgetter("event_time")
 _TRANSACTION_ID = operator.attrgetter("transaction_id")
+# Extra fields (ones the model does not read) the fast paths learn to account for: names of
+# printable ASCII without quote or backslash (their JSON is the name in quotes), a few per decoder.
+LEARN_FROM, MAX_EXTRAS, MAX_SHAPES = 8, 32, 16
+_PLAIN_NAME = re.compile(r"[ !#-\[\]-~]+").fullmatch
+_Scalar = int | float | str | bool | None | msgspec.UnsetType
+_UNSET = type(msgspec.UNSET)
 
 
 @dataclass(frozen=True)
@@ -75,25 +82,11 @@ class Decoder:
     def __init__(self, feature_names: Sequence[str], max_bytes: int = 65536) -> None:
         self.feature_names = tuple(feature_names)
         self.max_bytes = max_bytes
-        n = len(self.feature_names)
-        # The float32 range is checked by msgspec, in C, as it decodes: a larger magnitude (JSON
-        # allows 1e300) would become inf in the model's input.
-        f32 = Annotated[float, msgspec.Meta(ge=-F32_MAX, le=F32_MAX)]
-        fields: list[tuple[str, Any, Any]] = [
-            (f"f{i}", f32, msgspec.field(name=name)) for i, name in enumerate(self.feature_names)
-        ]
-        fields.append(("transaction_id", Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)], ...))
-        fields.append(
-            ("event_time", Annotated[int, msgspec.Meta(ge=0, le=MAX_EVENT_TIME)] | None, msgspec.field(default=None))
-        )
-        fields = [(name, tp, default) if default is not ... else (name, tp) for name, tp, default in fields]  # type: ignore[misc]
-        struct = msgspec.defstruct("Transaction", fields, omit_defaults=True)
-        # The struct type is built at run time: its fields are unknown to a type checker.
-        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
-        get = operator.attrgetter(*(f"f{i}" for i in range(n)))
-        self._row = get if n > 1 else (lambda s: (get(s),))
-        # Each field present costs two quotes for its name; transaction_id's value two more.
-        self._quotes_base = 2 * (n + 1) + 2
+        self._known = frozenset((*self.feature_names, "transaction_id", "event_time"))
+        # The shape the batches take: no extra field at first; the extra fields of the events
+        # once seen (``_learn``), each shape built once.
+        self._shape = _Shape(self.feature_names, ())
+        self._shapes: dict[frozenset[str], _Shape] = {frozenset(): self._shape}
 
     def decode_batch(self, values: Sequence[bytes | None]) -> DecodedBatch:
         """Every record as a row or a ``DecodeError``; raises nothing."""
@@ -101,16 +94,41 @@ class Decoder:
 
     def decode_rows(self, values: Sequence[bytes | None]) -> DecodedRows:
         """``decode_batch`` without numpy."""
-        fast = self._decode_clean_batch(values)
+        fast = self._decode_clean_batch(values, self._shape)
+        if fast is None:
+            learned = self._learn(values)
+            if learned is not None and learned is not self._shape:
+                fast = self._decode_clean_batch(values, learned)
+                if fast is not None:
+                    self._shape = learned
         return fast if fast is not None else self._decode_mixed_batch(values)
 
-    def _decode_clean_batch(self, values: Sequence[bytes | None]) -> DecodedRows | None:
+    def _learn(self, values: Sequence[bytes | None]) -> _Shape | None:
+        """The current shape widened by the extra fields of the batch's first records, when they are
+        plain names (the fast paths then account for them); None when there is nothing to learn."""
+        extras = dict.fromkeys(self._shape.extras)
+        for value in values[:LEARN_FROM]:
+            try:
+                doc = msgspec.json.decode(value) if value is not None and len(value) <= self.max_bytes else None
+            except Exception:  # noqa: BLE001 - not a document to learn from (invalid, too deep, ...)
+                continue
+            if isinstance(doc, dict):
+                extras.update((k, None) for k in doc if k not in self._known and _PLAIN_NAME(k))
+        key = frozenset(extras)
+        if key not in self._shapes:
+            if len(key) > MAX_EXTRAS or len(self._shapes) >= MAX_SHAPES:
+                return None
+            self._shapes[key] = _Shape(self.feature_names, tuple(extras))
+        return self._shapes[key]
+
+    def _decode_clean_batch(self, values: Sequence[bytes | None], shape: _Shape) -> DecodedRows | None:
         """The common case, a batch of only valid events, with no Python-level loop per record.
 
         Each record is still decoded on its own (``map`` over msgspec's C decoder: no record can
         complete or split another). Returns None at the first doubt; the mixed path decides.
         No separate UTF-8 check is needed here: the quote count below proves a record holds only
-        the known (ASCII) keys, and msgspec refuses invalid UTF-8 in the one string it decodes.
+        the shape's (ASCII) keys, and msgspec refuses invalid UTF-8 and lone surrogates in the
+        strings it decodes.
         """
         try:
             if not values or None in values:
@@ -118,20 +136,19 @@ class Decoder:
             records = cast("Sequence[bytes]", values)  # no None: checked above
             if max(map(len, records)) > self.max_bytes:
                 return None
-            structs = list(map(self._decode, records))
+            structs = list(map(shape.decode, records))
         except Exception:  # noqa: BLE001 - any doubt: the mixed path gives each record its verdict
             return None
-        n = len(values)
         times = list(map(_EVENT_TIME, structs))
         # Quotes only delimit strings. A decoded record holds at least its minimum (two per key,
-        # two for the id), so a total at the sum of the minimums proves every record is at its
-        # own: no duplicate or extra key anywhere in the batch.
+        # two per string value), so a total at the sum of the minimums proves every record is at
+        # its own: no duplicate or other key anywhere in the batch.
         quotes = sum(map(bytes.count, records, repeat(b'"')))
-        if quotes != self._quotes_base * n + 2 * (n - times.count(None)):
+        if quotes != shape.quotes(structs, times):
             return None
-        flat = array("f", chain.from_iterable(map(self._row, structs)))  # in range: checked while decoding
+        flat = array("f", chain.from_iterable(map(shape.row, structs)))  # in range: checked while decoding
         width = len(self.feature_names)
-        return DecodedRows(flat, width, list(map(_TRANSACTION_ID, structs)), times, list(range(n)), [])
+        return DecodedRows(flat, width, list(map(_TRANSACTION_ID, structs)), times, list(range(len(values))), [])
 
     def _decode_mixed_batch(self, values: Sequence[bytes | None]) -> DecodedRows:
         rows: list[tuple[float, ...]] = []
@@ -139,7 +156,8 @@ class Decoder:
         times: list[int | None] = []
         index: list[int] = []
         errors: list[tuple[int, DecodeError]] = []
-        decode, row, base, max_bytes = self._decode, self._row, self._quotes_base, self.max_bytes
+        shape, max_bytes = self._shape, self.max_bytes
+        decode, row, record_quotes = shape.decode, shape.row, shape.record_quotes
         # One UTF-8 check for the whole batch (the newline keeps records from completing each other);
         # msgspec does not look inside fields it skips.
         try:
@@ -153,8 +171,8 @@ class Decoder:
                     raise ValueError
                 s = decode(value)
                 t = s.event_time
-                # Quotes only delimit strings: a count at the minimum proves no duplicate or extra key.
-                if value.count(b'"') != base + (2 if t is not None else 0):
+                # Quotes only delimit strings: a count at the minimum proves no duplicate or other key.
+                if value.count(b'"') != record_quotes(s):
                     raise ValueError
                 rows.append(row(s))
                 ids.append(s.transaction_id)
@@ -219,6 +237,51 @@ class Decoder:
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_EVENT_TIME):
             raise DecodeError("bad_event_time", "event_time must be epoch milliseconds (an integer >= 0)")
         return tuple(row), tid, t
+
+
+class _Shape:
+    """One msgspec struct decoder: the features, ``transaction_id``, ``event_time``, and optional
+    extra fields of scalar JSON values (an object or array there is a doubt: the exact path)."""
+
+    def __init__(self, feature_names: tuple[str, ...], extras: tuple[str, ...]) -> None:
+        self.extras = extras
+        n = len(feature_names)
+        # The float32 range is checked by msgspec, in C, as it decodes: a larger magnitude (JSON
+        # allows 1e300) would become inf in the model's input.
+        f32 = Annotated[float, msgspec.Meta(ge=-F32_MAX, le=F32_MAX)]
+        fields: list[tuple[str, Any, Any]] = [
+            (f"f{i}", f32, msgspec.field(name=name)) for i, name in enumerate(feature_names)
+        ]
+        fields.append(("transaction_id", Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)], ...))
+        fields.append(
+            ("event_time", Annotated[int, msgspec.Meta(ge=0, le=MAX_EVENT_TIME)] | None, msgspec.field(default=None))
+        )
+        fields += [(f"x{i}", _Scalar, msgspec.field(name=name, default=msgspec.UNSET)) for i, name in enumerate(extras)]
+        fields = [(name, tp, default) if default is not ... else (name, tp) for name, tp, default in fields]  # type: ignore[misc]
+        struct = msgspec.defstruct("Transaction", fields)
+        # The struct type is built at run time: its fields are unknown to a type checker.
+        self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
+        get = operator.attrgetter(*(f"f{i}" for i in range(n)))
+        self.row = get if n > 1 else (lambda s: (get(s),))
+        self._extras = [operator.attrgetter(f"x{i}") for i in range(len(extras))]
+        # Each field present costs two quotes for its name; transaction_id's value two more.
+        self._base = 2 * (n + 1) + 2
+
+    def quotes(self, structs: list[Any], times: list[int | None]) -> int:
+        """The fewest quotes the records decoded as ``structs`` can hold: two per key and per string."""
+        n = len(structs)
+        total = self._base * n + 2 * (n - times.count(None))
+        for get in self._extras:
+            kinds = list(map(type, map(get, structs)))
+            total += 2 * (n - kinds.count(_UNSET)) + 2 * kinds.count(str)
+        return total
+
+    def record_quotes(self, s: Any) -> int:
+        total = self._base + (2 if s.event_time is not None else 0)
+        for get in self._extras:
+            v = get(s)
+            total += 0 if v is msgspec.UNSET else 4 if type(v) is str else 2
+        return total
 
 
 class _NonFinite(ValueError):

@@ -112,14 +112,18 @@ def _check_agreement(decoder: Decoder, value: bytes | None) -> None:
 
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
 )
 json_values = st.recursive(
     json_scalars,
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
     max_leaves=8,
 )
-field_names = st.sampled_from(["transaction_id", "event_time", *FEATURES, "other"])
+field_names = st.sampled_from(["transaction_id", "event_time", *FEATURES, "other", "Class"])
 
 
 @st.composite
@@ -166,7 +170,7 @@ def _as_tuple(batch):
 @given(st.lists(st.one_of(near_valid(), st.just(event()), st.just(event(event_time=5))), min_size=1, max_size=12))
 def test_clean_batch_path_agrees_with_the_record_by_record_path(values):
     decoder = Decoder(FEATURES, max_bytes=1024)
-    fast = decoder._decode_clean_batch(values)
+    fast = decoder._decode_clean_batch(values, decoder._learn(values) or decoder._shape)
     mixed = decoder._decode_mixed_batch(values)
     if fast is not None:
         assert not mixed.errors, "the clean path accepted a batch holding a bad record"
@@ -177,9 +181,9 @@ def test_clean_batch_path_agrees_with_the_record_by_record_path(values):
 def test_a_clean_batch_takes_the_batch_path_and_one_bad_record_does_not():
     decoder = Decoder(FEATURES)
     clean = [event(transaction_id=f"t{i}", event_time=i if i % 2 else ...) for i in range(50)]
-    assert decoder._decode_clean_batch(clean) is not None
+    assert decoder._decode_clean_batch(clean, decoder._shape) is not None
     mixed = clean[:10] + [event(V1="x")] + clean[10:]
-    assert decoder._decode_clean_batch(mixed) is None
+    assert decoder._decode_clean_batch(mixed, decoder._shape) is None
     batch = decoder.decode_batch(mixed)
     assert [(i, e.reason) for i, e in batch.errors] == [(10, "not_a_number")]
     assert len(batch.index) == 50
@@ -214,3 +218,53 @@ def test_extreme_numbers_and_deep_nesting_only_raise_decode_errors(value):
     _check_agreement(decoder, value)
     batch = decoder.decode_batch([value])
     assert np.isfinite(batch.features).all() and batch.features.dtype == np.float32
+
+
+def _learned(*extras: str) -> Decoder:
+    """A decoder that has seen events with these extra fields (the model does not read them)."""
+    decoder = Decoder(FEATURES, max_bytes=1024)
+    decoder.decode_batch([event(**{name: 1 for name in extras})])
+    assert set(decoder._shape.extras) == set(extras)
+    return decoder
+
+
+def test_events_with_extra_fields_take_the_batch_path_once_their_shape_is_learned():
+    decoder = Decoder(FEATURES)
+    batch = [event(transaction_id=f"t{i}", Class=i % 2, merchant=f"m{i}", note=None) for i in range(40)]
+    batch[3] = event(transaction_id="t3", Class="1")  # some extras absent, one a string
+    assert decoder._decode_clean_batch(batch, decoder._shape) is None  # not the shape without extras
+    got = decoder.decode_batch(batch)
+    assert set(decoder._shape.extras) == {"Class", "merchant", "note"}
+    assert decoder._decode_clean_batch(batch, decoder._shape) is not None
+    assert _as_tuple(got) == _as_tuple(decoder._decode_mixed_batch(batch))
+    assert got.transaction_ids == [f"t{i}" for i in range(40)] and not got.errors
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": 0, "Class": 1}', "duplicate_field"),
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": 0, "Cl\\u0061ss": 1}', "duplicate_field"),
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": NaN}', "non_finite"),
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": "\\ud800"}', "invalid_json"),
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": "\xff"}', "invalid_utf8"),
+        (b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "Class": 0, "V1": 5}', "duplicate_field"),
+    ],
+)
+def test_a_learned_shape_still_refuses_what_the_exact_path_refuses(value, reason):
+    decoder = _learned("Class")
+    batch = decoder.decode_batch([event(Class=1), value, event(Class=0)])
+    assert [(i, e.reason) for i, e in batch.errors] == [(1, reason)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(near_valid(), st.just(event(other=1)), st.just(event(Class="x"))), min_size=1, max_size=8))
+def test_with_a_learned_shape_both_paths_still_agree_with_the_exact_path(values):
+    decoder = _learned("other", "Class")
+    for value in values:
+        _check_agreement(decoder, value)
+    fast = decoder._decode_clean_batch(values, decoder._shape)
+    mixed = decoder._decode_mixed_batch(values)
+    if fast is not None:
+        assert not mixed.errors and _as_tuple(fast) == _as_tuple(mixed)
+    assert _as_tuple(decoder.decode_batch(values)) == _as_tuple(mixed)
