@@ -20,7 +20,7 @@ Batches (``--batch-size``, 10,000 lines) are scored by ``--jobs`` processes (one
 default), each with its own scorer, and written in input order; the reading and writing stay here.
 
 Exit codes: 0 done, 1 the input cannot be read, 2 bad settings (one line naming the flag or
-file), 3 no servable model, 130 interrupted.
+file), 3 no servable model (with ``--trusted-keys``: none signed by a trusted key), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ import numpy as np
 
 from worker.config import WorkerConfig
 from worker.decode import Decoder
-from worker.errors import BundleError
+from worker.errors import BundleError, ConfigError
 from worker.outputs import encode_results
 from worker.scoring import load_scorer
+from worker.signing import load_trusted_keys
 from worker.tools import backtest_metrics as metrics
 
 PROG = "fraud-worker backtest"
@@ -81,8 +82,11 @@ class BatchScorer:
     """Decode, transform, scale, score and encode one chunk: the worker's steps for one batch."""
 
     def __init__(self, models_dir: str, version: str | None, reasons: int, max_bytes: int,
-                 label_columns: Sequence[str]) -> None:  # fmt: skip
-        self.scorer = load_scorer(models_dir, version)
+                 label_columns: Sequence[str], trusted_keys: str | None = None,
+                 features: bool = False) -> None:  # fmt: skip
+        keys = load_trusted_keys(trusted_keys, "--trusted-keys") if trusted_keys else None
+        self.scorer = load_scorer(models_dir, version, trusted_keys=keys)
+        self.features = features
         self.decoder = Decoder(self.scorer.feature_names, max_bytes)
         self.reasons = reasons
         self.label_columns = tuple(label_columns)
@@ -106,7 +110,7 @@ class BatchScorer:
         times = {j: t if t is not None else 0 for j, t in enumerate(decoded.event_times)}
         payloads = encode_results(
             scorer, range(len(scores)), decoded.transaction_ids, times, scaled, decoded.features, scores,
-            int(time.time() * 1000), self.reasons,
+            int(time.time() * 1000), self.reasons, features=self.features,
         )  # fmt: skip
         result = Result(len(chunk.lines), b"\n".join(payloads) + b"\n", rejects, scores.astype(np.float32).tobytes())
         result.alerts = int(np.count_nonzero(scores >= scorer.threshold))
@@ -321,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reasons per score record, as the worker's setting (default: %(default)s)")  # fmt: skip
     p.add_argument("--max-message-bytes", type=int, default=_DEFAULTS.max_message_bytes,
                    help="longest valid record, as the worker's setting (default: %(default)s)")  # fmt: skip
+    p.add_argument("--trusted-keys", default=os.environ.get("FRAUD_TRUSTED_KEYS") or None, metavar="FILE[,FILE...]",
+                   help="score only with a bundle signed by one of these Ed25519 public keys, as the worker's "
+                   "setting (default: $FRAUD_TRUSTED_KEYS; unset: signatures not checked)")  # fmt: skip
+    p.add_argument("--scores-include-features", action="store_true",
+                   help="each output line also holds the event's feature values, as the worker's setting")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -368,7 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: bad setting: {why}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        scorer = load_scorer(args.models_dir, args.version)
+        keys = load_trusted_keys(args.trusted_keys, "--trusted-keys") if args.trusted_keys else None
+    except ConfigError as exc:
+        print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        scorer = load_scorer(args.models_dir, args.version, trusted_keys=keys)
     except BundleError as exc:
         print(f"{PROG}: no servable model in {args.models_dir}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -403,7 +417,8 @@ def _backtest(args: argparse.Namespace, scorer: Any, source: Source) -> int:
     else:
         label_columns = (args.label_column,) if args.label_column else LABEL_CANDIDATES
     jobs = args.jobs or os.cpu_count() or 1
-    scorer_args = (args.models_dir, scorer.version, args.reasons, args.max_message_bytes, label_columns)
+    scorer_args = (args.models_dir, scorer.version, args.reasons, args.max_message_bytes, label_columns,
+                   args.trusted_keys, args.scores_include_features)  # fmt: skip
     chunks = source.chunks(args.batch_size, scorer.feature_names, label_columns[0] if label_columns else None)
     progress = Progress(source, not args.quiet)
     events = scored = alerts = rejected = 0

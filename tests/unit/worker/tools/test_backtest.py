@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.bundles import make_bundle, swap_weights
+from tests.support.keys import make_keys
 from tests.unit.worker.conftest import SPEC
 from worker.decode import Decoder
 from worker.errors import DecodeError
@@ -221,6 +223,50 @@ def test_unreadable_input_exits_1_and_no_model_exits_3(tmp_path, models, capsys)
     assert _run("--input", str(path), "--models-dir", str(models), "--version", "v9", "--output", out) == 3
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("fraud-worker backtest: ") for line in lines), lines
+
+
+def test_trusted_keys_score_only_with_a_bundle_signed_by_one_of_them(tmp_path, capsys):
+    trusted, other = make_keys(tmp_path / "keys", "trusted"), make_keys(tmp_path / "keys", "other")
+    models = tmp_path / "models"
+    make_bundle(models, "v1", **SPEC, signing_key=trusted.signing_key)
+    make_bundle(models, "v2", **SPEC, signing_key=other.signing_key, promote=False)
+    make_bundle(models, "v3", **SPEC, promote=False)  # unsigned
+    path, out = tmp_path / "events.jsonl", tmp_path / "out.jsonl"
+    path.write_bytes(b"\n".join(_line(i) for i in range(20)))
+    args = [
+        "--input",
+        str(path),
+        "--models-dir",
+        str(models),
+        "--output",
+        str(out),
+        "--trusted-keys",
+        str(trusted.public),
+    ]
+    assert _run(*args) == 0 and len(out.read_bytes().splitlines()) == 20
+    capsys.readouterr()
+    assert _run(*args, "--version", "v2") == 3
+    assert _run(*args, "--version", "v3") == 3
+    swap_weights(models / "v1", [0.0] * len(NAMES), -9.0)  # changed after signing, sha256 fields fixed up
+    assert _run(*args) == 3
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("fraud-worker backtest: no servable model") for e in errors), errors
+    assert _run(*args[:-1], str(trusted.private)) == 2  # a private key where a public one belongs
+    assert "--trusted-keys" in capsys.readouterr().err
+
+
+def test_scores_include_features_adds_each_events_values_as_the_scores_topic_would(tmp_path, models):
+    path, out = tmp_path / "events.jsonl", tmp_path / "out.jsonl"
+    lines = [_line(i) for i in range(30)]
+    path.write_bytes(b"\n".join(lines))
+    assert (
+        _run("--input", str(path), "--models-dir", str(models), "--output", str(out), "--scores-include-features") == 0
+    )
+    got = [json.loads(line) for line in out.read_bytes().splitlines()]
+    for doc, line in zip(got, lines, strict=True):
+        event = json.loads(line)
+        assert doc["features"] == {name: pytest.approx(event[name], rel=1e-6) for name in NAMES}
+        assert list(doc["features"]) == list(NAMES)
 
 
 def test_the_subcommand_is_registered():
