@@ -294,7 +294,7 @@ def print_backtest(bt: dict) -> None:
          f"events/s  (with its process start: {bt['backtest_process_events_per_s']:,.0f}/s)"),
         ("json.loads per line, nothing else", f"{bt['json_loads_events_per_s']['median']:>10,.0f} events/s"),
         ("backtest / json.loads (median of pairs)", f"{bt['backtest_over_json_loads']:>10.2f}"),
-        ("the same events with a Class field (exact path)", f"{bt['labelled_jsonl_events_per_s']:>10,.0f} events/s"),
+        ("the same events with a Class field", f"{bt['labelled_jsonl_events_per_s']:>10,.0f} events/s"),
         ("the ULB CSV, gzip", f"{bt['csv_gz_events_per_s']:>10,.0f} events/s"),
     ]  # fmt: skip
     for name, value in rows:
