@@ -143,7 +143,7 @@ class WorkerConfig:
         default="all",
         metadata={
             "help": "kafka-python fast paths to use (worker/kafka_compat): all, none, or a comma-separated list of "
-            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit"
+            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit, batch_send"
         },
     )
     processing_guarantee: str = field(

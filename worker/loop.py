@@ -318,9 +318,9 @@ class Worker:
     def _send(self, records: list[Output]) -> Iterator[KafkaFuture]:
         if records and self._producer is None:
             self._producer = self.clients.producer()  # the retry of a failed batch (clients.discard)
-        for topic, key, value, headers in records:
+        if records:
             assert self._producer is not None
-            yield self._producer.send(topic, key=key, value=value, headers=headers)
+            yield from self.compat.send_all(self._producer, records)
 
     # -- exactly-once (worker/transactions.py) --------------------------------------------------
 
@@ -334,8 +334,8 @@ class Worker:
             if self._producer is None:
                 self._producer = self.clients.producer()  # after a failure (or fencing): a new one
             txn.begin(self._producer)
-            for topic, key, value, headers in records:
-                txn.sent(self._producer.send(topic, key=key, value=value, headers=headers))
+            for future in self.compat.send_all(self._producer, records):
+                txn.sent(future)
         except KafkaError as exc:
             if txn.is_open:
                 self.metrics.transactions.labels(outcome="aborted").inc()

@@ -28,9 +28,7 @@ from worker.loop import Worker
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 
-SPEC = dict(
-    feature_names=("f0", "f1"), mean=[0.0, 0.0], scale=[1.0, 1.0], weights=[3.0, 0.0], bias=0.0, threshold=0.5
-)
+SPEC = dict(feature_names=("f0", "f1"), mean=[0.0, 0.0], scale=[1.0, 1.0], weights=[3.0, 0.0], bias=0.0, threshold=0.5)
 
 
 def test_every_internal_is_there(kafka):
@@ -56,10 +54,17 @@ def _without_commit_coroutine(monkeypatch, consumer) -> None:
     monkeypatch.delattr(type(consumer._coordinator), "_commit_offsets_sync_async")
 
 
+def _without_try_append(monkeypatch, consumer) -> None:
+    from kafka.producer.producer_batch import ProducerBatch
+
+    monkeypatch.delattr(ProducerBatch, "try_append")
+
+
 @pytest.mark.parametrize(
     "missing, remove",
     [("record_reader", _without_partition_records), ("handoff_shortcuts", _without_pending_fetches),
-     ("metadata_wait", _without_wait_for), ("revocation_commit", _without_commit_coroutine)],
+     ("metadata_wait", _without_wait_for), ("revocation_commit", _without_commit_coroutine),
+     ("batch_send", _without_try_append)],
 )  # fmt: skip
 def test_a_kafka_python_without_an_internal_leaves_that_fast_path_off_with_one_line(
     kafka, monkeypatch, caplog, missing, remove
@@ -103,6 +108,91 @@ def test_a_real_consumer_takes_each_fast_path_and_reads_the_same_records_without
         assert taken["metadata_wait"] == 1
     else:
         assert taken == dict.fromkeys(FAST_PATHS, 0), taken
+
+
+def _records(topics: dict[str, int]) -> list[tuple]:
+    """Output records as the worker makes them, and the ones batch_send leaves to send(): no key, near
+    the request size limit."""
+    out = []
+    for i in range(6_000):
+        topic = list(topics)[i % len(topics)]
+        key = None if i % 500 == 7 else f"tx-{i % 911}".encode()
+        headers = [("source_offset", str(i).encode())] if i % 3 else None
+        out.append((topic, key, f"value-{i}".encode(), headers))
+    out.insert(4_321, (list(topics)[0], b"big", b"x" * 1_047_000, None))
+    return out
+
+
+def _landed(kafka, topics: dict[str, int], n: int, **config) -> dict[str, dict[int, list[tuple]]]:
+    """What each topic's partitions hold, in offset order: (key, value, headers)."""
+    consumer = kafka.consumer(*topics, group_id=kafka.group(), fetch_max_bytes=4 << 20, **config)
+    got: dict[str, dict[int, list[tuple]]] = {t: {} for t in topics}
+    seen, deadline = 0, time.monotonic() + 60
+    while seen < n and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            got[tp.topic].setdefault(tp.partition, []).extend((r.key, r.value, list(r.headers)) for r in records)
+            seen += len(records)
+    return got
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+def test_batch_send_puts_each_record_where_send_would_in_the_same_order(kafka, transactional):
+    """The contract of batch_send: the same partition and the same order per partition as
+    KafkaProducer.send, for the records it appends itself and the ones it leaves to send()."""
+    from worker.kafka_compat import sends
+
+    plain = {kafka.topic(partitions=3): 3, kafka.topic(partitions=5): 5}
+    fast = {kafka.topic(partitions=n): n for n in plain.values()}
+    records = _records(plain)
+    as_fast = [(list(fast)[list(plain).index(t)], k, v, h) for t, k, v, h in records]
+    producers = [kafka.producer(linger_ms=5, **({"transactional_id": kafka.group()} if transactional else {}))
+                 for _ in range(2)]  # fmt: skip
+    for p in producers:
+        for t in (*plain, *fast):  # metadata first: every topic's partitions known to both producers
+            p.partitions_for(t)
+        if transactional:
+            p.init_transactions()
+            p.begin_transaction()
+    before = TAKEN["batch_send"]
+    sends.check_sends(producers[1])
+    plain_futures = [f for i in range(0, len(records), 1_000)
+                     for f in sends.send_all_plain(producers[0], records[i : i + 1_000])]  # fmt: skip
+    fast_futures = [f for i in range(0, len(records), 1_000)
+                    for f in sends.send_all(producers[1], as_fast[i : i + 1_000])]  # fmt: skip
+    assert TAKEN["batch_send"] - before == 7
+    for p in producers:
+        if transactional:
+            p.commit_transaction()
+        p.flush(timeout=30)
+    assert all(f.is_done and f.succeeded() for f in plain_futures + fast_futures)
+    keyed = [r[1] is not None for r in records]  # a record without a key goes where send()'s sticky choice puts it
+    assert [f.get().partition for f, k in zip(fast_futures, keyed, strict=True) if k] == [
+        f.get().partition for f, k in zip(plain_futures, keyed, strict=True) if k
+    ]
+    read = {"isolation_level": "read_committed"} if transactional else {}
+    want, got = _landed(kafka, plain, len(records), **read), _landed(kafka, fast, len(records), **read)
+    assert sum(len(v) for parts in got.values() for v in parts.values()) == len(records)
+    for f, p in zip(fast, plain, strict=True):
+        every = [sorted(repr(r) for rs in landed.values() for r in rs) for landed in (got[f], want[p])]
+        assert every[0] == every[1], "the topic holds other records"  # the keyless ones too
+        assert {n: [r for r in rs if r[0] is not None] for n, rs in got[f].items()} == {
+            n: [r for r in rs if r[0] is not None] for n, rs in want[p].items()
+        }, "the keyed records of a partition in another order"
+
+
+def test_batch_send_on_a_producer_without_its_internals_says_so_once_and_sends_all_the_same(kafka, caplog):
+    topic = kafka.topic(partitions=2)
+    wrapped = DelayedProducer(kafka.producer(), delay=0.0)  # send() only: no accumulator to append to
+    compat = KafkaCompat(frozenset({"batch_send"}))
+    with caplog.at_level(logging.WARNING, logger="worker.kafka_compat"):
+        futures = [f for _ in range(3) for f in compat.send_all(wrapped, [(topic, b"k", b"v", None)] * 10)]
+    deadline = time.monotonic() + 30
+    while not all(f.is_done for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(futures) == 30 and all(f.is_done and f.succeeded() for f in futures)
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.kafka_compat"]
+    assert len(lines) == 1 and "fast path batch_send is off" in lines[0], lines
+    assert "batch_send" not in compat.active
 
 
 class DelayedProducer:

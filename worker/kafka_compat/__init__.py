@@ -1,4 +1,4 @@
-"""The one home of the worker's uses of kafka-python internals: four fast paths, each switchable.
+"""The one home of the worker's uses of kafka-python internals: five fast paths, each switchable.
 
 | fast path             | module        | what it saves                       | without it (kafka-python's own way)    |
 |-----------------------|---------------|-------------------------------------|----------------------------------------|
@@ -6,9 +6,11 @@
 | ``handoff_shortcuts`` | handoffs.py   | two IO-thread hand-offs per poll    | every poll hands both to the IO thread |
 | ``metadata_wait``     | metadata.py   | a metadata request for one topic    | ``partitions_for_topic`` (all topics)  |
 | ``revocation_commit`` | revocation.py | retries of the revocation commit    | one ``commit_async``, not retried      |
+| ``batch_send``        | sends.py      | half the producer's per-record cost | ``KafkaProducer.send`` for each record |
 
 ``install(consumer, wanted)`` checks at start that every internal each wanted fast path relies on
-is there and behaves; one that is not is logged in one line and left off, and the worker runs on
+is there and behaves (``batch_send`` checks each new producer's too, on its first batch); one
+that is not is logged in one line and left off, and the worker runs on
 plain kafka-python for it: slower, never wrong. The ``fast_paths`` setting (``FRAUD_FAST_PATHS``:
 ``all``, ``none`` or a comma-separated list) chooses which are wanted. The version pin on
 kafka-python in pyproject.toml names these internals; tests/unit/worker/kafka_compat/ and
@@ -19,16 +21,17 @@ private kafka-python name.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
-from worker.kafka_compat import handoffs, metadata, records, revocation
+from worker.kafka_compat import handoffs, metadata, records, revocation, sends
 from worker.kafka_compat.counters import TAKEN
 
 logger = logging.getLogger(__name__)
 
-FAST_PATHS = ("record_reader", "handoff_shortcuts", "metadata_wait", "revocation_commit")
+FAST_PATHS = ("record_reader", "handoff_shortcuts", "metadata_wait", "revocation_commit", "batch_send")
 
 __all__ = ["FAST_PATHS", "TAKEN", "KafkaCompat", "parse_fast_paths", "install_record_reader"]
 
@@ -57,6 +60,7 @@ _INSTALL: dict[str, Callable[[KafkaConsumer], None]] = {
     "handoff_shortcuts": handoffs.install_handoff_shortcuts,
     "metadata_wait": metadata.check_metadata,
     "revocation_commit": revocation.check_revocation,
+    "batch_send": lambda consumer: sends.check_classes(),
 }
 
 
@@ -65,6 +69,7 @@ class KafkaCompat:
 
     def __init__(self, active: frozenset[str] = frozenset()) -> None:
         self.active = active
+        self._vetted: object = None  # the last producer send_all checked (its fast path's internals)
 
     @classmethod
     def install(cls, consumer: KafkaConsumer, wanted: frozenset[str]) -> KafkaCompat:
@@ -98,3 +103,17 @@ class KafkaCompat:
             await revocation.commit_on_revocation(consumer, offsets, timeout_ms)
         else:
             await revocation.commit_on_revocation_plain(consumer, offsets, timeout_ms)
+
+    def send_all(self, producer: KafkaProducer, records: Sequence[sends.Record]) -> list[Any]:
+        """Send ``records`` (topic, key, value, headers) in order; their futures (sends.py)."""
+        if "batch_send" in self.active and producer is not self._vetted:
+            try:
+                sends.check_sends(producer)
+                self._vetted = producer
+            except Exception as exc:  # noqa: BLE001 - kafka-python changed: its own path from now on
+                logger.warning("kafka-python fast path batch_send is off, kafka-python's own path is used "
+                               "(slower, same results): %s: %s", type(exc).__name__, exc)  # fmt: skip
+                self.active = self.active - {"batch_send"}
+        if "batch_send" in self.active:
+            return sends.send_all(producer, records)
+        return sends.send_all_plain(producer, records)
