@@ -554,18 +554,21 @@ def worker_run(bootstrap: str, models: str, topics: dict, n: int, guarantee: str
 
 def shadow_cost(bootstrap: str, models: str, values: list[bytes], repeats: int) -> dict:
     """The worker alone, with a shadow challenger feeding only its metrics, and with one writing a shadow
-    record per event, over one backlog, in rotating order: the throughput ratios.
+    record per event, over one backlog, in rotating order: the throughput ratios. Then the same for a
+    worker that already writes a score record per event (``--scores-topic``, as label feedback needs):
+    the shadow topic's cost on top of that.
 
     The shadow runs' models directory is a copy whose CHALLENGER names the champion's own bundle (the
     cost of a shadow does not depend on its weights).
     """
     tag = uuid.uuid4().hex[:8]
     topics = {"input": f"bench-shadow-in-{tag}", "alerts": f"bench-shadow-alerts-{tag}",
-              "dlq": f"bench-shadow-dlq-{tag}", "shadow": f"bench-shadow-out-{tag}"}  # fmt: skip
+              "dlq": f"bench-shadow-dlq-{tag}", "shadow": f"bench-shadow-out-{tag}",
+              "scores": f"bench-shadow-scores-{tag}"}  # fmt: skip
     create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {}),
-                              topics["shadow"]: (6, {})})  # fmt: skip
+                              topics["shadow"]: (6, {}), topics["scores"]: (6, {})})  # fmt: skip
     secs = produce_all(bootstrap, topics["input"], values)
-    log(f"shadow cost: produced {len(values):,} events in {secs:.1f}s; {repeats} rounds of three runs")
+    log(f"shadow cost: produced {len(values):,} events in {secs:.1f}s; {repeats} rounds of five runs")
     shadowed = tempfile.mkdtemp(prefix="fraud-bench-shadow-models-")
     try:
         shutil.copytree(models, shadowed, dirs_exist_ok=True)
@@ -575,11 +578,14 @@ def shadow_cost(bootstrap: str, models: str, values: list[bytes], repeats: int) 
             "worker": (models, ()),
             "shadow_metrics_only": (shadowed, ()),
             "shadow_with_topic": (shadowed, ("--shadow-topic", topics["shadow"])),
+            "worker_with_scores": (models, ("--scores-topic", topics["scores"])),
+            "shadow_topic_with_scores": (shadowed, ("--scores-topic", topics["scores"],
+                                                    "--shadow-topic", topics["shadow"])),
         }
         runs: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
         for i in range(repeats):
-            for name in names[i % 3 :] + names[: i % 3]:  # the order rotates
+            for name in names[i % len(names) :] + names[: i % len(names)]:  # the order rotates
                 where, extra = variants[name]
                 runs[name].append(worker_run(bootstrap, where, topics, len(values), extra=extra)["rate"])
             log(f"round {i + 1}/{repeats}: " + ", ".join(f"{n} {runs[n][-1]:,.0f}/s" for n in names))
@@ -588,9 +594,10 @@ def shadow_cost(bootstrap: str, models: str, values: list[bytes], repeats: int) 
     out: dict = {"events": len(values)}
     for name in names:
         out[name] = {"median": statistics.median(runs[name]), "runs": runs[name]}
-    for name in names[1:]:
-        pairs = [v / w for v, w in zip(runs[name], runs["worker"], strict=True)]
-        out[f"{name}_over_worker"] = {"median_of_pairs": statistics.median(pairs), "runs": pairs}
+    for name, base in (("shadow_metrics_only", "worker"), ("shadow_with_topic", "worker"),
+                       ("shadow_topic_with_scores", "worker_with_scores")):  # fmt: skip
+        pairs = [v / w for v, w in zip(runs[name], runs[base], strict=True)]
+        out[f"{name}_over_{base}"] = {"median_of_pairs": statistics.median(pairs), "runs": pairs}
     return out
 
 
@@ -602,6 +609,11 @@ def print_shadow(sh: dict) -> None:
         r = sh[f"{name}_over_worker"]["median_of_pairs"]
         print(f"  {label:<38} {sh[name]['median']:>10,.0f} events/s, ratio {r:.3f} (goal >= 0.9: "
               f"{'pass' if r >= 0.9 else 'FAIL'})")  # fmt: skip
+    if "worker_with_scores" in sh:
+        r = sh["shadow_topic_with_scores_over_worker_with_scores"]["median_of_pairs"]
+        print(f"  {'worker writing --scores-topic':<38} {sh['worker_with_scores']['median']:>10,.0f} events/s (median)")
+        print(f"  {'  and a shadow writing --shadow-topic':<38} {sh['shadow_topic_with_scores']['median']:>10,.0f} "
+              f"events/s, ratio {r:.3f} to it")  # fmt: skip
 
 
 def transaction_stats(tx: dict, seconds: float, events: int) -> dict:
