@@ -99,6 +99,10 @@ class FeedbackConsumer:
             "client_id": "fraud-feedback",
             "auto_offset_reset": "earliest",
             "bootstrap_timeout_ms": 10_000,
+            # As the worker's: an instance that dies hands its partitions on after 10 s, not
+            # kafka-python's 45 s, with a heartbeat every 3 s (a third of it).
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 3_000,
             **s.consumer_options,
             "bootstrap_servers": s.bootstrap_servers,
             "group_id": s.group_id,
