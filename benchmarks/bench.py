@@ -579,8 +579,10 @@ def shadow_cost(bootstrap: str, models: str, values: list[bytes], repeats: int) 
             "shadow_metrics_only": (shadowed, ()),
             "shadow_with_topic": (shadowed, ("--shadow-topic", topics["shadow"])),
             "worker_with_scores": (models, ("--scores-topic", topics["scores"])),
-            "shadow_topic_with_scores": (shadowed, ("--scores-topic", topics["scores"],
-                                                    "--shadow-topic", topics["shadow"])),
+            "shadow_topic_with_scores": (
+                shadowed,
+                ("--scores-topic", topics["scores"], "--shadow-topic", topics["shadow"]),
+            ),
         }
         runs: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
