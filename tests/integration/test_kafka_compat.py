@@ -111,8 +111,8 @@ def test_a_real_consumer_takes_each_fast_path_and_reads_the_same_records_without
 
 
 def _records(topics: dict[str, int]) -> list[tuple]:
-    """Output records as the worker makes them, and the ones batch_send leaves to send(): no key, near
-    the request size limit."""
+    """Output records as the worker makes them, and the ones batch_send leaves to send(): no key, no
+    value, near the request size limit."""
     out = []
     for i in range(6_000):
         topic = list(topics)[i % len(topics)]
@@ -120,6 +120,7 @@ def _records(topics: dict[str, int]) -> list[tuple]:
         headers = [("source_offset", str(i).encode())] if i % 3 else None
         out.append((topic, key, f"value-{i}".encode(), headers))
     out.insert(4_321, (list(topics)[0], b"big", b"x" * 1_047_000, None))
+    out.insert(17, (list(topics)[1], b"tombstone", None, [("error", b"empty_value")]))  # a DLQ record of a null value
     return out
 
 

@@ -10,9 +10,9 @@ record's partition as kafka-python's ``DefaultPartitioner`` does (murmur2 of the
 the records of each partition under its lock held once, with ``ProducerBatch.try_append`` (the
 call kafka-python's own append makes). Each record still gets its own future, so a batch kafka-python
 splits or retries completes each record as it would. Where a partition has no open batch with room,
-kafka-python's ``RecordAccumulator.append`` makes one. A record without a key, for a topic whose
-partitions are not known yet, near the request size limit, or with another partitioner configured
-goes through ``send`` itself, in its place in the order.
+kafka-python's ``RecordAccumulator.append`` makes one. A record without a key or without a value,
+for a topic whose partitions are not known yet, near the request size limit, or with another
+partitioner configured goes through ``send`` itself, in its place in the order.
 
 It uses kafka-python internals: ``KafkaProducer._accumulator``, ``_metadata``, ``_sender``,
 ``_transaction_manager`` and ``_closed``;
@@ -101,8 +101,8 @@ def send_all(producer: KafkaProducer, records: Sequence[Record]) -> list[Any]:
             known = producer._metadata.partitions_for_topic(topic)
             partitions[topic] = sorted(known) if known and default_partitioner else None
         parts = partitions[topic]
-        size = len(value) + (len(key) if key is not None else 0) + (_header_bytes(headers) if headers else 0)
-        if parts is None or key is None or size > limit or type(value) is not bytes or type(key) is not bytes:
+        if (parts is None or type(key) is not bytes or type(value) is not bytes  # no key, a tombstone, ...
+                or len(key) + len(value) + (_header_bytes(headers) if headers else 0) > limit):  # fmt: skip
             _append_groups(producer, records, groups, futures)  # what came before it goes first
             groups.clear()
             futures[i] = producer.send(topic, key=key, value=value, headers=headers)
