@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -14,32 +12,24 @@ from collections.abc import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.broker import REPO
-from tests.support.workers import free_port
+from tests.support.workers import LoggedProcess, free_port
 
 OUTCOMES = ("tp", "fp", "fn", "tn")
 
 
-class FeedbackProcess:
+class FeedbackProcess(LoggedProcess):
     def __init__(self, bootstrap: str, scores_topic: str, labels_topic: str, group: str, state_dir,
                  extra: Sequence[str] = ()) -> None:  # fmt: skip
         self.port = free_port()
-        self.args = [
+        args = [
             sys.executable, "-m", "worker.feedback", "--bootstrap-servers", bootstrap, "--scores-topic", scores_topic,
             "--labels-topic", labels_topic, "--group-id", group, "--state-dir", str(state_dir),
             "--metrics-port", str(self.port), *extra,
         ]  # fmt: skip
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-        self.log = tempfile.NamedTemporaryFile(prefix="fraud-feedback-", suffix=".log", delete=False)
-        self.proc: subprocess.Popen | None = None
+        super().__init__(args, {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}, "fraud-feedback-")
 
     def start(self) -> FeedbackProcess:
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        return self
-
-    def output(self) -> str:
-        with open(self.log.name, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        return super().start()
 
     def samples(self) -> list:
         try:
@@ -74,18 +64,6 @@ class FeedbackProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
-        os.unlink(self.log.name)
 
 
 def totals(processes: Sequence[FeedbackProcess]) -> dict[str, float]:

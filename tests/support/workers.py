@@ -25,13 +25,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class WorkerProcess:
+class LoggedProcess:
+    """A program of this repository run as ``python -m <module> ...`` with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_prefix: str) -> None:
+        self.args, self.env = args, env
+        self.log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        with open(self.log.name, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class WorkerProcess(LoggedProcess):
     """One ``python -m worker`` process with its own metrics port and log file."""
 
     def __init__(self, bootstrap: str, models_dir, input_topic: str, alert_topic: str, dlq_topic: str, group: str,
                  scores_topic: str = "", extra: Sequence[str] = (), env: dict | None = None) -> None:  # fmt: skip
         self.port = free_port()
-        self.args = [
+        args = [
             sys.executable, "-m", "worker",
             "--bootstrap-servers", bootstrap, "--models-dir", str(models_dir),
             "--input-topic", input_topic, "--alert-topic", alert_topic, "--dlq-topic", dlq_topic,
@@ -40,22 +69,15 @@ class WorkerProcess:
             *extra,
         ]  # fmt: skip
         # The test's own settings only; FRAUD_FAST_PATHS=none runs every worker on plain kafka-python.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_") or k == "FRAUD_FAST_PATHS"}
-        self.env.update(env or {})
-        self.log = tempfile.NamedTemporaryFile(prefix="fraud-worker-", suffix=".log", delete=False)
-        self.proc: subprocess.Popen | None = None
+        own = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_") or k == "FRAUD_FAST_PATHS"}
+        super().__init__(args, {**own, **(env or {})}, "fraud-worker-")
 
     def start(self) -> WorkerProcess:
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        return self
+        return super().start()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def output(self) -> str:
-        with open(self.log.name, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -106,18 +128,6 @@ class WorkerProcess:
     def mapped_files(self) -> str:
         with open(f"/proc/{self.pid}/maps") as fh:
             return fh.read()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
-        os.unlink(self.log.name)
 
 
 def produce(producer, topic: str, values: Iterable[tuple[bytes | None, bytes | None]]) -> int:
