@@ -93,6 +93,19 @@ def service(name: str) -> dict:
     return compose()["services"][name]
 
 
+def published(svc: dict) -> set[tuple[str, int, int]]:
+    """(host address, host port, container port) of each published port, from the short syntax
+    docker-compose prints ("127.0.0.1:3000:3000/tcp") or the long one; "" for all interfaces."""
+    out = set()
+    for p in svc.get("ports", []):
+        if isinstance(p, dict):
+            out.add((p.get("host_ip", ""), int(p["published"]), int(p["target"])))
+        else:
+            *host, port, target = str(p).split("/")[0].rsplit(":", 2)
+            out.add((host[0] if host else "", int(port), int(target)))
+    return out
+
+
 def mounts(name: str) -> dict[str, tuple[str, bool]]:
     """Mount target -> (source, read-only), from either the short or the long volume syntax."""
     out = {}
@@ -176,9 +189,8 @@ def test_kafka_listeners_serve_the_network_and_the_host() -> None:
     env = service("kafka")["environment"]
     advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert advertised["PLAINTEXT"] == load_config([], worker_env()).bootstrap_servers == "kafka:9092"
-    host_port = advertised["HOST"].split(":")[1]
-    assert f"{host_port}:{host_port}" in [str(p) if isinstance(p, str) else f"{p['published']}:{p['target']}"
-                                          for p in service("kafka")["ports"]]  # fmt: skip
+    host_port = int(advertised["HOST"].split(":")[1])
+    assert published(service("kafka")) == {("127.0.0.1", host_port, host_port)}
     assert service("kafka")["image"].startswith("apache/kafka:")
     assert "broker,controller" == env["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
 
@@ -219,9 +231,7 @@ def test_prometheus_and_grafana_use_the_shipped_files() -> None:
     assert Path(graf[provider["providers"][0]["options"]["path"]][0]) == REPO / "deploy/grafana/dashboards"
     datasource = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
-    assert "9090:9090" in str(service("prometheus")["ports"]) or any(
-        isinstance(p, dict) and p.get("target") == 9090 for p in service("prometheus")["ports"]
-    )
+    assert published(service("prometheus")) == {("127.0.0.1", 9090, 9090)}
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
