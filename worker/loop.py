@@ -53,7 +53,7 @@ from worker.kafka_compat import KafkaCompat
 from worker.lag import LagReporter
 from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
-from worker.outputs import Output, build_outputs
+from worker.outputs import Output, build_outputs, truncated_count
 from worker.rebalance import RebalanceListener, Restarts, Revocations
 from worker.shadow import ChallengerWatcher, shadow_outputs
 from worker.transactions import PartitionsLost, Transaction
@@ -488,6 +488,10 @@ class Worker:
         if batch.hits is not None and len(batch.hits):
             latency = (batch.acked_ms - np.asarray(batch.times, dtype=np.float64)) / 1000.0
         self.metrics.observe_batch(len(batch.records), batch.scores, latency, [e.reason for _, e in decoded.errors])
+        if decoded.errors:
+            truncated = truncated_count(self.config, batch.records, decoded)
+            if truncated:
+                self.metrics.dlq_truncated.inc(truncated)
         if batch.shadow is not None:
             self.metrics.observe_shadow(batch.shadow.scored, batch.shadow.alerts, batch.shadow.agreement)
         if decoded.errors and logger.isEnabledFor(logging.DEBUG):

@@ -108,6 +108,11 @@ class WorkerMetrics:
         self.events_invalid = Counter(
             "fraud_events_invalid", "Records sent to the dead-letter topic, by reason code.", ["reason"], registry=r
         )
+        self.dlq_truncated = Counter(
+            "fraud_dlq_truncated",
+            "Dead-letter records sent with their value cut to fit a Kafka request (header truncated).",
+            registry=r,
+        )
         self.score = ArrayHistogram("fraud_score", "Scores of the events scored.", SCORE_BUCKETS, r)
         self.batch_size = Histogram("fraud_batch_size", "Records per poll batch.", buckets=BATCH_BUCKETS, registry=r)
         self.scoring_seconds = Histogram(

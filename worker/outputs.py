@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -28,6 +29,13 @@ from worker.scoring import Scorer
 _encode = msgspec.json.Encoder().encode
 
 Output = tuple[str, "bytes | None", bytes, "list[tuple[str, bytes]] | None"]  # topic, key, value, headers
+# A DLQ record of more key, value and header bytes than this is sent with its value cut to fit
+# (headers ``truncated``, ``original_size``): kafka-python's producer refuses a record over its
+# ``max_request_size`` (1 MiB by default) and the broker one over the topic's ``max.message.bytes``
+# (1 MiB + 12 by default), and a batch that cannot be sent would be retried for ever.
+DLQ_MAX_BYTES = 1_000_000
+PRODUCER_MAX_REQUEST_SIZE = 1_048_576  # kafka-python's default max_request_size
+DLQ_FRAMING = 16_384  # room left below max_request_size for the batch's and the record's framing
 
 
 @dataclass
@@ -74,15 +82,65 @@ def build_outputs(
                 r = records[decoded.index[j]]
                 source = source_headers(r.topic, r.partition, r.offset)
                 out.records.append((c.scores_topic, ids[j].encode(), payload, source))
+    limit = dlq_limit(c)
     for i, err in decoded.errors:
         r = records[i]
-        dlq = dlq_headers(err, r.topic, r.partition, r.offset)
-        value = r.value
-        if value is None and r.key is None:
-            value = b""  # Kafka clients refuse a record with neither key nor value
-            dlq.append(("value_null", b"true"))
-        out.records.append((c.dlq_topic, r.key, value, dlq))
+        key, value, headers = dlq_record(err, r, limit)
+        out.records.append((c.dlq_topic, key, value, headers))
     return out
+
+
+def dlq_record(error: DecodeError, r: Any, limit: int) -> tuple[bytes | None, Any, list[tuple[str, bytes]]]:
+    """The DLQ record of input record ``r``: its key, value and headers, cut to ``limit`` bytes if larger."""
+    headers = dlq_headers(error, r.topic, r.partition, r.offset)
+    key, value = r.key, r.value
+    if value is None and key is None:
+        value = b""  # Kafka clients refuse a record with neither key nor value
+        headers.append(("value_null", b"true"))
+    if dlq_size(key, value, headers) > limit:
+        key, value = truncate(key, value, headers, limit)
+    return key, value, headers
+
+
+def dlq_limit(config: WorkerConfig) -> int:
+    """The most bytes of key, value and headers a DLQ record may take whole (``DLQ_MAX_BYTES``, or less
+    when a passed-through ``max_request_size`` leaves less room)."""
+    request = dict(config.kafka_options).get("max_request_size", PRODUCER_MAX_REQUEST_SIZE)
+    return max(0, min(DLQ_MAX_BYTES, int(request) - DLQ_FRAMING))
+
+
+def dlq_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """Key, value and header bytes (each header's name as UTF-8)."""
+    return (len(key) if key is not None else 0) + (len(value) if value is not None else 0) + _header_bytes(headers)
+
+
+def truncate(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit: int
+) -> tuple[bytes | None, bytes | None]:
+    """``key`` and ``value`` cut so that the record, with ``headers`` and the ``truncated`` headers added
+    to them here, takes at most ``limit`` bytes: the value first, then the key if the key alone leaves
+    no room."""
+    headers.append(("truncated", b"true"))
+    headers.append(("original_size", str(len(value) if value is not None else 0).encode()))
+    if key is not None and len(key) + _header_bytes(headers) > limit:
+        headers.append(("original_key_size", str(len(key)).encode()))
+        key = key[: max(0, limit - _header_bytes(headers))]
+    room = max(0, limit - _header_bytes(headers) - (len(key) if key is not None else 0))
+    return key, value[:room] if value is not None else None
+
+
+def truncated_count(config: WorkerConfig, records: Sequence, decoded: DecodedBatch) -> int:
+    """How many of ``decoded``'s DLQ records ``build_outputs`` truncates (for the metric, once acknowledged)."""
+    limit = dlq_limit(config)
+    n = 0
+    for i, err in decoded.errors:
+        r = records[i]
+        n += dlq_size(r.key, r.value, dlq_headers(err, r.topic, r.partition, r.offset)) > limit
+    return n
+
+
+def _header_bytes(headers: list[tuple[str, bytes]]) -> int:
+    return sum(len(k.encode()) + len(v) for k, v in headers)
 
 
 def event_times(decoded: DecodedBatch, records: Sequence, rows: Sequence[int]) -> dict[int, int]:
