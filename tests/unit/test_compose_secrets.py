@@ -127,3 +127,40 @@ def test_help_and_one_line_errors(tmp_path: Path) -> None:
     (d / "admin.password").write_text('pass"word')
     done = run("--dir", str(d))
     assert done.returncode == 1 and "admin.password" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_refuses_a_directory_it_did_not_make_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """--dir . or --dir ~ must not chmod 700 (or fill) a directory that holds other things."""
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    foreign.chmod(0o755)
+    done = run("--dir", str(foreign))
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("compose-secrets: ") and "notes.txt" in done.stderr
+    assert stat.S_IMODE(foreign.stat().st_mode) == 0o755
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    # A symbolic link to a directory is refused too, whatever it points at; so is a file.
+    made = tmp_path / "made"
+    assert run("--dir", str(made)).returncode == 0
+    (tmp_path / "link").symlink_to(made)
+    done = run("--dir", str(tmp_path / "link"))
+    assert done.returncode == 1 and "symbolic link" in done.stderr and len(done.stderr.splitlines()) == 1
+    # A directory an earlier run made (its files only) is used again; so is an empty one of this user's.
+    assert run("--dir", str(made)).returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o755)
+    assert run("--dir", str(empty)).returncode == 0
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o700 and {p.name for p in empty.iterdir()} == set(FILES)
+    # One stray file among its own is enough to refuse.
+    (made / "id_rsa").write_text("not ours")
+    made.chmod(0o750)
+    done = run("--dir", str(made))
+    assert done.returncode == 1 and "id_rsa" in done.stderr
+    assert stat.S_IMODE(made.stat().st_mode) == 0o750
+
+
+def test_a_new_directory_is_private_from_the_start(tmp_path: Path) -> None:
+    d = tmp_path / "a" / "b" / "secrets"
+    assert run("--dir", str(d)).returncode == 0
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
