@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
-from worker.credentials import SECRET_KEYS, Secret, read_secret_file, secret_file_key
+from worker.credentials import SECRET_KEYS, Secret, read_secret_file, redact, secret_file_key
 from worker.errors import ConfigError
 
 ENV_PREFIX = "FRAUD_"
+_KAFKA_KEY = re.compile(r"[a-z][a-z0-9_]{0,99}")
 KAFKA_ENV_PREFIX = "FRAUD_KAFKA_"
 # Kafka settings the worker owns: passing them through would break its delivery guarantees.
 OWNED_KAFKA_KEYS = frozenset(
@@ -35,10 +37,48 @@ OWNED_KAFKA_KEYS = frozenset(
 
 
 class SettingsParser(argparse.ArgumentParser):
-    """A parser whose errors are one line naming the flag, exit status 2 like any other bad setting."""
+    """A parser whose errors are one line naming the flag, exit status 2 like any other bad setting.
+
+    The line never shows a secret: the values of ``--kafka-option`` items whose key names a password
+    (and a word that follows one ending in ``=``) are masked, and unrecognized words that are not
+    flags are counted, not shown (``sasl_plain_password= hunter2`` leaves ``hunter2`` unrecognized)."""
+
+    _argv: Sequence[str] = ()
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(args) if args is not None else sys.argv[1:]
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            words = message[len("unrecognized arguments: ") :].split(" ")
+            flags = [w for w in words if w.startswith("-") and "=" not in w]
+            hidden = len(words) - len(flags)
+            message = "unrecognized arguments: " + ", ".join(
+                [*flags, *([f"{hidden} word(s) not shown (one may be a secret)"] if hidden else [])]
+            )
+        message = redact(message, _secret_words(self._argv))
         self.exit(2, f"{self.prog}: bad setting: {message} (see {self.prog} --help)\n")
+
+
+def _secret_words(argv: Sequence[str]) -> list[str]:
+    """The words of ``argv`` that may be a secret: each ``--kafka-option`` item whose key mentions a
+    password (whole, and its value), and the word after one that ends in ``=`` (a value split off)."""
+    words: list[str] = []
+    argv = list(argv)
+    for i, word in enumerate(argv):
+        item = None
+        if word == "--kafka-option" and i + 1 < len(argv):
+            item, after = argv[i + 1], i + 2
+        elif word.startswith("--kafka-option="):
+            item, after = word[len("--kafka-option=") :], i + 1
+        if item is None or "password" not in item.lower():
+            continue
+        key, _, value = item.partition("=")
+        words += [item, value] if value else [item]
+        if not value and after < len(argv):
+            words.append(argv[after])
+    return sorted((w for w in words if w), key=len, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -184,6 +224,13 @@ class WorkerConfig:
             "signature-checked"
         },
     )
+    min_model_version: str = field(
+        default="",
+        metadata={
+            "help": "refuse a model bundle whose version sorts before this one (a rollback); training's "
+            "versions start with their UTC time (20261201T211302Z-a4d76f4c), so this is a date; empty = no limit"
+        },
+    )
     # Kafka client settings passed through, already typed: ((key, value), ...), sorted by key.
     kafka_options: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -308,13 +355,20 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Wo
         for key in sorted(environ)
         if key.startswith(KAFKA_ENV_PREFIX)
     ]
-    for item in getattr(args, "kafka_option", None) or []:
+    items = getattr(args, "kafka_option", None) or []
+    for n, item in enumerate(items, 1):
         name, sep, raw = item.partition("=")
+        # Never the item's text: a malformed one (sasl_plain_password:x) may be all secret.
         if not sep or not name.strip():
-            raise ConfigError(f"--kafka-option {item!r} is not KEY=VALUE")
+            raise ConfigError(f"--kafka-option number {n} of {len(items)} is not KEY=VALUE (its text is not shown)")
         name = name.strip().lower().replace("-", "_")
+        if not _KAFKA_KEY.fullmatch(name):
+            raise ConfigError(f"--kafka-option number {n} of {len(items)}: the key is not a setting name "
+                              "(letters, digits and '_'; its text is not shown)")  # fmt: skip
         given.append((name, raw, f"--kafka-option {name}"))
     for name, raw, source in given:
+        if not _KAFKA_KEY.fullmatch(name):
+            raise ConfigError("a FRAUD_KAFKA_ variable's name is not a setting name (letters, digits and '_')")
         secret_of = secret_file_key(name)
         if secret_of:
             key, value = secret_of, read_secret_file(raw, source)
@@ -402,6 +456,11 @@ def _check(c: WorkerConfig) -> None:
         )
     if c.transactional_id and not c.exactly_once:
         raise ConfigError("transactional_id is set but processing_guarantee is at-least-once: it would be unused")
+    if c.min_model_version:
+        from worker.bundle import VERSION_PATTERN
+
+        if not VERSION_PATTERN.fullmatch(c.min_model_version):
+            raise ConfigError(f"min_model_version {c.min_model_version[:80]!r} is not a bundle version name")
     if c.trusted_keys:
         from worker.signing import load_trusted_keys
 
@@ -456,5 +515,6 @@ def _kafka_value(name: str, raw: str, source: str) -> Any:
         if name == "api_version":
             return tuple(int(p) for p in raw.split("."))
     except ValueError:
-        raise ConfigError(f"{source}={raw!r} does not fit {name} (default {default!r})") from None
+        shown = "(not shown)" if name in SECRET_KEYS or "password" in name else repr(raw)
+        raise ConfigError(f"{source}={shown} does not fit {name} (default {default!r})") from None
     return raw
