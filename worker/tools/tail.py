@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
 from worker.errors import AccessError
+from worker.printable import printable
 from worker.tools.settings import (
     DEFAULT_ISOLATION_LEVEL,
     TOOL_BOOTSTRAP_TIMEOUT_MS,
@@ -62,24 +63,46 @@ FEEDBACK_METRICS = {
 def _clock(epoch_ms: object) -> str:
     if not isinstance(epoch_ms, (int, float)) or isinstance(epoch_ms, bool):
         return datetime.now().strftime("%H:%M:%S")
-    return datetime.fromtimestamp(epoch_ms / 1000).strftime("%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(epoch_ms / 1000).strftime("%H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # NaN, or beyond the platform's time_t
+        return "??:??:??"
 
 
 def _number(value: object, spec: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format(value, spec)
+        try:
+            return format(value, spec)
+        except OverflowError:  # an integer beyond a float
+            return "?"
     return "?"
 
 
 def format_alert(alert: object) -> str:
-    """One line for one alert: time, transaction id, score vs threshold, top reasons, model."""
+    """One line for one alert: time, transaction id, score vs threshold, top reasons, model.
+
+    Every field comes from the alert topic, which anyone allowed to write it controls: control
+    characters are escaped (``worker.printable``), so an alert cannot rewrite the operator's terminal."""
     if not isinstance(alert, Mapping):
-        return f"{_clock(None)} ALERT (not an alert object: {str(alert)[:80]})"
+        return f"{_clock(None)} ALERT (not an alert object: {printable(str(alert), 80)})"
+    return printable(_format_alert(alert))
+
+
+def parse_alert(value: bytes | None) -> object:
+    """A record's value as JSON, or the value itself where it is none (or nested too deep to read)."""
+    try:
+        return json.loads(value) if value is not None else value
+    except (TypeError, ValueError, RecursionError):
+        return value
+
+
+def _format_alert(alert: Mapping) -> str:
     reasons = []
-    for r in alert.get("reasons") or []:
+    given = alert.get("reasons")
+    for r in given if isinstance(given, list) else []:
         if isinstance(r, Mapping):
             # The feature, its raw value in the event when the alert carries it, its contribution.
-            value = f"={_number(r['value'], '.6g')}" if "value" in r else ""
+            value = f"={_number(r.get('value'), '.6g')}" if "value" in r else ""
             reasons.append(f"{r.get('feature', '?')}{value} {_number(r.get('contribution'), '+.2f')}")
     return (
         f"{_clock(alert.get('scored_at'))} ALERT {alert.get('transaction_id', '?')}"
@@ -272,7 +295,7 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
         consumer = KafkaConsumer(**consumer_options(config, args.isolation_level))
     except (KafkaError, AccessError) as exc:
         line, code = failure(exc, config)
-        print(f"{PROG}: {line}", file=sys.stderr)
+        print(f"{PROG}: {printable(line)}", file=sys.stderr)
         return code
     topic = config.alert_topic
     shown = 0
@@ -287,11 +310,8 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
         while not stop["now"]:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    try:
-                        alert = json.loads(record.value)
-                    except (TypeError, ValueError):
-                        alert = record.value
-                    line = record.value.decode("utf-8", "replace") if args.json else format_alert(alert)
+                    alert = parse_alert(record.value)
+                    line = printable(record.value or b"") if args.json else format_alert(alert)
                     print(line, flush=True)
                     shown += 1
                     if args.max_alerts and shown >= args.max_alerts:
@@ -302,13 +322,13 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
                 totals = None
                 if summary is not None:
                     totals, labelled = summary
-                    print(format_summary(totals, previous, now - last, labelled), flush=True)
+                    print(printable(format_summary(totals, previous, now - last, labelled)), flush=True)
                 previous, last = totals, now
     except KeyboardInterrupt:
         pass
     except (KafkaError, RuntimeError) as exc:
         line, code = failure(exc, config) if isinstance(exc, KafkaError) else (str(exc), 1)
-        print(f"{PROG}: {line}", file=sys.stderr)
+        print(f"{PROG}: {printable(line)}", file=sys.stderr)
         return code
     finally:
         consumer.close()
