@@ -20,6 +20,7 @@ import itertools
 import logging
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,53 @@ DEFAULT_LABEL = "Class"
 PROG = "fraud-replay"
 
 
+class DataFileError(RuntimeError):
+    """The ``--data`` file cannot be read as a CSV with a header row: one line naming the file (exit 1)."""
+
+
 def rows_from_csv(
     path: Path, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL
 ) -> Iterator[tuple[bytes | None, dict]]:
-    """Stream (key, event fields) from a CSV, plain or gzip; numeric text becomes numbers."""
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader)]
-        for row in reader:
+    """Stream (key, event fields) from a CSV, plain or gzip; numeric text becomes numbers.
+
+    The header is read at once: an empty file, or one that is not UTF-8 text, a valid gzip stream or
+    CSV, raises ``DataFileError`` (here, or where the bad row is reached) naming the file and the line.
+    """
+    try:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        fh = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    reader = csv.reader(fh)
+    try:
+        first = _read_row(path, reader)
+    except BaseException:
+        fh.close()
+        raise
+    if first is None:
+        fh.close()
+        raise DataFileError(f"{path}: empty, no header row")
+    return _csv_rows(path, fh, reader, [h.strip() for h in first], key_column, with_label, label_column)
+
+
+def _read_row(path: Path, reader: Any) -> list[str] | None:
+    try:
+        return next(reader, None)
+    except UnicodeDecodeError:
+        raise DataFileError(f"{path}: not UTF-8 text") from None
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt gzip stream, a read error
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise DataFileError(f"{path}: cannot read: {why}") from None
+    except csv.Error as exc:
+        raise DataFileError(f"{path}: line {reader.line_num}: not a CSV row ({exc})") from None
+
+
+def _csv_rows(
+    path: Path, fh: io.TextIOWrapper, reader: Any, header: list[str], key_column: str, with_label: bool,
+    label_column: str,
+) -> Iterator[tuple[bytes | None, dict]]:  # fmt: skip
+    with fh:
+        while (row := _read_row(path, reader)) is not None:
             key = None
             fields: dict = {}
             for name, value in zip(header, row, strict=False):  # a row may be shorter or longer than the header
@@ -223,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Produce transactions to a Kafka topic (the worker's input topic unless --topic names another) "
         "from a CSV (plain or .gz) or from the synthetic generator.",
-        epilog=SETTINGS_EPILOG + " Exit codes: 0 every event acknowledged, 1 error (no such file, topic or "
-        "broker), 2 bad settings, 130 interrupted.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 every event acknowledged, 1 error (no such file, a file that "
+        "is not a CSV with a header row, no such topic or broker), 2 bad settings, 130 interrupted.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="PATH", help="CSV with a header row, e.g. the ULB creditcard.csv.gz")
