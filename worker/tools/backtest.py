@@ -30,6 +30,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -37,13 +38,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 import msgspec
 import numpy as np
 
 from worker.config import WorkerConfig
-from worker.decode import Decoder
+from worker.decode import DecodedBatch, Decoder
 from worker.errors import BundleError, ConfigError
 from worker.outputs import encode_results
 from worker.scoring import load_scorer
@@ -53,6 +55,8 @@ from worker.tools import backtest_metrics as metrics
 PROG = "fraud-worker backtest"
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
 LABEL_CANDIDATES = ("Class", "is_fraud")
+BAD_LABEL = "bad_label"  # a reject line's code for a label that is not finite or not readable
+_NON_FINITE_TEXT = ("inf", "infinity", "nan")
 BLOCK_BYTES = 4 << 20
 _DEFAULTS = WorkerConfig()
 _encode = msgspec.json.Encoder().encode
@@ -103,6 +107,21 @@ class BatchScorer:
              e.detail.encode("utf-8", "backslashreplace").decode())  # the DLQ header's text
             for i, e in decoded.errors
         ]  # fmt: skip
+        labels: dict[str, list[Any]] = {}
+        if decoded.index and self.label_columns:
+            if chunk.labels is not None:
+                labels = {self.label_columns[0]: [chunk.labels[i] for i in decoded.index]}
+            else:
+                labels = self._json_labels([chunk.lines[i] for i in decoded.index])
+            bad = _bad_labels(labels)
+            if bad:  # a label no metric can use (not finite, out of range): a reject line, not a score
+                for j, why in sorted(bad.items()):
+                    i = decoded.index[j]
+                    rejects.append((numbers[i] if numbers is not None else chunk.first_line + i, BAD_LABEL, why))
+                rejects.sort(key=lambda r: r[0])
+                keep = [j for j in range(len(decoded.index)) if j not in bad]
+                decoded = _take(decoded, keep)
+                labels = {c: [values[j] for j in keep] for c, values in labels.items()}
         if not decoded.index:
             return Result(len(chunk.lines), b"", rejects, b"")
         scaled = scorer.scale(decoded.features)
@@ -114,20 +133,58 @@ class BatchScorer:
         )  # fmt: skip
         result = Result(len(chunk.lines), b"\n".join(payloads) + b"\n", rejects, scores.astype(np.float32).tobytes())
         result.alerts = int(np.count_nonzero(scores >= scorer.threshold))
-        if chunk.labels is not None and self.label_columns:
-            result.labels = {self.label_columns[0]: [chunk.labels[i] for i in decoded.index]}
-        elif self.label_columns:
-            result.labels = self._json_labels([chunk.lines[i] for i in decoded.index])
+        result.labels = labels
         return result
 
     def _json_labels(self, valid: list[bytes]) -> dict[str, list[Any]]:
-        """Each label column's values in the valid events (None where absent), in one msgspec call."""
+        """Each label column's values in the valid events (None where absent), in one msgspec call.
+
+        A value msgspec cannot hold (``1e999``, an integer beyond 64 bits) is ``UNREADABLE``."""
         joined = b",".join(valid)
         present = [k for k, key in enumerate(self._keys) if key in joined]
         if not present:  # the common case, events without labels: no second parse
             return {}
-        rows = self._labels(b"[" + joined + b"]")  # valid events are JSON objects: the array parses
+        try:
+            rows = self._labels(b"[" + joined + b"]")  # valid events are JSON objects: the array parses
+        except msgspec.MsgspecError:  # some label is out of range: each event on its own
+            rows = [self._one_label(line) for line in valid]
         return {self.label_columns[k]: [getattr(r, f"l{k}") for r in rows] for k in present}
+
+    def _one_label(self, line: bytes) -> Any:
+        try:
+            return self._labels(b"[" + line + b"]")[0]
+        except msgspec.MsgspecError:
+            return SimpleNamespace(**{f"l{k}": UNREADABLE for k in range(len(self.label_columns))})
+
+
+UNREADABLE = object()  # a label value the JSON decoder cannot hold (1e999, an integer beyond 64 bits)
+
+
+def _bad_labels(labels: dict[str, list[Any]]) -> dict[int, str]:
+    """Row -> why, for each valid row whose label is not finite or not readable as a number."""
+    bad: dict[int, str] = {}
+    for column, values in labels.items():
+        for j, v in enumerate(values):
+            if j in bad:
+                continue
+            if v is UNREADABLE:
+                bad[j] = f"{column}: a number out of range"
+            elif isinstance(v, float) and not math.isfinite(v):
+                bad[j] = f"{column}: not a finite number"
+            elif isinstance(v, str) and v.strip().lower().lstrip("+-") in _NON_FINITE_TEXT:
+                bad[j] = f"{column}: not a finite number"
+    return bad
+
+
+def _take(decoded: DecodedBatch, keep: list[int]) -> DecodedBatch:
+    """The valid rows ``keep`` (positions among the valid rows) of ``decoded``."""
+    return DecodedBatch(
+        features=decoded.features[keep],
+        transaction_ids=[decoded.transaction_ids[j] for j in keep],
+        event_times=[decoded.event_times[j] for j in keep],
+        index=[decoded.index[j] for j in keep],
+        errors=decoded.errors,
+    )
 
 
 _process_scorer: BatchScorer | None = None
