@@ -1,7 +1,7 @@
 """``fraud-feedback``: join the worker's scores with late labels; ``fraud-feedback export``: the examples.
 
     fraud-feedback [--scores-topic fraud-scores] [--labels-topic fraud-labels] [--state-dir DIR] ...
-    fraud-feedback export --state-dir DIR --out FILE.csv[.gz] [--since T] [--until T]
+    fraud-feedback export (--state-dir DIR | --from-topics) --out FILE.csv[.gz] [--since T] [--until T]
 
 The bootstrap servers, the scores topic and the Kafka settings (``FRAUD_KAFKA_*``,
 ``--kafka-option``) are the worker's own settings, read the same way; the rest are this program's
@@ -73,12 +73,25 @@ def add_window_flag(p: argparse.ArgumentParser) -> None:
 def build_export_parser() -> argparse.ArgumentParser:
     p = SettingsParser(
         prog=f"{PROG} export",
-        description="Write the labelled examples of fraud-feedback's stores as a CSV (plain or .gz): the feature "
-        "columns, is_fraud (0/1), event_time (epoch ms), transaction_id; fraud-train --data FILE --label-column "
-        "is_fraud reads it. A transaction without a label counts as genuine once older than the label window.",
+        description="Write the labelled examples as a CSV (plain or .gz): the feature columns, is_fraud (0/1), "
+        "event_time (epoch ms), transaction_id; fraud-train --data FILE --label-column is_fraud reads it. A "
+        "transaction without a label counts as genuine once older than the label window. The examples come from "
+        "fraud-feedback's stores (--state-dir, opened read-only: nothing is written to them) or from the topics "
+        "alone (--from-topics: every partition of the scores and labels topics up to their end offsets at start, "
+        "no consumer group, nothing committed; the scores from a day before --since, the labels from the "
+        "beginning; joined in temporary stores under $TMPDIR as fraud-feedback joins them). For --from-topics the "
+        "scores topic must retain the export window plus the label window, and so must the labels topic.",
+        epilog=SETTINGS_EPILOG + " Exit codes: 0 written, 1 error (one line naming the file or topic), 2 bad "
+        "settings, 4 refused by the Kafka cluster.",
     )
-    p.add_argument("--state-dir", required=True, help="fraud-feedback's --state-dir")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--state-dir", help="fraud-feedback's --state-dir: read its stores (read-only)")
+    source.add_argument("--from-topics", action="store_true",
+                        help="read the scores and labels topics instead of any store")  # fmt: skip
     p.add_argument("--out", required=True, help="the CSV to write (.gz: gzip)")
+    add_settings(p, ["bootstrap_servers", "scores_topic"])
+    p.add_argument("--labels-topic", default=DEFAULT_LABELS_TOPIC,
+                   help="--from-topics: topic of labels (default: %(default)s)")  # fmt: skip
     p.add_argument("--since", help="events at or after this time: epoch ms, an ISO date (UTC) or an age such as 30d")
     p.add_argument("--until", help="events before this time (same forms)")
     add_window_flag(p)
@@ -115,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from worker.feedback.consumer import FeedbackConsumer, FeedbackSettings
     from worker.feedback.metrics import FeedbackMetrics
+    from worker.feedback.store import StoreError
     from worker.health import HealthServer, HealthState
 
     settings = FeedbackSettings(
@@ -158,13 +172,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         if server is not None:
             server.close()
 
 
 def export_main(argv: Sequence[str]) -> int:
-    from worker.feedback.export import export, parse_duration_ms, parse_time
+    import sqlite3
+
+    from worker.feedback.export import export, export_from_topics, parse_duration_ms, parse_time
+    from worker.feedback.store import StoreError
 
     try:
         args = build_export_parser().parse_args(list(argv))
@@ -173,16 +193,39 @@ def export_main(argv: Sequence[str]) -> int:
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
-        summary = export(args.state_dir, args.out, parse_duration_ms(args.label_window), since, until)
+        window = parse_duration_ms(args.label_window)
+        config = config_from_args(args, os.environ) if args.from_topics else None
+    except ConfigError as exc:
+        print(f"{PROG} export: bad setting: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    read = None
+    try:
+        if config is not None:
+            options = {k: v for k, v in client_options(config, "consumer").items() if k != "bootstrap_servers"}
+            scores_topic = config.scores_topic or DEFAULT_SCORES_TOPIC
+            summary, read = export_from_topics(
+                config.bootstrap_servers, options, scores_topic, args.labels_topic, args.out, window, since, until
+            )
+            source = f"partitions of {scores_topic} and {args.labels_topic}"
+        else:
+            summary = export(args.state_dir, args.out, window, since, until)
+            source = "partition stores"
+    except AccessError as exc:
+        print(f"{PROG} export: refused by the Kafka cluster: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except ConfigError as exc:
         print(f"{PROG} export: {exc}", file=sys.stderr)
         return EXIT_CONFIG if "not a" in str(exc) else EXIT_ERROR
-    except OSError as exc:
+    except (OSError, StoreError, sqlite3.Error) as exc:
         print(f"{PROG} export: {exc}", file=sys.stderr)
         return EXIT_ERROR
     extra = f"; {summary.skipped_other_features} with other features left out" if summary.skipped_other_features else ""
+    if read is not None:
+        records = ", ".join(f"{n:,} {kind}" for kind, n in sorted(read.records.items())) or "no records"
+        skipped = ", ".join(f"{n:,} {key}" for key, n in sorted(read.invalid.items()))
+        extra += f"; read {records}" + (f", skipped {skipped}" if skipped else "")
     print(
         f"{PROG} export: {summary.rows:,} labelled examples ({summary.frauds:,} fraud) with "
-        f"{len(summary.feature_names)} features from {summary.partitions} partition stores to {args.out}{extra}"
+        f"{len(summary.feature_names)} features from {summary.partitions} {source} to {args.out}{extra}"
     )
     return EXIT_OK

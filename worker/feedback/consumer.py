@@ -7,11 +7,18 @@ the offsets its store recorded (or from the beginning of both topics when the st
 partition that moved here, or a lost file, is rebuilt from the topics). Each poll's records are
 applied to their stores, durably, and only then are the offsets committed to Kafka (for lag
 monitoring: the stores, not Kafka, say where to resume).
+
+A store SQLite finds damaged or cannot open, at assignment or later (``damaged``), is moved aside
+(``<name>.corrupt-<UTC time>``), counted (``fraud_feedback_store_rebuilds_total``) and rebuilt:
+its partition of every topic is read again from the beginning. A store that cannot be rebuilt, or
+any other SQLite failure, stops the service with one line naming the file (``StoreError``, exit 1).
+Every record polled is applied, counted as invalid, or read again (a rebuild, a revoked partition).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -28,7 +35,7 @@ from kafka.structs import OffsetAndMetadata
 from worker.errors import AccessError, ConfigError
 from worker.feedback.metrics import FeedbackMetrics, snapshot
 from worker.feedback.records import BadRecord, decode_label, decode_score
-from worker.feedback.store import Store, now_ms, store_path
+from worker.feedback.store import Store, StoreError, damaged, move_aside, now_ms, store_path
 from worker.logs import Throttle
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ class FeedbackConsumer:
         self._stop = threading.Event()
         self._throttle = Throttle(30.0)
         self._consumer: KafkaConsumer | None = None
+        self._fatal: StoreError | None = None  # raised by the loop: a listener's exception would be swallowed
         self.health: Any = None  # worker.health.HealthState when the metrics server runs
 
     def request_stop(self) -> None:
@@ -69,13 +77,25 @@ class FeedbackConsumer:
     def _assigned(self, assigned: list[TopicPartition]) -> None:
         s = self.settings
         partitions = sorted({tp.partition for tp in assigned})
-        for p in partitions:
-            if p not in self.stores:
-                self.stores[p] = Store(store_path(s.state_dir, p), s.label_window_ms, clock=self._clock)
+        offsets: dict[int, dict[str, int]] = {}
+        for p in list(partitions):
+            try:
+                if p not in self.stores:
+                    self.stores[p] = Store(store_path(s.state_dir, p), s.label_window_ms, clock=self._clock)
+                offsets[p] = self.stores[p].next_offsets()
+            except (sqlite3.Error, OSError) as exc:
+                self.stores.pop(p, None)
+                try:
+                    self.stores[p] = self._rebuild(p, exc)
+                except StoreError as fatal:
+                    self._fatal = fatal
+                    logger.error("%s", fatal)
+                    return
+                offsets[p] = {}
         consumer = self._consumer
         assert consumer is not None
         for tp in assigned:
-            offset = self.stores[tp.partition].next_offsets().get(tp.topic)
+            offset = offsets[tp.partition].get(tp.topic)
             if offset is None:
                 consumer.seek_to_beginning(tp)
             else:
@@ -83,6 +103,39 @@ class FeedbackConsumer:
         rebuilt = [p for p in partitions if not self.stores[p].existed]
         logger.info("joining partitions %s%s", partitions, f" (rebuilt from the topics: {rebuilt})" if rebuilt else "")
         self.metrics.partitions.set(len(self.stores))
+
+    def _rebuild(self, p: int, exc: BaseException) -> Store:
+        """A new empty store for partition p in place of the damaged one (moved aside); StoreError if it cannot be."""
+        s = self.settings
+        path = store_path(s.state_dir, p)
+        reason = str(exc) or type(exc).__name__
+        if not damaged(exc):
+            raise StoreError(f"store {path} failed: {reason}")
+        old = self.stores.pop(p, None)
+        if old is not None:
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
+        try:
+            aside = move_aside(path, self._clock)
+            store = Store(path, s.label_window_ms, clock=self._clock)
+        except (sqlite3.Error, OSError) as again:
+            raise StoreError(f"store {path} is unusable ({reason}) and cannot be rebuilt: {again}") from None
+        store.existed = False
+        self.metrics.store_rebuilds.inc()
+        logger.error("store %s is unusable (%s): moved aside to %s; rebuilding partition %d from the topics",
+                     path, reason, aside.name, p)  # fmt: skip
+        return store
+
+    def _store_failed(self, p: int, exc: sqlite3.Error) -> None:
+        """A store failed while in use: rebuild it, and read its partition of every topic again from the start."""
+        self.stores[p] = self._rebuild(p, exc)  # StoreError: the loop stops
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            if tp.partition == p:
+                consumer.seek_to_beginning(tp)
 
     def _revoked(self, revoked: list[TopicPartition]) -> None:
         for p in sorted({tp.partition for tp in revoked}):
@@ -172,13 +225,18 @@ class FeedbackConsumer:
                         logger.warning("poll failed: %s; retrying (reported once per 30 s)", exc)
                     time.sleep(1.0)
                     continue
+                if self._fatal is not None:
+                    raise self._fatal
                 if polled:
                     self.take(consumer, polled)
                 now = time.monotonic()
                 if now - last_maintenance >= MAINTENANCE_SECONDS:
-                    for store in list(self.stores.values()):
-                        store.expire()
-                        store.prune()
+                    for p, store in list(self.stores.items()):
+                        try:
+                            store.expire()
+                            store.prune()
+                        except sqlite3.Error as exc:
+                            self._store_failed(p, exc)
                     last_maintenance = now
                 if now - last_refresh >= self.settings.refresh_seconds:
                     self.refresh()
@@ -195,6 +253,7 @@ class FeedbackConsumer:
         s = self.settings
         per_partition: dict[int, tuple[list, list, dict[str, int]]] = defaultdict(lambda: ([], [], {}))
         commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        now = self._clock()
         for tp, records in polled.items():
             scores, labels, offsets = per_partition[tp.partition]
             is_scores = tp.topic != s.labels_topic  # the champion's scores, or the challenger's
@@ -202,9 +261,9 @@ class FeedbackConsumer:
             for r in records:
                 try:
                     if is_scores:
-                        scores.append(decode_score(r.value))
+                        scores.append(decode_score(r.value, now))
                     else:
-                        labels.append(decode_label(r.value))
+                        labels.append(decode_label(r.value, now))
                 except BadRecord as exc:
                     self.metrics.invalid.labels(topic=kind, reason=exc.reason).inc()
                     if self._throttle.ready(f"invalid-{kind}"):
@@ -213,25 +272,45 @@ class FeedbackConsumer:
             self.metrics.records.labels(topic=kind).inc(len(records))
             offsets[tp.topic] = records[-1].offset + 1
             commit[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        assigned = {tp.partition for tp in consumer.assignment()}
+        rebuilt: set[int] = set()
         for p, (scores, labels, offsets) in per_partition.items():
             store = self.stores.get(p)
-            if store is None:  # revoked within this poll: its new owner reads them
+            if store is None:
+                if p in assigned:  # never: a store that failed to open stopped the loop before this
+                    raise StoreError(f"no store for partition {p}, which this instance holds")
+                continue  # revoked: not committed here, its new owner reads them from its store's offsets
+            try:
+                applied = store.apply(scores, labels, offsets)
+            except sqlite3.Error as exc:
+                self._store_failed(p, exc)  # its partitions are read again from the start: nothing is lost
+                rebuilt.add(p)
                 continue
-            applied = store.apply(scores, labels, offsets)
             for lag in applied.label_lags:
                 self.metrics.label_lag.observe(lag)
             self.metrics.ignored.labels(kind="score").inc(applied.duplicates)
             self.metrics.ignored.labels(kind="label").inc(applied.stale_labels)
         self.metrics.last_commit.set(time.time())
         try:
-            consumer.commit({tp: o for tp, o in commit.items() if tp.partition in self.stores})
+            consumer.commit({tp: o for tp, o in commit.items() if tp.partition in self.stores and
+                             tp.partition not in rebuilt})  # fmt: skip
         except KafkaError as exc:  # the stores hold the offsets: only the lag figure is behind
             if self._throttle.ready("commit"):
                 logger.warning("committing offsets to Kafka failed: %s (the stores have them)", exc)
 
     def refresh(self) -> None:
-        stores = list(self.stores.values())
         s = self.settings
-        self.metrics.publish(snapshot(stores, self._clock() - s.quality_window_ms, s.quality_max_rows))
-        self.metrics.store_rows.set(sum(st.rows() for st in stores))
+        rows = 0
+        for p, store in list(self.stores.items()):
+            try:
+                rows += store.rows()
+            except sqlite3.Error as exc:
+                self._store_failed(p, exc)
+        stores = list(self.stores.values())
+        try:
+            self.metrics.publish(snapshot(stores, self._clock() - s.quality_window_ms, s.quality_max_rows))
+        except sqlite3.Error as exc:  # a store damaged since: the next batch or maintenance rebuilds it
+            if self._throttle.ready("refresh"):
+                logger.warning("computing the metrics from the stores failed: %s (reported once per 30 s)", exc)
+        self.metrics.store_rows.set(rows)
         self.metrics.store_bytes.set(sum(st.size_bytes() for st in stores))

@@ -6,26 +6,40 @@ once it is older than the label window without one), ``event_time`` (epoch ms) a
 ``transaction_id``. ``fraud-train --data FILE --label-column is_fraud`` never takes
 ``transaction_id`` or ``event_time`` as a feature, and ``--split time`` orders by ``event_time``.
 Rows are in event-time order; the file is written under a temporary name and renamed into place.
+
+``--state-dir``: the stores of a fraud-feedback instance, opened read-only (``Store(readonly=True)``:
+nothing is written to them or beside them, so a read-only volume or a live instance's stores do).
+``--from-topics`` (``export_from_topics``): no store of any instance. The scores and labels topics
+are read (every partition, no consumer group, nothing committed) up to their end offsets at start:
+the scores from the first record stamped a day before ``--since`` (an event scored up to a day
+ahead of its time is still found), the labels from the beginning. They are joined in temporary
+stores (``$TMPDIR``) by the live service's join code, and written as ``--state-dir`` writes them.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import os
 import re
+import sqlite3
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from worker.errors import ConfigError
-from worker.feedback.store import Store
+from worker.errors import AccessError, ConfigError
+from worker.feedback.records import FUTURE_MS, BadRecord, decode_label, decode_score
+from worker.feedback.store import Store, StoreError, now_ms, store_path
+
+logger = logging.getLogger(__name__)
+STALL_SECONDS = 60.0  # --from-topics: no record for this long while short of the end offsets is an error
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([dhm])$")
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000}
@@ -75,8 +89,29 @@ class ExportSummary:
     feature_names: tuple[str, ...]
 
 
+_STORE_NAME = re.compile(r"^partition-(\d+)\.sqlite$")
+
+
 def store_files(state_dir: str | os.PathLike[str]) -> list[Path]:
-    return sorted(Path(state_dir).glob("partition-*.sqlite"), key=lambda p: int(p.stem.split("-")[1]))
+    directory = Path(state_dir)
+    if not directory.is_dir():
+        raise ConfigError(f"{state_dir}: not a directory (give fraud-feedback's --state-dir)")
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STORE_NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _read_examples(path: Path, label_window_ms: int, since_ms: int | None, until_ms: int | None) -> list[tuple]:
+    """The examples of one store, opened read-only; StoreError naming the file if it cannot be read."""
+    try:
+        store = Store(path, label_window_ms, readonly=True)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot read this store: {exc}") from None
+    try:
+        return list(store.examples(since_ms, until_ms))
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read this store: {exc}") from None
+    finally:
+        store.close()
 
 
 def export(
@@ -86,12 +121,7 @@ def export(
     files = store_files(state_dir)
     if not files:
         raise ConfigError(f"{state_dir}: no partition-*.sqlite stores (is it fraud-feedback's --state-dir?)")
-    stores = [Store(f, label_window_ms) for f in files]
-    try:
-        rows = [row for store in stores for row in store.examples(since_ms, until_ms)]
-    finally:
-        for store in stores:
-            store.close()
+    rows = [row for f in files for row in _read_examples(f, label_window_ms, since_ms, until_ms)]
     seen: set[str] = set()
     unique = []
     for row in sorted(rows, key=lambda r: (r[1], r[0])):
@@ -126,3 +156,133 @@ def _write(out: Path, names: tuple[str, ...], rows: Iterable[tuple]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass
+class TopicsRead:
+    """What ``export_from_topics`` read: records per topic, and those skipped by reason."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    partitions: int = 0
+
+
+def _partition_counts(consumer, topics: list[str], bootstrap: str) -> int:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 30
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+        if all(counts.values()):
+            break
+        time.sleep(0.5)
+    missing = [t for t, n in counts.items() if not n]
+    if missing:
+        raise ConfigError(f"topic {missing[0]!r} not found at {bootstrap}")
+    if len(set(counts.values())) > 1:
+        described = ", ".join(f"{t} has {n}" for t, n in counts.items())
+        raise ConfigError(f"partition counts differ ({described}): the topics must be co-partitioned")
+    return counts[topics[0]]
+
+
+def read_topics(
+    bootstrap: str, options: dict, scores_topic: str, labels_topic: str, state_dir: Path, label_window_ms: int,
+    since_ms: int | None, clock: Callable[[], int] = now_ms, stall_seconds: float = STALL_SECONDS,
+) -> TopicsRead:  # fmt: skip
+    """Join both topics, up to their end offsets at start, into stores under ``state_dir`` (as the service does)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    from worker.access import diagnose, refusal
+
+    read = TopicsRead()
+    consumer = None
+    stores: dict[int, Store] = {}
+    try:
+        try:
+            consumer = KafkaConsumer(
+                **{"client_id": "fraud-feedback-export", "bootstrap_timeout_ms": 10_000, **options},
+                bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                isolation_level="read_committed", auto_offset_reset="earliest",
+            )  # fmt: skip
+            n = _partition_counts(consumer, [scores_topic, labels_topic], bootstrap)
+            tps = [TopicPartition(t, p) for t in (scores_topic, labels_topic) for p in range(n)]
+            consumer.assign(tps)
+            ends = consumer.end_offsets(tps)
+            starts = {}
+            if since_ms is not None:
+                found = consumer.offsets_for_times({tp: max(0, since_ms - FUTURE_MS) for tp in tps[:n]})
+                starts = {tp: (ends[tp] if found.get(tp) is None else found[tp].offset) for tp in tps[:n]}
+            for tp in tps:
+                if tp in starts:
+                    consumer.seek(tp, starts[tp])
+                else:
+                    consumer.seek_to_beginning(tp)
+            remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+            for tp in set(tps) - remaining:
+                consumer.pause(tp)
+            read.partitions = n
+            stores = {p: Store(store_path(state_dir, p), label_window_ms, clock=clock) for p in range(n)}
+            last_progress = time.monotonic()
+            while remaining:
+                polled = consumer.poll(timeout_ms=1000, max_records=5000)
+                if polled:
+                    last_progress = time.monotonic()
+                    _apply(polled, ends, stores, labels_topic, clock, read)
+                for tp in list(remaining):
+                    if consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                        consumer.pause(tp)
+                if remaining and time.monotonic() - last_progress > stall_seconds:
+                    tp = min(remaining)
+                    raise StoreError(
+                        f"no record from {tp.topic}[{tp.partition}] for {stall_seconds:.0f} s at offset "
+                        f"{consumer.position(tp)} of {ends[tp]}"
+                    )
+        except KafkaError as exc:
+            problem = refusal(exc) or diagnose(bootstrap, options)
+            if problem:
+                raise AccessError(problem) from None
+            raise StoreError(f"reading {scores_topic} and {labels_topic} at {bootstrap} failed: {exc}") from None
+    finally:
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        for store in stores.values():
+            store.close()
+    return read
+
+
+def _apply(polled: dict, ends: dict, stores: dict[int, Store], labels_topic: str, clock: Callable[[], int],
+           read: TopicsRead) -> None:  # fmt: skip
+    now = clock()
+    batches: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for tp, records in polled.items():
+        scores, labels = batches[tp.partition]
+        kind = "labels" if tp.topic == labels_topic else "scores"
+        for r in records:
+            if r.offset >= ends[tp]:
+                break  # written after the export started
+            read.records[kind] = read.records.get(kind, 0) + 1
+            try:
+                if kind == "scores":
+                    scores.append(decode_score(r.value, now))
+                else:
+                    labels.append(decode_label(r.value, now))
+            except BadRecord as exc:
+                key = f"{kind}:{exc.reason}"
+                read.invalid[key] = read.invalid.get(key, 0) + 1
+    for p, (scores, labels) in batches.items():
+        stores[p].apply(scores, labels, {})
+
+
+def export_from_topics(
+    bootstrap: str, options: dict, scores_topic: str, labels_topic: str, out: str | os.PathLike[str],
+    label_window_ms: int, since_ms: int | None = None, until_ms: int | None = None,
+) -> tuple[ExportSummary, TopicsRead]:  # fmt: skip
+    """The same CSV as ``export`` of a service's stores, from the topics alone (a temporary store per partition)."""
+    with tempfile.TemporaryDirectory(prefix="fraud-feedback-export-") as tmp:
+        read = read_topics(bootstrap, options, scores_topic, labels_topic, Path(tmp), label_window_ms, since_ms)
+        try:
+            summary = export(tmp, out, label_window_ms, since_ms, until_ms)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(f"{tmp}: ", f"{scores_topic} and {labels_topic}: ")) from None
+    return summary, read

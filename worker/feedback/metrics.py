@@ -135,6 +135,11 @@ class FeedbackMetrics:
             "fraud_feedback_store_rows", "Scored rows held in this instance's stores", registry=registry
         )
         self.store_bytes = Gauge("fraud_feedback_store_bytes", "Size of this instance's store files", registry=registry)
+        self.store_rebuilds = Counter(
+            "fraud_feedback_store_rebuilds",
+            "Stores found damaged or unopenable, moved aside and rebuilt from the topics",
+            registry=registry,
+        )
         self.last_commit = Gauge(
             "fraud_feedback_last_commit_timestamp_seconds", "When the stores last took a batch (Unix time)",
             registry=registry,

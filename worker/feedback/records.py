@@ -5,16 +5,25 @@ A score record is the worker's (docs/design.md, "Score record"): ``transaction_i
 ``features`` (name -> raw value). A label is ``{"transaction_id": str, "is_fraud": bool,
 "label_time": epoch ms, "source": str}``. A record that is not one of these is skipped and counted
 by its reason (``fraud_feedback_invalid_total``), never stops the program.
+
+A time (a score's ``event_time``, a label's ``label_time``) is epoch ms in [0, 2^63): anything else
+is ``out_of_range`` (a SQLite integer could not hold it). One more than a day ahead of the wall
+clock is ``future`` (a µs or ns value read as ms, say): such a label would win "latest label_time"
+for ever and never be pruned, such a score would stay pending for ever. Every value that reaches the
+store is then one SQLite holds: bounded integers, finite floats, valid UTF-8 text.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import msgspec
 
 MAX_ID_LENGTH = 256
+MAX_TIME_MS = 2**63 - 1  # a SQLite INTEGER
+FUTURE_MS = 86_400_000  # a time more than this ahead of the wall clock is refused ("future")
 
 
 class _Score(msgspec.Struct):
@@ -68,6 +77,14 @@ def _check_id(transaction_id: str) -> None:
         raise BadRecord("bad_transaction_id", f"transaction_id must be 1 to {MAX_ID_LENGTH} characters")
 
 
+def _check_time(name: str, t: int, now_ms: int | None) -> None:
+    if not 0 <= t <= MAX_TIME_MS:
+        raise BadRecord("out_of_range", f"{name} must be epoch ms in [0, 2^63)")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if t > now + FUTURE_MS:
+        raise BadRecord("future", f"{name} {t} is more than a day ahead of the clock ({now})")
+
+
 def _decode(decoder: msgspec.json.Decoder, value: bytes | None):  # type: ignore[no-untyped-def]
     """The typed record, its transaction id checked; BadRecord for no value, not JSON, or the wrong shape."""
     if not value:
@@ -82,8 +99,10 @@ def _decode(decoder: msgspec.json.Decoder, value: bytes | None):  # type: ignore
     return record
 
 
-def decode_score(value: bytes | None) -> Score:
+def decode_score(value: bytes | None, now_ms: int | None = None) -> Score:
+    """The score record; BadRecord otherwise. ``now_ms``: the clock for the ``future`` check (default: wall clock)."""
     s = _decode(_score_decoder, value)
+    _check_time("event_time", s.event_time, now_ms)
     if not (math.isfinite(s.score) and 0.0 <= s.score <= 1.0 and 0.0 <= s.threshold <= 1.0):
         raise BadRecord("schema", "score and threshold must lie in [0, 1]")
     features = None
@@ -94,8 +113,10 @@ def decode_score(value: bytes | None) -> Score:
     return Score(s.transaction_id, s.model_version, float(s.score), float(s.threshold), int(s.event_time), features)
 
 
-def decode_label(value: bytes | None) -> Label:
+def decode_label(value: bytes | None, now_ms: int | None = None) -> Label:
+    """The label; BadRecord otherwise. ``now_ms``: the clock for the ``future`` check (default: wall clock)."""
     lab = _decode(_label_decoder, value)
+    _check_time("label_time", lab.label_time, now_ms)
     return Label(lab.transaction_id, bool(lab.is_fraud), int(lab.label_time), lab.source)
 
 

@@ -17,14 +17,22 @@ label is genuine once its event is older than the label window (``expire``); a l
 that. Rows whose event is older than the label window plus a day are pruned (their counts stay),
 so the file holds about one label window of traffic. Writes are durable (WAL,
 ``synchronous=FULL``) before ``apply`` returns.
+
+A store that SQLite finds damaged or cannot open (``damaged``: not a database, corrupt, a
+directory or an unreadable file in its place) is moved aside by the consumer (``move_aside``) and
+rebuilt from the topics; any other SQLite failure (a full disk, an I/O error) is a ``StoreError``.
+``Store(path, readonly=True)`` (the export) never writes to the store it reads (``_connect_readonly``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +85,41 @@ CREATE TABLE IF NOT EXISTS offsets (topic TEXT PRIMARY KEY, next_offset INTEGER 
 """
 
 
+# SQLite's primary result codes that moving the file aside and rebuilding it can cure: PERM, READONLY,
+# CORRUPT, CANTOPEN (a directory or an unreadable file in its place), NOTADB (garbage bytes).
+_DAMAGED = {3, 8, 11, 14, 26}
+
+
+class StoreError(Exception):
+    """A store that can neither be used nor rebuilt; the message names its file."""
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether this SQLite error says the file itself is bad (rebuilding from the topics can cure it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # an error raised before SQLite ran (the file unreadable as the user, a bad path)
+        return isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError))
+    return (code & 0xFF) in _DAMAGED
+
+
+def move_aside(path: str | os.PathLike[str], clock: Callable[[], int] | None = None) -> Path:
+    """Rename the store (and its ``-wal``, ``-shm``) to ``<name>.corrupt-<UTC time>``; the new name.
+
+    Kept for inspection (delete it once done); the export's ``partition-*.sqlite`` never matches it.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime((clock or now_ms)() / 1000))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while any(os.path.lexists(f"{target}{s}") for s in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.lexists(f"{path}{suffix}"):
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+    return target
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -105,22 +148,68 @@ class Store:
         label_window_ms: int,
         clock: Callable[[], int] = now_ms,
         cache_kib: int = 4096,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.existed = self.path.exists()
+        self.existed = os.path.lexists(self.path)
         self.label_window_ms = label_window_ms
         self._clock = clock
+        self._copy_dir: str | None = None
+        self._feature_sets: dict[tuple[str, ...], int] = {}
+        if readonly:
+            try:
+                self.db = self._connect_readonly()
+                self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"scored", "labels", "features", "feature_sets"} <= tables:
+                    raise sqlite3.DatabaseError("not a fraud-feedback store (its tables are missing)")
+            except BaseException:
+                self.close()
+                raise
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # bounded page cache per store
-        self.db.executescript(_SCHEMA)
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        self._feature_sets: dict[tuple[str, ...], int] = {}
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # bounded page cache per store
+            self.db.executescript(_SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self.db.execute("SELECT count(*) FROM offsets").fetchone()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A connection that never writes to the store's files, nor creates one beside them.
+
+        A store in use (its ``-shm`` exists): read-only, the WAL index read-only too (a live writer's
+        latest commit is seen). A store closed cleanly (no ``-wal``): opened as immutable. One left
+        by a crash with a ``-wal`` but no ``-shm``: its files are copied to a temporary directory
+        and the copy is read (SQLite would otherwise have to create the index beside it).
+        """
+        path, wal, shm = self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if not path.is_file():
+            raise sqlite3.OperationalError("not a regular file")
+        if shm.exists():
+            params = "mode=ro&readonly_shm=1"
+        elif not wal.exists():
+            params = "mode=ro&immutable=1"
+        else:
+            self._copy_dir = tempfile.mkdtemp(prefix="fraud-feedback-export-")
+            copy = Path(self._copy_dir) / path.name
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, f"{copy}-wal")
+            path, params = copy, "mode=ro"
+        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?{params}"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
     def close(self) -> None:
-        self.db.close()
+        if hasattr(self, "db"):
+            self.db.close()
+        if self._copy_dir is not None:
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
+            self._copy_dir = None
 
     # -- reading ---------------------------------------------------------------------------------
 
