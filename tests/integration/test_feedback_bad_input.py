@@ -61,8 +61,10 @@ def traffic(kafka_bootstrap) -> Iterator[Traffic]:
         expected[("tp" if fraud else "fp") if flagged else ("fn" if fraud else "tn")] += 1
     # Two labels that would flip tx-0 and tx-1 if taken: one past what SQLite holds, one dated next year.
     bad = [
-        (b"tx-0", msgspec.json.encode({"transaction_id": "tx-0", "is_fraud": False, "label_time": 2**63,
-                                       "source": "test"})),  # fmt: skip
+        (
+            b"tx-0",
+            msgspec.json.encode({"transaction_id": "tx-0", "is_fraud": False, "label_time": 2**63, "source": "test"}),
+        ),  # fmt: skip
         (b"tx-1", encode_label("tx-1", True, now + YEAR_MS, "test")),
     ]
     half = len(labels) // 2
@@ -148,4 +150,3 @@ def test_export_from_the_topics_writes_the_rows_of_the_stores(kafka_bootstrap, t
     rows_b = gzip.decompress(from_topics.read_bytes()).decode().splitlines()
     assert len(rows_a) == labelled + 1
     assert rows_b == rows_a
-
