@@ -125,3 +125,56 @@ def test_launcher_restarts_with_the_data_kept_and_close_removes_its_state(kafka_
     finally:
         broker.close()
     assert _java_pids_for(state) == [] and not state.exists()
+
+
+
+SPY = """#!/bin/sh
+# Records this call's arguments and the mode of every file under the state directory, then runs the
+# real one; the broker itself (kafka.Kafka) is not started: it exits 1 at once.
+{{ printf '%s\\037' "$0" "$@"; printf '\\n'; }} >>"{log}/argv"
+find "$KAFKA_STATE_DIR" -printf '%m %p\\n' >>"{log}/modes" 2>/dev/null
+for arg in "$@"; do [ "$arg" = kafka.Kafka ] && exit 1; done
+exec "{real}" "$@"
+"""
+
+
+def test_secure_start_puts_no_password_on_a_command_line_and_no_secret_in_a_readable_file(tmp_path, kafka_broker):
+    """Every java and openssl that `start --secure` runs up to the broker itself is spied on: no
+    argument holds a password (ps shows arguments to every user), and at each call every file of the
+    state directory (the config with the admin's password, the env files, the CA key, the formatted
+    metadata log with the SCRAM credentials) is already private, not tightened afterwards."""
+    import shutil
+
+    spies, log = tmp_path / "bin", tmp_path / "log"
+    spies.mkdir()
+    log.mkdir()
+    for name in ("java", "openssl"):
+        real = shutil.which(name)
+        assert real, f"{name} is not on PATH"
+        (spies / name).write_text(SPY.format(log=log, real=real))
+        (spies / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{spies}{os.pathsep}{os.environ['PATH']}")
+    broker = LocalKafka(prefix="fraud-test-secure-spy-", env=env, secure=True)
+    state = Path(broker.state_dir)
+    try:
+        with pytest.raises(RuntimeError, match="broker exited during start-up"):
+            broker.start()
+        passwords = {
+            (state / f"{user}.env").read_text().split("FRAUD_KAFKA_SASL_PLAIN_PASSWORD=")[1].split()[0]
+            for user in ("client", "admin")
+        }
+        assert len(passwords) == 2 and all(len(p) >= 32 for p in passwords)
+        calls = [call.split("\x1f") for call in (log / "argv").read_text().splitlines()]
+        programs = {Path(argv[0]).name for argv in calls}
+        assert programs == {"java", "openssl"} and any("StorageTool" in " ".join(argv) for argv in calls)
+        assert any("kafka.Kafka" in argv for argv in calls)  # got as far as starting the broker
+        for argv in calls:
+            assert not any(p in arg for p in passwords for arg in argv), f"a password on a command line: {argv[:4]}"
+        assert (state / "data" / "meta.properties").exists()  # formatted, with the SCRAM users
+        readable = {line for line in (log / "modes").read_text().splitlines() if int(line.split()[0], 8) & 0o077}
+        assert not readable, f"readable by others while the broker was set up: {sorted(readable)[:5]}"
+        holders = {p.name for p in state.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in passwords)}
+        assert holders >= {"server.properties", "client.env", "admin.env", "admin.properties"}, holders
+        assert not (state / "format.args").exists()  # the argument file with the passwords is gone
+    finally:
+        broker.close()
