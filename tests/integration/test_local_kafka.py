@@ -127,7 +127,6 @@ def test_launcher_restarts_with_the_data_kept_and_close_removes_its_state(kafka_
     assert _java_pids_for(state) == [] and not state.exists()
 
 
-
 SPY = """#!/bin/sh
 # Records this call's arguments and the mode of every file under the state directory, then runs the
 # real one; the broker itself (kafka.Kafka) is not started: it exits 1 at once.
@@ -173,7 +172,8 @@ def test_secure_start_puts_no_password_on_a_command_line_and_no_secret_in_a_read
         assert (state / "data" / "meta.properties").exists()  # formatted, with the SCRAM users
         readable = {line for line in (log / "modes").read_text().splitlines() if int(line.split()[0], 8) & 0o077}
         assert not readable, f"readable by others while the broker was set up: {sorted(readable)[:5]}"
-        holders = {p.name for p in state.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in passwords)}
+        secret = [s.encode() for s in passwords]
+        holders = {p.name for p in state.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in secret)}
         assert holders >= {"server.properties", "client.env", "admin.env", "admin.properties"}, holders
         assert not (state / "format.args").exists()  # the argument file with the passwords is gone
     finally:

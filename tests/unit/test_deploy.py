@@ -332,3 +332,167 @@ def test_pdb_selects_the_worker_pods() -> None:
 def test_k8s_manifests_are_single_yaml_documents_with_a_kind(name: str) -> None:
     doc = k8s(name)
     assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"] == "fraud-worker"
+
+
+# Hardening: every property checked on every manifest and compose service ----------------------
+
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+
+
+def k8s_docs() -> list[dict]:
+    """Every object the manifests create (deploy/k8s/*.yaml; examples/ is not applied)."""
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def pod_template(doc: dict) -> dict:
+    """The pod template of a workload: its metadata and spec."""
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return spec["template"]
+
+
+def workloads() -> dict[str, dict]:
+    out = {doc["metadata"]["name"]: doc for doc in k8s_docs() if doc["kind"] in WORKLOADS}
+    assert {"fraud-worker", "fraud-feedback", "fraud-retrain"} <= set(out)
+    return out
+
+
+def all_containers(pod: dict) -> list[dict]:
+    return pod.get("initContainers", []) + pod["containers"]
+
+
+def test_every_claim_a_manifest_mounts_is_created_by_a_manifest() -> None:
+    """A pod whose claim nobody creates never starts: a CronJob with concurrencyPolicy Forbid then never
+    runs, in silence. A StatefulSet's volumeClaimTemplates are its own pods' claims, no one else's."""
+    created = {doc["metadata"]["name"]: doc for doc in k8s_docs() if doc["kind"] == "PersistentVolumeClaim"}
+    mounted_by: dict[str, list[tuple[str, bool]]] = {}
+    for name, doc in workloads().items():
+        pod = pod_template(doc)["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        templates = {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
+        for container in all_containers(pod):
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes or mount["name"] in templates, (name, mount)
+                claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim")
+                if claim:
+                    assert claim["claimName"] in created, f"{name} mounts {claim['claimName']}, made by no manifest"
+                    read_only = bool(mount.get("readOnly") or claim.get("readOnly"))
+                    mounted_by.setdefault(claim["claimName"], []).append((name, read_only))
+    assert mounted_by, "no workload mounts a claim"
+    for claim, users in mounted_by.items():
+        modes = created[claim]["spec"]["accessModes"]
+        if len(users) > 1:  # pods of several workloads, on any node, one or more writing
+            writes = not all(read_only for _, read_only in users)
+            assert ("ReadWriteMany" if writes else "ReadOnlyMany") in modes or "ReadWriteMany" in modes, (claim, modes)
+    # The models claim: written by the retraining job, read by the workers.
+    assert sorted(mounted_by["fraud-models"]) == [("fraud-retrain", False), ("fraud-worker", True)]
+
+
+def test_every_pod_has_runtime_default_seccomp_and_no_service_account_token() -> None:
+    for name, doc in workloads().items():
+        pod = pod_template(doc)["spec"]
+        assert pod.get("automountServiceAccountToken") is False, name
+        context = pod["securityContext"]
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert context["runAsNonRoot"] is True and int(context["runAsUser"]) > 0, name
+
+
+def test_every_container_is_non_root_read_only_and_without_privileges() -> None:
+    for name, doc in workloads().items():
+        for container in all_containers(pod_template(doc)["spec"]):
+            context = container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("readOnlyRootFilesystem") is True, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not context.get("capabilities", {}).get("add"), where
+            assert context.get("runAsNonRoot") is True and not context.get("privileged"), where
+
+
+def metrics_port(doc: dict) -> int:
+    (container,) = pod_template(doc)["spec"]["containers"]
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    return int(port)
+
+
+def test_network_policies_admit_only_the_monitoring_namespace_to_the_metrics_ports() -> None:
+    policies = [doc for doc in k8s_docs() if doc["kind"] == "NetworkPolicy"]
+    for name in ("fraud-worker", "fraud-feedback"):
+        doc = workloads()[name]
+        labels = pod_template(doc)["metadata"]["labels"]
+        selecting = [
+            p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+            and not p["spec"]["podSelector"].get("matchExpressions")
+        ]  # fmt: skip
+        assert selecting, f"no NetworkPolicy selects the {name} pods"
+        rules = []
+        for policy in selecting:
+            assert "Ingress" in policy["spec"]["policyTypes"]
+            assert policy["spec"]["podSelector"].get("matchLabels"), "an empty selector selects every pod"
+            rules += policy["spec"].get("ingress", [])
+        assert rules
+        for rule in rules:
+            assert rule["ports"] == [{"protocol": "TCP", "port": metrics_port(doc)}], (name, rule)
+            monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+            assert rule["from"] == [{"namespaceSelector": monitoring}], (name, rule)
+        assert str(metrics_port(doc)) == pod_template(doc)["metadata"]["annotations"]["prometheus.io/port"]
+
+
+def test_retraining_reads_the_topics_as_its_own_user_and_fails_visibly() -> None:
+    from worker.feedback.cli import build_export_parser
+    from worker.feedback.cli import build_parser as feedback_parser
+
+    cron = workloads()["fraud-retrain"]
+    assert cron["kind"] == "CronJob" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # A start missed by over an hour is skipped (not run late), a hung run is killed, failures are kept.
+    assert 0 < cron["spec"]["startingDeadlineSeconds"] <= 3600
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert 0 < job["activeDeadlineSeconds"] <= 6 * 3600 and cron["spec"]["failedJobsHistoryLimit"] >= 1
+    (container,) = pod_template(cron)["spec"]["containers"]
+    (shell,) = container["args"]
+    (export,) = commands_in(shell, "fraud-feedback")
+    assert export[0] == "export"
+    args = build_export_parser().parse_args(export[1:])
+    assert args.from_topics and args.state_dir is None  # no store of another pod
+    (feedback_container,) = pod_template(workloads()["fraud-feedback"])["spec"]["containers"]
+    feedback = feedback_parser().parse_args(feedback_container["args"])
+    assert (args.scores_topic, args.labels_topic) == (feedback.scores_topic, feedback.labels_topic)
+    assert args.label_window == feedback.label_window
+    (train,) = commands_in(shell, "fraud-train")
+    targs = train_parser().parse_args(train)
+    assert targs.data_path == args.out and targs.label_column == "is_fraud" and targs.split == "time"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert not mounts[targs.models_dir].get("readOnly")  # it writes bundles and CURRENT
+    assert Path(args.out).parent.as_posix() in mounts  # a writable emptyDir under a read-only root
+    # Its own Kafka user, its password from a mounted Secret: neither the worker's nor fraud-feedback's.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in env)
+    options = dict(load_config([], k8s_env(container)).kafka_options)
+    assert options["security_protocol"] == "SASL_SSL" and options["sasl_plain_username"] == "fraud-retrain"
+    others = {
+        e.get("value") for w in ("fraud-worker", "fraud-feedback")
+        for e in pod_template(workloads()[w])["spec"]["containers"][0]["env"]
+        if e["name"] == "FRAUD_KAFKA_SASL_PLAIN_USERNAME"
+    }  # fmt: skip
+    assert "fraud-retrain" not in others
+    # Prometheus says when no run has succeeded for a day and more (on kube-state-metrics).
+    rules = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text())
+    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "FraudRetrainNotSucceeding"]
+    assert f'cronjob="{cron["metadata"]["name"]}"' in rule["expr"]
+    assert "kube_cronjob_status_last_successful_time" in rule["expr"]
+
+
+def test_compose_publishes_ports_on_the_loopback_only() -> None:
+    """19092 is plaintext without authentication in the base file: no other machine may reach it."""
+    for name, svc in compose()["services"].items():
+        for host, port, _ in published(svc):
+            assert host == "127.0.0.1", f"{name} publishes {port} on every interface"
+    assert {port for svc in compose()["services"].values() for _, port, _ in published(svc)} == {19092, 9090, 3000}
+
+
+def test_grafana_is_read_only_for_anonymous_visitors_and_nobody_logs_in() -> None:
+    env = {k: str(v) for k, v in service("grafana")["environment"].items()}
+    if env.get("GF_AUTH_ANONYMOUS_ENABLED", "false").lower() == "true":
+        assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer"
+    # No login form and no basic auth: Grafana's default admin/admin account cannot be used.
+    assert env.get("GF_AUTH_DISABLE_LOGIN_FORM") == "true" and env.get("GF_AUTH_BASIC_ENABLED") == "false"
+    assert env.get("GF_USERS_ALLOW_SIGN_UP", "false") == "false"
