@@ -100,7 +100,9 @@ class KafkaClients:
     def consumer(self, listener: AsyncConsumerRebalanceListener) -> tuple[KafkaConsumer, KafkaCompat]:
         """A consumer subscribed to the input topic, knowing its partitions (or having waited for them)."""
         consumer = KafkaConsumer(**self._consumer_cfg)
-        compat = KafkaCompat.install(consumer, parse_fast_paths(self.config.fast_paths))
+        compat = KafkaCompat.install(
+            consumer, parse_fast_paths(self.config.fast_paths), self.config.max_inflated_batch_bytes
+        )
         consumer.subscribe([self.config.input_topic], listener=listener)
         compat.await_partitions(consumer, self.config.input_topic, METADATA_WAIT_MS)
         return consumer, compat

@@ -164,6 +164,11 @@ class WorkerConfig:
         default="text", metadata={"help": "text (human-readable lines) or json (one JSON object per line)"}
     )
     max_message_bytes: int = field(default=65536, metadata={"help": "larger record values go to the DLQ as too_large"})
+    max_inflated_batch_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={"help": "a compressed record batch inflating past this is not read: its records go to the DLQ "
+                  "as batch_too_large"},
+    )  # fmt: skip
     reasons: int = field(
         default=3, metadata={"help": "number of reason codes (top contributing features) in each alert"}
     )
@@ -471,6 +476,11 @@ def _check(c: WorkerConfig) -> None:
         parse_fast_paths(c.fast_paths)
     except ValueError as exc:
         raise ConfigError(f"fast_paths: {exc}") from None
+    if c.max_inflated_batch_bytes < c.max_message_bytes:
+        raise ConfigError(
+            f"max_inflated_batch_bytes ({c.max_inflated_batch_bytes}) is smaller than max_message_bytes "
+            f"({c.max_message_bytes}): a valid event's batch could not be read"
+        )
     options = dict(c.kafka_options)
     if "max_partition_fetch_bytes" in options and options["max_partition_fetch_bytes"] < c.max_message_bytes:
         raise ConfigError("kafka option max_partition_fetch_bytes is smaller than max_message_bytes")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 REASONS = (
     "invalid_json", "invalid_utf8", "not_an_object", "missing_field", "not_a_number", "non_finite",
     "bad_transaction_id", "bad_event_time", "too_large", "empty_value", "duplicate_field",
+    "batch_too_large", "batch_unreadable",
 )  # fmt: skip
 F32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max: larger magnitudes become inf in the model's input
 MAX_ID_CHARS = 128
@@ -45,6 +46,26 @@ LEARN_FROM, MAX_EXTRAS, MAX_SHAPES = 8, 32, 16
 _PLAIN_NAME = re.compile(r"[ !#-\[\]-~]+").fullmatch
 _Scalar = int | float | str | bool | None | msgspec.UnsetType
 _UNSET = type(msgspec.UNSET)
+
+
+class Unread(bytes):
+    """The value of a record the consumer could not read, standing in for it so it is dead-lettered:
+    its compressed batch inflates past the cap, or cannot be inflated (worker/kafka_compat/inflate.py).
+    The bytes are the batch's header; ``reason`` (``batch_too_large`` or ``batch_unreadable``) and
+    ``detail`` are its ``DecodeError``'s. The decoder process sets each aside unread
+    (worker/decoder_process.py); ``classify`` gives its verdict too, and the fast paths refuse it
+    (a batch header starts with a zero byte: the first of the 8-byte base offset, below 2^56)."""
+
+    reason: str
+    detail: str
+
+    def __new__(cls, header: bytes, reason: str, detail: str) -> Unread:
+        self = super().__new__(cls, header)
+        self.reason, self.detail = reason, detail
+        return self
+
+    def error(self) -> DecodeError:
+        return DecodeError(self.reason, self.detail)
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,8 @@ class Decoder:
         """The exact path: the row, id and event time of a valid record, else its ``DecodeError``."""
         if value is None:
             raise DecodeError("empty_value", "record value is null")
+        if isinstance(value, Unread):
+            raise value.error()
         if len(value) > self.max_bytes:
             raise DecodeError("too_large", f"value is {len(value)} bytes, limit {self.max_bytes}")
         if not value.strip():

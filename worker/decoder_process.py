@@ -16,6 +16,7 @@ interface and decodes in the calling process.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -28,7 +29,7 @@ from multiprocessing.connection import Connection
 
 import msgspec
 
-from worker.decode import DecodedBatch, DecodedRows, Decoder
+from worker.decode import DecodedBatch, DecodedRows, Decoder, Unread
 from worker.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -51,13 +52,42 @@ class _Reply(msgspec.Struct, array_like=True):
     errors: list[tuple[int, str, str]]  # (position, reason, detail)
 
 
+def set_aside(values: Sequence[bytes | None], max_bytes: int) -> tuple[Sequence[bytes | None], dict[int, DecodeError]]:
+    """The values to decode, and the verdicts of those the decoder need not see, by position.
+
+    A value longer than ``max_bytes`` is ``too_large`` here, before it is copied to the child
+    (a record of many megabytes would be, whole); an ``Unread`` stand-in (a record of a batch the
+    consumer could not inflate) carries its own verdict. Each becomes None in the values decoded.
+    """
+    if Unread not in set(map(type, values)) and max(map(len, filter(None, values)), default=0) <= max_bytes:
+        return values, {}
+    kept: list[bytes | None] = list(values)
+    aside: dict[int, DecodeError] = {}
+    for i, value in enumerate(values):
+        if isinstance(value, Unread):
+            aside[i] = value.error()
+        elif value is not None and len(value) > max_bytes:
+            aside[i] = DecodeError("too_large", f"value is {len(value)} bytes, limit {max_bytes}")
+        else:
+            continue
+        kept[i] = None
+    return kept, aside
+
+
+def _with_aside(errors: list[tuple[int, DecodeError]], aside: dict[int, DecodeError]) -> list[tuple[int, DecodeError]]:
+    """``errors`` with the verdicts set aside in place of the decoder's (of None) at their positions."""
+    if not aside:
+        return errors
+    return sorted({**dict(errors), **aside}.items())
+
+
 def _to_reply(d: DecodedRows) -> _Reply:
     errors = [(i, e.reason, e.detail) for i, e in d.errors]
     return _Reply(bytes(d.features), d.n_features, d.transaction_ids, d.event_times, d.index, errors)
 
 
-def _from_reply(r: _Reply) -> DecodedBatch:
-    errors = [(i, DecodeError(reason, detail)) for i, reason, detail in r.errors]
+def _from_reply(r: _Reply, aside: dict[int, DecodeError]) -> DecodedBatch:
+    errors = _with_aside([(i, DecodeError(reason, detail)) for i, reason, detail in r.errors], aside)
     # The reply's bytes are the float32 rows already: numpy reads them in place, no copy.
     return DecodedRows(r.features, r.n_features, r.transaction_ids, r.event_times, r.index, errors).to_batch()
 
@@ -74,10 +104,11 @@ def _widen(fd: int, size: int) -> int:
 class _Submitted:
     """A batch handed to the decoder whose result is not taken yet."""
 
-    __slots__ = ("values", "names", "max_bytes", "replies", "size", "reply")
+    __slots__ = ("values", "sent", "aside", "names", "max_bytes", "replies", "size", "reply")
 
     def __init__(self, values: list, names: tuple[str, ...], max_bytes: int) -> None:
         self.values, self.names, self.max_bytes = values, names, max_bytes
+        self.sent, self.aside = set_aside(values, max_bytes)  # what the child decodes; verdicts given here
         self.replies: Connection | None = None  # the reply pipe of the child that has it; None: not sent
         self.size = 0  # bytes of the request on the pipe
         self.reply: bytes | None = None  # read ahead of result(), to free the child
@@ -119,7 +150,11 @@ class InlineDecoder:
         d = self._decoder
         if d is None or d.feature_names != tuple(feature_names) or d.max_bytes != max_bytes:
             d = self._decoder = Decoder(feature_names, max_bytes)
-        self._results.append(d.decode_batch(values))
+        sent, aside = set_aside(values, max_bytes)
+        decoded = d.decode_batch(sent)
+        if aside:
+            decoded = dataclasses.replace(decoded, errors=_with_aside(decoded.errors, aside))
+        self._results.append(decoded)
 
     def result(self) -> DecodedBatch:
         assert self._results, "result() without submit()"
@@ -200,7 +235,7 @@ class DecoderProcess:
             self._read(entry)
         if entry.reply is not None:
             try:
-                return _from_reply(self._decode(entry.reply))
+                return _from_reply(self._decode(entry.reply), entry.aside)
             except msgspec.DecodeError as exc:
                 self._lost(exc)
         # This batch, here; the next one in a new child.
@@ -209,7 +244,7 @@ class DecoderProcess:
 
     def _request(self, entry: _Submitted) -> bytes:
         send_names = list(entry.names) if entry.names != self._names else None
-        return self._encode(_Request(send_names, entry.max_bytes, entry.values))
+        return self._encode(_Request(send_names, entry.max_bytes, list(entry.sent)))
 
     def _unread(self, entry: _Submitted) -> bool:
         """The running child has ``entry``, and its reply is not read yet."""

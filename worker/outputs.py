@@ -22,7 +22,7 @@ import numpy as np
 
 from worker.config import WorkerConfig
 from worker.decimals import float32_decimals, rounded
-from worker.decode import DecodedBatch
+from worker.decode import DecodedBatch, Unread
 from worker.errors import DecodeError
 from worker.scoring import Scorer
 
@@ -94,6 +94,8 @@ def dlq_record(error: DecodeError, r: Any, limit: int) -> tuple[bytes | None, An
     """The DLQ record of input record ``r``: its key, value and headers, cut to ``limit`` bytes if larger."""
     headers = dlq_headers(error, r.topic, r.partition, r.offset)
     key, value = r.key, r.value
+    if isinstance(value, Unread):
+        value = bytes(value)  # the unread batch's header, as plain bytes
     if value is None and key is None:
         value = b""  # Kafka clients refuse a record with neither key nor value
         headers.append(("value_null", b"true"))

@@ -1,8 +1,10 @@
-"""The one home of the worker's uses of kafka-python internals: five fast paths, each switchable.
+"""The one home of the worker's uses of kafka-python internals: five fast paths and a cap, each switchable.
 
 | fast path             | module        | what it saves                       | without it (kafka-python's own way)    |
 |-----------------------|---------------|-------------------------------------|----------------------------------------|
 | ``record_reader``     | records.py    | two thirds of the per-record cost   | kafka-python's reader                  |
+| ``inflate_cap``       | inflate.py    | memory: a compressed batch inflates | kafka-python inflates each batch whole |
+|                       |               | to ``max_inflated_batch_bytes``     | (and a batch it cannot read stalls)    |
 | ``handoff_shortcuts`` | handoffs.py   | two IO-thread hand-offs per poll    | every poll hands both to the IO thread |
 | ``metadata_wait``     | metadata.py   | a metadata request for one topic    | ``partitions_for_topic`` (all topics)  |
 | ``revocation_commit`` | revocation.py | retries of the revocation commit    | one ``commit_async``, not retried      |
@@ -26,12 +28,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from worker.kafka_compat import handoffs, metadata, records, revocation, sends
+from worker.kafka_compat import handoffs, inflate, metadata, records, revocation, sends
 from worker.kafka_compat.counters import TAKEN
 
 logger = logging.getLogger(__name__)
 
-FAST_PATHS = ("record_reader", "handoff_shortcuts", "metadata_wait", "revocation_commit", "batch_send")
+FAST_PATHS = ("record_reader", "inflate_cap", "handoff_shortcuts", "metadata_wait", "revocation_commit", "batch_send")
 
 __all__ = ["FAST_PATHS", "TAKEN", "KafkaCompat", "parse_fast_paths", "install_record_reader"]
 
@@ -72,14 +74,19 @@ class KafkaCompat:
         self._vetted: object = None  # the last producer send_all checked (its fast path's internals)
 
     @classmethod
-    def install(cls, consumer: KafkaConsumer, wanted: frozenset[str]) -> KafkaCompat:
-        """Check and install each wanted fast path in ``consumer``; log one line for each that cannot be."""
+    def install(
+        cls, consumer: KafkaConsumer, wanted: frozenset[str], inflate_cap: int = inflate.DEFAULT_CAP
+    ) -> KafkaCompat:
+        """Check and install each wanted fast path in ``consumer``; log one line for each that cannot be.
+
+        ``inflate_cap``: the most bytes a compressed record batch inflates to (inflate.py)."""
         active = set()
+        steps = {**_INSTALL, "inflate_cap": lambda consumer: inflate.install_cap(consumer, inflate_cap)}
         for name in FAST_PATHS:
             if name not in wanted:
                 continue
             try:
-                _INSTALL[name](consumer)
+                steps[name](consumer)
             except Exception as exc:  # noqa: BLE001 - any surprise means kafka-python changed: use its own path
                 logger.warning("kafka-python fast path %s is off, kafka-python's own path is used (slower, same "
                                "results): %s: %s", name, type(exc).__name__, exc)  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.decode import REASONS, Decoder
+from worker.decode import REASONS, Decoder, Unread
 from worker.errors import DecodeError
 
 FEATURES = ("Time", "V1", "Amount")
@@ -38,6 +38,8 @@ BAD = {
     "bad_transaction_id": [event(transaction_id=""), event(transaction_id=7), event(transaction_id="x" * 129)],
     "bad_event_time": [event(event_time=1.5), event(event_time="now"), event(event_time=-1), event(event_time=True)],
     "too_large": [event(pad="x" * 2000)],
+    "batch_too_large": [Unread(bytes(61), "batch_too_large", "gzip batch inflates past 16777216 bytes")],
+    "batch_unreadable": [Unread(bytes(61), "batch_unreadable", "zstd: codec not available")],
     "empty_value": [None, b"", b"   \n"],
     "duplicate_field": [
         b'{"transaction_id": "a", "Time": 1, "V1": 2, "Amount": 3, "V1": 4}',
