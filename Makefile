@@ -60,8 +60,11 @@ MODELS_DIR ?= models
 RETRAIN_DAYS ?= 30
 RETRAIN_DATA ?= runs/retrain-examples.csv.gz
 RETRAIN_ARGS ?=
+# Where the examples come from: the stores, opened read-only, or RETRAIN_FROM=--from-topics (the scores
+# and labels topics alone, as the CronJob reads them; FRAUD_BOOTSTRAP_SERVERS and FRAUD_KAFKA_* apply)
+RETRAIN_FROM ?= --state-dir $(FEEDBACK_STATE_DIR)
 retrain: $(STAMP)  ## export the last RETRAIN_DAYS (30) of labelled traffic, train on it (--split time), promote if not worse
-	$(VENV)/bin/fraud-feedback export --state-dir $(FEEDBACK_STATE_DIR) --since $(RETRAIN_DAYS)d --out $(RETRAIN_DATA)
+	$(VENV)/bin/fraud-feedback export $(RETRAIN_FROM) --since $(RETRAIN_DAYS)d --out $(RETRAIN_DATA)
 	$(VENV)/bin/fraud-train --data $(RETRAIN_DATA) --label-column is_fraud --split time --models-dir $(MODELS_DIR) $(RETRAIN_ARGS)
 
 clean:  ## remove the virtualenv, broker state and caches (keeps models/)
