@@ -4,9 +4,13 @@ Layout under a models directory::
 
     <models>/<version>/model.tflite     the LiteRT model: float32 [batch, n_features] -> [batch, 1]
     <models>/<version>/manifest.json    everything needed to serve it (see ``Manifest``)
-    <models>/<version>/signature.json   optional: an Ed25519 signature over the two (``worker.signing``)
+    <models>/<version>/signature.json   optional: an Ed25519 signature over every other file (``worker.signing``)
     <models>/<version>/...              evaluation report (metrics.json, plots, report.html)
     <models>/CURRENT                    the active version's name, replaced atomically
+    <models>/CHALLENGER                 optional: the shadow challenger's version, the same way
+
+A version name matches ``VERSION_PATTERN`` (so it is a safe directory name, log field and metric
+label), and a pointer file is a small regular file holding one (``read_current``).
 
 A bundle directory is written under a temporary name and renamed into place, so a reader never
 sees half a bundle. Nothing here executes or unpickles anything from the models directory: the
@@ -17,18 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.errors import BundleError, SignatureError
-from worker.transforms import FeatureTransform, read_transforms
+from worker.transforms import FeatureTransform, finite_float, read_transforms
 
 if TYPE_CHECKING:
     from worker.signing import SigningKey, TrustedKeys
@@ -40,6 +45,14 @@ SIGNATURE_FILE = "signature.json"
 CURRENT_FILE = "CURRENT"
 CHALLENGER_FILE = "CHALLENGER"  # the shadow challenger's version (worker/shadow.py)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# A bundle version: the directory's name and what CURRENT and CHALLENGER hold. The training job's
+# ``20261201T211302Z-a4d76f4c`` (UTC time first, so names sort by time) matches, as any short name
+# of letters, digits, '.', '_' and '-' not starting with '.' (never '.', '..' or a ``.tmp-`` name).
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_POINTER_BYTES = 256
+# Smallest scaler_scale accepted: 1 / scale must be a float32 (training writes 1 for a constant column).
+MIN_SCALE = 1e-30
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -72,33 +85,38 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
-        """Build and validate a manifest; a ``BundleError`` names the first bad field."""
+    def from_dict(cls, data: object) -> Manifest:
+        """Build and validate a manifest; a ``BundleError`` names the first bad field.
+
+        The one place every field the worker reads is checked (types, finiteness, lengths, the
+        histogram and the transforms), so a malformed manifest is a ``BundleError`` and nothing else.
+        """
         if not isinstance(data, Mapping):
             raise BundleError("manifest is not a JSON object")
         fmt = data.get("format_version")
-        if fmt != FORMAT_VERSION:
-            raise BundleError(f"manifest format_version {fmt!r} is not supported (want {FORMAT_VERSION})")
+        if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt != FORMAT_VERSION:
+            raise BundleError(f"manifest format_version {shown(fmt)} is not supported (want {FORMAT_VERSION})")
+        feature_names = _str_list(data, "feature_names")
         try:
             manifest = cls(
-                version=_str(data, "version"),
+                version=_version(data),
                 created_at=_str(data, "created_at"),
-                feature_names=tuple(_str_list(data, "feature_names")),
+                feature_names=tuple(feature_names),
                 scaler_mean=_floats(data, "scaler_mean"),
                 scaler_scale=_floats(data, "scaler_scale"),
                 weights=_floats(data, "weights"),
                 bias=_float(data, "bias"),
                 threshold=_float(data, "threshold"),
-                threshold_policy=dict(data.get("threshold_policy") or {}),
+                threshold_policy=_object(data, "threshold_policy"),
                 model_sha256=_str(data, "model_sha256"),
-                metrics=dict(data.get("metrics") or {}),
-                training=dict(data.get("training") or {}),
-                score_histogram=dict(data.get("score_histogram") or {}),
-                feature_transforms=read_transforms(data.get("feature_transforms"), len(data["feature_names"])),
+                metrics=_object(data, "metrics"),
+                training=_object(data, "training"),
+                score_histogram=_histogram(data),
+                feature_transforms=read_transforms(data.get("feature_transforms"), len(feature_names)),
                 format_version=FORMAT_VERSION,
             )
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"manifest is malformed: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:  # a backstop: every check above is explicit
+            raise BundleError(f"manifest is malformed: {shown(str(exc))}") from None
         manifest.validate()
         return manifest
 
@@ -111,12 +129,14 @@ class Manifest:
         for name in ("scaler_mean", "scaler_scale", "weights"):
             if len(getattr(self, name)) != n:
                 raise BundleError(f"manifest {name} has {len(getattr(self, name))} values for {n} features")
-        if any(s <= 0 for s in self.scaler_scale):
-            raise BundleError("manifest scaler_scale has a value <= 0")
+        if any(not s >= MIN_SCALE for s in self.scaler_scale):
+            raise BundleError(f"manifest scaler_scale has a value below {MIN_SCALE:g} (or <= 0)")
         if not 0.0 <= self.threshold <= 1.0:
             raise BundleError(f"manifest threshold {self.threshold} is outside [0, 1]")
-        if len(self.model_sha256) != 64:
-            raise BundleError("manifest model_sha256 is not a sha256 hex digest")
+        if not _SHA256_HEX.fullmatch(self.model_sha256):
+            raise BundleError("manifest model_sha256 is not a sha256 hex digest (64 lowercase hex digits)")
+        if not VERSION_PATTERN.fullmatch(self.version):
+            raise BundleError(f"manifest version {shown(self.version)} is not a version name")
         hist = self.score_histogram
         if hist and len(hist.get("counts", [])) != len(hist.get("edges", [])) - 1:
             raise BundleError("manifest score_histogram needs len(counts) == len(edges) - 1")
@@ -142,22 +162,73 @@ def sha256_hex(data: bytes) -> str:
 
 
 def read_current(models_dir: str | os.PathLike[str], pointer: str = CURRENT_FILE) -> str | None:
-    """The version named by ``<models>/CURRENT`` (or another pointer: CHALLENGER), or None without the file."""
+    """The version named by ``<models>/CURRENT`` (or another pointer: CHALLENGER), or None without the file.
+
+    The pointer must be a regular file (not a symlink, FIFO, device or directory) of at most
+    ``MAX_POINTER_BYTES`` whose stripped content matches ``VERSION_PATTERN``; anything else is a
+    ``BundleError`` quoting at most 80 characters of it, escaped. It is opened with O_NOFOLLOW and
+    O_NONBLOCK and checked again on the open file, so a symlink is never followed and a FIFO put
+    there between the two looks cannot block the caller.
+    """
     path = Path(models_dir) / pointer
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not text or "/" in text or text in (".", ".."):
-        raise BundleError(f"{path} does not name a version: {text[:80]!r}")
+    _check_pointer_stat(path, st)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: it became a symlink since the lstat
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        _check_pointer_stat(path, os.fstat(fd))
+        raw = os.read(fd, MAX_POINTER_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_POINTER_BYTES:
+        raise BundleError(f"{path} is larger than {MAX_POINTER_BYTES} bytes: not a pointer file")
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        text = ""
+    if not VERSION_PATTERN.fullmatch(text):
+        raise BundleError(f"{path} does not name a version: {shown(raw)}")
     return text
+
+
+def _check_pointer_stat(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{path} is not a regular file ({_file_kind(st.st_mode)}): refused as a pointer")
+    if st.st_size > MAX_POINTER_BYTES:
+        raise BundleError(f"{path} is larger than {MAX_POINTER_BYTES} bytes: not a pointer file")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+    )  # fmt: skip
+    return next((text for test, text in kinds if test(mode)), "not a regular file")
+
+
+def check_version_name(version: str) -> str:
+    """``version`` if it is a bundle version name (``VERSION_PATTERN``), else a ``BundleError``."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        raise BundleError(f"{shown(version)} is not a bundle version name ({VERSION_PATTERN.pattern})")
+    return version
 
 
 def set_current(models_dir: str | os.PathLike[str], version: str, pointer: str = CURRENT_FILE) -> None:
     """Point CURRENT (or CHALLENGER) at ``version`` atomically (temp file + rename in the same directory)."""
     models = Path(models_dir)
+    check_version_name(version)
     if not (models / version / MANIFEST_FILE).is_file():
         raise BundleError(f"cannot promote {version}: {models / version} is not a bundle")
     fd, tmp = tempfile.mkstemp(prefix=f".{pointer}.", dir=models)
@@ -178,13 +249,23 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
 
 
 def _read_manifest_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw = _read_regular(path, MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
     return raw
+
+
+def _read_regular(path: Path, limit: int = -1) -> bytes:
+    """A regular file's bytes (at most ``limit``); opened with O_NONBLOCK, so a FIFO is refused, never waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise BundleError(f"{path} is {_file_kind(mode)}, not a regular file")
+            return fh.read(limit)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse_manifest(raw: bytes, path: Path) -> Manifest:
@@ -192,45 +273,98 @@ def _parse_manifest(raw: bytes, path: Path) -> Manifest:
         data = json.loads(raw)
     except ValueError as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BundleError(f"{path} is not valid JSON: nested too deep") from None
     return Manifest.from_dict(data)
 
 
 def _read_model(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _read_regular(path)
 
 
 def _read_signature(path: Path, version: str) -> bytes | None:
     """``signature.json``'s bytes (at most a little more than any signature needs), or None if absent."""
     from worker.signing import MALFORMED, MAX_SIGNATURE_BYTES
 
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(MAX_SIGNATURE_BYTES + 1)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
+    try:
+        return _read_regular(path, MAX_SIGNATURE_BYTES + 1)
+    except BundleError as exc:
+        raise SignatureError(MALFORMED, f"bundle {version}: {exc}") from None
+
+
+def _other_files(bundle_dir: Path, version: str) -> dict[str, str]:
+    """name -> sha256 hex of every entry of a bundle directory but manifest, model and signature.
+
+    Every entry must be a regular file with a plain name: a symlink, directory, FIFO or device
+    cannot be covered by a signature and is refused (lstat, then opened with O_NOFOLLOW and O_NONBLOCK).
+    """
+    from worker.signing import FILE_NAME, MALFORMED, MAX_SIGNED_FILES, MISMATCH
+
+    out: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(bundle_dir))
     except OSError as exc:
-        raise SignatureError(MALFORMED, f"bundle {version}: cannot read {path}: {exc.strerror or exc}") from None
+        raise SignatureError(MALFORMED, f"bundle {version}: cannot list {bundle_dir}: {exc.strerror or exc}") from None
+    for name in names:
+        if name in (MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE):
+            continue
+        if len(out) >= MAX_SIGNED_FILES or not FILE_NAME.fullmatch(name):
+            raise SignatureError(MISMATCH, f"bundle {version}: {shown(name)} is not covered by the signature")
+        path = bundle_dir / name
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                raise SignatureError(MISMATCH, f"bundle {version}: {name} is {_file_kind(os.lstat(path).st_mode)}, "
+                                     "which a signature cannot cover")  # fmt: skip
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise SignatureError(MISMATCH, f"bundle {version}: {name} is not a regular file")
+                digest = hashlib.sha256()
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+                out[name] = digest.hexdigest()
+        except OSError as exc:
+            raise SignatureError(MISMATCH, f"bundle {version}: cannot read {name}: {exc.strerror or exc}") from None
+    return out
+
+
+def bundle_digests(bundle_dir: Path, version: str) -> dict[str, str]:
+    """name -> sha256 hex of every file of a bundle directory but signature.json (what a signature covers)."""
+    from worker.signing import bundle_files
+
+    manifest = _read_manifest_bytes(bundle_dir / MANIFEST_FILE)
+    return bundle_files(manifest, _read_model(bundle_dir / MODEL_FILE), _other_files(bundle_dir, version))
 
 
 def load_bundle(
-    models_dir: str | os.PathLike[str], version: str | None = None, trusted_keys: TrustedKeys | None = None
+    models_dir: str | os.PathLike[str],
+    version: str | None = None,
+    trusted_keys: TrustedKeys | None = None,
+    min_version: str | None = None,
 ) -> Bundle:
     """Read and verify one bundle (CURRENT's when ``version`` is None).
 
-    Checks: with ``trusted_keys``, a signature by one of them over manifest.json's and
-    model.tflite's bytes as read here (before the manifest is parsed); manifest present and
-    well-formed, its version matches the directory, model file present and its sha256 equal to the
-    manifest's. Model-level checks (input width, a probe score) belong to
-    ``worker.scoring.load_scorer``.
+    Checks: the version is a version name, and not older than ``min_version`` (string order; the
+    training job's names start with the UTC time); with ``trusted_keys``, a signature by one of
+    them covering every file of the bundle directory, manifest.json's and model.tflite's bytes as
+    read here (before the manifest is parsed); manifest present and well-formed, its version
+    matches the directory, model file present and its sha256 equal to the manifest's. Model-level
+    checks (input width, a probe score) belong to ``worker.scoring.load_scorer``.
     """
+    from worker.signing import ROLLBACK
+
     models = Path(models_dir)
     if version is None:
         version = read_current(models)
         if version is None:
             raise BundleError(f"no {CURRENT_FILE} in {models}: train a model first (fraud-train)")
+    check_version_name(version)
+    if min_version and version < min_version:
+        raise SignatureError(
+            ROLLBACK, f"bundle {version} is older than min_model_version {min_version}: refused as a rollback"
+        )
     bundle_dir = models / version
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle {version} does not exist in {models}")
@@ -241,7 +375,8 @@ def load_bundle(
         # The signature covers the bytes served: the ones read here, not a second read of the files.
         model_bytes = _read_model(model_path)
         signature = _read_signature(bundle_dir / SIGNATURE_FILE, version)
-        signed_by = trusted_keys.verify(version, raw, model_bytes, signature)
+        others = _other_files(bundle_dir, version) if signature is not None else {}
+        signed_by = trusted_keys.verify(version, raw, model_bytes, signature, others)
     manifest = _parse_manifest(raw, manifest_path)
     if manifest.version != version:
         raise BundleError(f"bundle directory {version} holds a manifest for version {manifest.version}")
@@ -281,14 +416,14 @@ def write_bundle(
     try:
         (tmp / MODEL_FILE).write_bytes(model_bytes)
         for name, content in (extra_files or {}).items():
-            if "/" in name or name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE):
+            if not VERSION_PATTERN.fullmatch(name) or name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE):
                 raise BundleError(f"bad extra file name {name!r}")
             (tmp / name).write_bytes(content)
         manifest_bytes = manifest.to_json().encode("utf-8")
         if signing_key is not None:
             # Over the exact bytes written below; signed before the rename, so no reader ever
             # sees the bundle under its version's name unsigned.
-            (tmp / SIGNATURE_FILE).write_bytes(signing_key.sign(manifest_bytes, model_bytes))
+            (tmp / SIGNATURE_FILE).write_bytes(signing_key.sign(manifest_bytes, model_bytes, extra_files))
         # The manifest goes last: a directory with a manifest is a complete bundle.
         (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
         os.rename(tmp, final)
@@ -306,6 +441,19 @@ def list_versions(models_dir: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name for p in models.iterdir() if not p.name.startswith(".") and (p / MANIFEST_FILE).is_file())
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` for a log line or an error: its repr (control characters escaped), cut to ``limit`` characters."""
+    text = repr(value) if not isinstance(value, int) or isinstance(value, bool) else _int_repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int_repr(value: int) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # more digits than Python converts to text
+        return f"<an integer of about {value.bit_length() * 3 // 10} digits>"
+
+
 def _str(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
@@ -313,27 +461,64 @@ def _str(data: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _version(data: Mapping[str, Any]) -> str:
+    value = _str(data, "version")
+    if not VERSION_PATTERN.fullmatch(value):
+        raise BundleError(f"manifest field 'version' {shown(value)} is not a version name ({VERSION_PATTERN.pattern})")
+    return value
+
+
 def _str_list(data: Mapping[str, Any], key: str) -> list[str]:
     value = data.get(key)
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise BundleError(f"manifest field {key!r} must be a list of names")
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and v.isprintable() for v in value):
+        raise BundleError(f"manifest field {key!r} must be a list of names (printable, non-empty strings)")
     return value
 
 
 def _float(data: Mapping[str, Any], key: str) -> float:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BundleError(f"manifest field {key!r} must be a finite number")
-    return float(value)
+    value = finite_float(data.get(key))
+    if value is None:
+        raise BundleError(f"manifest field {key!r} must be a finite number within the float32 range")
+    return value
 
 
-def _floats(data: Mapping[str, Any], key: str) -> tuple[float, ...]:
+def _floats(data: Mapping[str, Any], key: str, field: str | None = None) -> tuple[float, ...]:
     value = data.get(key)
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise BundleError(f"manifest field {key!r} must be a list of numbers")
+    name = field or key
+    if not isinstance(value, list):
+        raise BundleError(f"manifest field {name!r} must be a list of numbers")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise BundleError(f"manifest field {key!r} must hold finite numbers")
-        out.append(float(v))
+        f = finite_float(v)
+        if f is None:
+            raise BundleError(f"manifest field {name!r} must hold finite numbers within the float32 range")
+        out.append(f)
     return tuple(out)
+
+
+def _object(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """An optional JSON object (absent or null: empty); its content is descriptive, not read when serving."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BundleError(f"manifest field {key!r} must be a JSON object")
+    return dict(value)
+
+
+def _histogram(data: Mapping[str, Any]) -> dict[str, list[float]]:
+    """``score_histogram``: absent, null or {} (no drift check), else ``edges`` and ``counts`` lists of
+    finite numbers with ``len(counts) == len(edges) - 1 >= 1``. Whether the bins suit PSI (edges
+    increasing, counts not all zero) is ``worker.drift``'s question: a bad answer only turns drift off."""
+    value = data.get("score_histogram")
+    if value is None or (isinstance(value, Mapping) and not value):
+        return {}
+    if not isinstance(value, Mapping):
+        raise BundleError("manifest field 'score_histogram' must be a JSON object")
+    edges = _floats(value, "edges", "score_histogram.edges")
+    counts = _floats(value, "counts", "score_histogram.counts")
+    if len(edges) < 2 or len(counts) != len(edges) - 1:
+        raise BundleError(
+            f"manifest score_histogram needs len(counts) == len(edges) - 1 >= 1 (got {len(counts)} and {len(edges)})"
+        )
+    return {"edges": list(edges), "counts": list(counts)}

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reco
     "reconcile": "worker.tools.reconcile:main",
     "tail-alerts": "worker.tools.tail:main",
     "promote": "worker.tools.promote:main",
+    "sign-bundle": "worker.tools.sign:main",
 }
 
 
@@ -76,8 +77,9 @@ def _run(config) -> int:
     metrics = WorkerMetrics(registry, drift_window=config.drift_window)
     health = HealthState(config.health_stall_seconds)
     models = ModelWatcher(
-        config.models_dir, metrics, interval=config.reload_interval_seconds, trusted_keys=trusted_keys
-    )
+        config.models_dir, metrics, interval=config.reload_interval_seconds, trusted_keys=trusted_keys,
+        min_version=config.min_model_version or None,
+    )  # fmt: skip
     try:
         scorer = models.load_initial()
     except BundleError as exc:

@@ -152,7 +152,7 @@ class WorkerMetrics:
         self.model_signature_failures = Counter(
             "fraud_model_signature_failures",
             "Hot reloads refused because the bundle is not signed by a trusted key, by reason (unsigned, "
-            "malformed, unknown_key, mismatch).",
+            "malformed, old_format, unknown_key, mismatch), or older than min_model_version (rollback).",
             ["reason"],
             registry=r,
         )

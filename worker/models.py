@@ -4,8 +4,10 @@ Between batches the loop calls ``maybe_reload``; at most once per interval it st
 when the file changed and names another version, loads that bundle with ``load_scorer`` (sha256,
 feature count, probe score). A bundle that fails is counted and logged once, and the old scorer
 keeps serving; it is tried again only when CURRENT changes again. With ``trusted_keys`` every
-bundle, the first one too, must be signed by one of them (``worker.signing``); a refused signature
-is also counted by its reason.
+bundle, the first one too, must be signed by one of them (``worker.signing``); with ``min_version``
+none may be older than it; a refused signature or rollback is also counted by its reason. An
+unexpected error while loading a bundle is refused the same way on hot reload (logged with its
+traceback): a bad bundle never stops a worker that is serving.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class PointerWatch:
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -72,12 +74,14 @@ class ModelWatcher:
         clock: Callable[[], float] = time.monotonic,
         loader: Callable[[str, str | None], Scorer] | None = None,
         trusted_keys: TrustedKeys | None = None,
+        min_version: str | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.metrics = metrics
         self.interval = interval
         self.trusted_keys = trusted_keys
-        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys)
+        self.min_version = min_version
+        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys, min_version=min_version)
         self._scorer: Scorer | None = None
         self._pointer = PointerWatch(Path(models_dir) / CURRENT_FILE, interval, clock)
 
@@ -114,6 +118,11 @@ class ModelWatcher:
             if isinstance(exc, SignatureError):
                 self.metrics.model_signature_failures.labels(reason=exc.reason).inc()
             logger.error("model reload refused, still serving %s: %s", self.version, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a defect in a check must not stop a serving worker
+            self.metrics.model_reloads.labels(result="failed").inc()
+            logger.error("model reload refused, still serving %s: unexpected %s", self.version, type(exc).__name__,
+                         exc_info=True)  # fmt: skip
             return False
         old = self.version
         self._serve(scorer, seconds)

@@ -125,10 +125,14 @@ class Scorer:
 
 
 def load_scorer(
-    models_dir: str, version: str | None = None, num_threads: int = 1, trusted_keys: TrustedKeys | None = None
+    models_dir: str,
+    version: str | None = None,
+    num_threads: int = 1,
+    trusted_keys: TrustedKeys | None = None,
+    min_version: str | None = None,
 ) -> Scorer:
-    """Load, verify (signature with ``trusted_keys``, sha256, feature count, probe through the
-    transforms) and return a ready scorer."""
-    scorer = Scorer(load_bundle(models_dir, version, trusted_keys), num_threads=num_threads)
+    """Load, verify (signature with ``trusted_keys``, not older than ``min_version``, sha256, feature
+    count, probe through the transforms) and return a ready scorer."""
+    scorer = Scorer(load_bundle(models_dir, version, trusted_keys, min_version), num_threads=num_threads)
     scorer.probe()
     return scorer

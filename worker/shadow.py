@@ -95,6 +95,10 @@ class ChallengerWatcher:
                 self.metrics.model_signature_failures.labels(reason=exc.reason).inc()
             self._refused(f"challenger {version}: {exc}")
             return False
+        except Exception as exc:  # noqa: BLE001 - a defect in a check must not stop the worker
+            logger.debug("challenger %s failed to load", version, exc_info=True)
+            self._refused(f"challenger {version}: unexpected {type(exc).__name__}: {str(exc)[:200]!r}")
+            return False
         if tuple(scorer.feature_names) != tuple(champion.feature_names):
             self._refused(
                 f"challenger {version} has other features than the champion {champion.version} "

@@ -25,6 +25,7 @@ import numpy as np
 from worker.errors import BundleError
 
 KINDS = ("identity", "log1p", "signed_log1p")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # manifest numbers are served as float32
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class FeatureTransform:
             raise BundleError(f"manifest {where} is not an object")
         kind = data.get("kind")
         if kind not in KINDS:
-            raise BundleError(f"manifest {where} kind {kind!r} is not one of {', '.join(KINDS)}")
+            raise BundleError(f"manifest {where} kind {repr(kind)[:80]} is not one of {', '.join(KINDS)}")
         clip = data.get("clip")
         bounds: tuple[float | None, float | None] | None = None
         if clip is not None:
@@ -59,12 +60,27 @@ class FeatureTransform:
         return cls(kind, bounds)
 
 
+def finite_float(value: object, limit: float = FLOAT32_MAX) -> float | None:
+    """``value`` as a float if it is a JSON number (not a bool) with ``|value| <= limit``, else None.
+
+    An integer too large for a float (a 400-digit literal) is None too, never an ``OverflowError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) and abs(f) <= limit else None
+
+
 def _bound(value: object, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BundleError(f"manifest {where} clip bounds must be finite numbers or null")
-    return float(value)
+    bound = finite_float(value)
+    if bound is None:
+        raise BundleError(f"manifest {where} clip bounds must be finite float32 numbers or null")
+    return bound
 
 
 def read_transforms(data: object, n_features: int) -> tuple[FeatureTransform, ...]:

@@ -4,7 +4,8 @@ CHALLENGER's version replaces CURRENT's atomically (``set_current``: a temp file
 CURRENT, so a reader sees the old name or the new, never part of one), then CHALLENGER is removed;
 running workers hot-reload the new champion and report the one it replaced
 (``fraud_model_previous_info``). The challenger must pass the checks a worker makes before serving
-it (with ``--trusted-keys``, its signature too). The evidence is fraud-feedback's stores
+it (with ``--trusted-keys``, its signature too; with ``--min-model-version``, its version). The
+evidence is fraud-feedback's stores
 (``--feedback-state-dir``): the transactions both versions scored and whose truth is known
 (labelled, or genuine past the label window). Promotion is refused, unless ``--force``, when there
 are fewer than ``--min-labelled`` of them or no fraud among them, or when the challenger's average
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence says the challenger is not worse than the champion on the transactions both scored.",
         epilog=SETTINGS_EPILOG + " Exit codes: 0 promoted, 1 refused or an error, 2 bad settings.",
     )
-    add_settings(p, ["models_dir", "trusted_keys"])
+    add_settings(p, ["models_dir", "trusted_keys", "min_model_version"])
     p.add_argument("--feedback-state-dir", help="fraud-feedback's --state-dir: the labelled evidence")
     p.add_argument("--label-window", default="120d", help="as fraud-feedback's (default: %(default)s)")
     p.add_argument("--min-labelled", type=int, default=1000,
@@ -89,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             missing = "CURRENT" if champion is None else CHALLENGER_FILE
             raise ConfigError(f"{Path(models) / missing} does not exist: nothing to promote")
         keys = load_trusted_keys(config.trusted_keys) if config.trusted_keys else None
-        load_scorer(models, challenger, trusted_keys=keys)  # the checks a worker makes before serving it
+        # the checks a worker makes before serving it
+        load_scorer(models, challenger, trusted_keys=keys, min_version=config.min_model_version or None)
         window = parse_duration_ms(args.label_window)
     except ConfigError as exc:
         print(f"{PROG}: bad setting: {exc}", file=sys.stderr)

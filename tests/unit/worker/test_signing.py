@@ -72,17 +72,17 @@ def test_signature_file_is_the_documented_format(signed, keys):
     """Verified here from the documented recipe alone, not through worker.signing's own helpers."""
     bundle = signed / "v1"
     doc = json.loads((bundle / SIGNATURE_FILE).read_text())
-    assert set(doc) == {"algorithm", "key_id", "signature"} and doc["algorithm"] == "ed25519"
+    assert set(doc) == {"algorithm", "files", "format", "key_id", "signature"} and doc["algorithm"] == "ed25519"
+    assert doc["format"] == 2
     public = serialization.load_pem_public_key(keys.public.read_bytes())
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert doc["key_id"] == hashlib.sha256(raw).hexdigest()[:16]
-    message = (
-        b"fraud-scoring bundle v1\n"
-        + hashlib.sha256((bundle / MANIFEST_FILE).read_bytes()).digest()
-        + hashlib.sha256((bundle / MODEL_FILE).read_bytes()).digest()
-    )
-    assert message == signed_message((bundle / MANIFEST_FILE).read_bytes(), (bundle / MODEL_FILE).read_bytes())
-    assert message.startswith(DOMAIN) and len(message) == len(DOMAIN) + 64
+    # sha256sum's lines for every file of the bundle but signature.json, sorted by name
+    names = sorted(p.name for p in bundle.iterdir() if p.name != SIGNATURE_FILE)
+    digests = {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in names}
+    assert doc["files"] == digests and names == [MANIFEST_FILE, MODEL_FILE]
+    message = b"fraud-scoring bundle v2\n" + "".join(f"{digests[n]}  {n}\n" for n in names).encode()
+    assert message == signed_message(digests) and message.startswith(DOMAIN)
     signature = base64.b64decode(doc["signature"], validate=True)
     assert len(signature) == 64
     public.verify(signature, message)  # raises InvalidSignature if the recipe is not what was signed
@@ -196,16 +196,28 @@ def test_a_signed_bundle_under_another_directory_name_is_refused(signed, keys):
         load_scorer(str(signed), "v9", trusted_keys=keys.trusted())
 
 
+def _doc(**changes) -> bytes:
+    doc = {"algorithm": "ed25519", "key_id": "0123456789abcdef", "format": 2, "files": {MANIFEST_FILE: "0" * 64},
+           "signature": base64.b64encode(bytes(64)).decode(), **changes}  # fmt: skip
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
+
+
 @pytest.mark.parametrize(
     "content,needle",
     [
         (b"not json", "not valid JSON"),
+        (b"[" * 3000, "not valid JSON"),
         (b"[]", "not a JSON object"),
-        (b'{"algorithm": "ed25519", "key_id": "ab"}', "'signature'"),
-        (b'{"algorithm": "rsa", "key_id": "ab", "signature": "' + base64.b64encode(bytes(64)) + b'"}', "rsa"),
-        (b'{"algorithm": "ed25519", "key_id": "ab", "signature": "%%%"}', "not base64"),
-        (b'{"algorithm": "ed25519", "key_id": "ab", "signature": "' + base64.b64encode(bytes(10)) + b'"}', "10 bytes"),
-        (b" " * 5000, "larger than"),
+        (_doc(signature=None), "'signature'"),
+        (_doc(algorithm="rsa"), "rsa"),
+        (_doc(signature="%%%"), "not base64"),
+        (_doc(signature=base64.b64encode(bytes(10)).decode()), "10 bytes"),
+        (_doc(key_id="ab\x1b[2J"), "key_id is not 16 hex digits"),
+        (_doc(format=3), "format 3"),
+        (_doc(files=[]), "'files'"),
+        (_doc(files={"../etc/passwd": "0" * 64}), "'../etc/passwd'"),
+        (_doc(files={MANIFEST_FILE: "xyz"}), "'manifest.json'"),
+        (b" " * 70_000, "larger than"),
     ],
 )
 def test_a_malformed_signature_file_is_refused(signed, keys, content, needle):
