@@ -55,6 +55,7 @@ from worker.metrics import WorkerMetrics
 from worker.models import ModelWatcher
 from worker.outputs import Output, build_outputs, truncated_count
 from worker.rebalance import RebalanceListener, Restarts, Revocations
+from worker.scoring import OUT_OF_RANGE_SCORE
 from worker.shadow import ChallengerWatcher, shadow_outputs
 from worker.transactions import PartitionsLost, Transaction
 from worker.trouble import Trouble
@@ -292,9 +293,13 @@ class Worker:
         scaled = scores = None
         if decoded.index:
             t0 = time.perf_counter()
-            scaled = scorer.scale(decoded.features)
-            scores = scorer.score_scaled(scaled)
+            scored = scorer.score_batch(decoded.features)
+            scaled, scores = scored.scaled, scored.scores
             self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
+            self.metrics.observe_guards(scored.clipped_training, scored.clipped_scaled, scored.out_of_range)
+            if scored.out_of_range:
+                logger.error("model %s gave %d outputs that are not probabilities (NaN or inf): each published as "
+                             "score %g, an alert", scorer.version, scored.out_of_range, OUT_OF_RANGE_SCORE)  # fmt: skip
         scored_at = int(time.time() * 1000)
         out = build_outputs(self.config, scorer, batch.records, decoded, scaled, scores, scored_at)
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times

@@ -214,6 +214,21 @@ class WorkerMetrics:
             registry=r,
         )
         self.psi = PsiCollector(r)
+        # Every valid event gets a finite score (worker/scoring.py): what the guards did, counted when scored.
+        self.feature_values_clipped = Counter(
+            "fraud_feature_values_clipped",
+            "Raw feature values of scored events that hit a bound, by bound: training (beyond the feature's "
+            "training clip, scored as the bound) or scaled (beyond the scaled limit, SCALED_LIMIT).",
+            ["bound"],
+            registry=r,
+        )
+        self.scores_out_of_range = Counter(
+            "fraud_scores_out_of_range",
+            "Model outputs that were not a probability in [0, 1] (NaN, inf), published as score 1.0 (an alert).",
+            registry=r,
+        )
+        for bound in ("training", "scaled"):
+            self.feature_values_clipped.labels(bound=bound)
         for outcome in ("both", "champion_only", "challenger_only"):
             self.shadow_agreement.labels(outcome=outcome)
         for result in ("ok", "failed"):
@@ -282,6 +297,15 @@ class WorkerMetrics:
         window = self.psi.window
         if window is not None:
             window.add(scores)
+
+    def observe_guards(self, clipped_training: int, clipped_scaled: int, out_of_range: int) -> None:
+        """What the scoring guards did to one batch (``worker.scoring.Scored``)."""
+        if clipped_training:
+            self.feature_values_clipped.labels(bound="training").inc(clipped_training)
+        if clipped_scaled:
+            self.feature_values_clipped.labels(bound="scaled").inc(clipped_scaled)
+        if out_of_range:
+            self.scores_out_of_range.inc(out_of_range)
 
     def observe_batch(
         self, records: int, scores: np.ndarray | None, alert_latency: np.ndarray | None, invalid: Sequence[str]

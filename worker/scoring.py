@@ -4,11 +4,21 @@
 training job's parity check and by the tests, so all three transform, scale and score the same way.
 worker/probe.py writes the same contract out again in float64 from the manifest alone and holds
 the served path to it before a bundle serves (``Scorer.probe``).
+
+Every valid event gets a finite score (docs/design.md, "The data's way through the code"):
+
+- after scaling, every value is clipped to ±``SCALED_LIMIT`` standard deviations, so a raw value
+  that overflows float32 in ``t - mean`` (an unclipped column at 3.4e38) becomes finite;
+- a bundle is refused (``BundleError``) unless ``SCALED_LIMIT · Σ|w| + |bias|``, the largest logit
+  such values can give, is finite in float32, and its scaler is finite in float32: then no partial
+  sum of the dot product can overflow, and the logit is never ``inf - inf`` (NaN);
+- should a model output still not be a probability in [0, 1] (NaN, ±inf), the score is
+  ``OUT_OF_RANGE_SCORE`` (1.0: the event alerts) and it is counted (``Scored.out_of_range``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -20,6 +30,25 @@ from worker.transforms import Transforms
 
 if TYPE_CHECKING:
     from worker.signing import TrustedKeys
+
+# Scaled values are clipped to ±SCALED_LIMIT standard deviations. No training row can lie further than
+# sqrt(n - 1) standard deviations from its column's mean (Samuelson's inequality), so 1e4 leaves every
+# value of up to 10^8 training rows, and every value inside a training clip, as it is; it only bounds
+# values far outside anything the model was fitted on. 1e4 · Σ|w| stays finite in float32 for any
+# kernel whose Σ|w| is below 3.4e34.
+SCALED_LIMIT = 1e4
+OUT_OF_RANGE_SCORE = 1.0  # the score of a model output that is not a probability: the event alerts
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class Scored(NamedTuple):
+    """One batch through ``Scorer.score_batch``: its scaled rows and scores, and what the guards did."""
+
+    scaled: np.ndarray
+    scores: np.ndarray
+    clipped_training: int  # raw values beyond their feature's training clip (moved to the bound)
+    clipped_scaled: int  # scaled values beyond ±SCALED_LIMIT (moved to the limit)
+    out_of_range: int  # model outputs not in [0, 1] (NaN, ±inf), scored OUT_OF_RANGE_SCORE
 
 
 class Scorer:
@@ -34,10 +63,12 @@ class Scorer:
         self.version = m.version
         self.threshold = float(m.threshold)
         self.feature_names = m.feature_names
-        self.mean = np.asarray(m.scaler_mean, dtype=np.float32)
-        self.inv_scale = (1.0 / np.asarray(m.scaler_scale, dtype=np.float64)).astype(np.float32)
-        self.weights = np.asarray(m.weights, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a float32 overflow here is refused by _check_finite
+            self.mean = np.asarray(m.scaler_mean, dtype=np.float32)
+            self.inv_scale = (1.0 / np.asarray(m.scaler_scale, dtype=np.float64)).astype(np.float32)
+            self.weights = np.asarray(m.weights, dtype=np.float32)
         self.transforms = Transforms(m.feature_transforms, m.n_features)
+        self._check_finite(np.asarray(m.weights, dtype=np.float64), float(m.bias))
         try:
             self._interp = Interpreter(model_content=bundle.model_bytes, num_threads=num_threads)
             self._interp.allocate_tensors()
@@ -60,15 +91,53 @@ class Scorer:
     def n_features(self) -> int:
         return len(self.feature_names)
 
+    def _check_finite(self, weights: np.ndarray, bias: float) -> None:
+        """Refuse a bundle whose arithmetic can overflow float32 on clipped scaled values (module doc)."""
+        version = self.version
+        if not np.isfinite(self.mean).all():
+            raise BundleError(f"bundle {version}: scaler_mean is not finite in float32")
+        if not (np.isfinite(self.inv_scale).all() and (self.inv_scale > 0).all()):
+            raise BundleError(f"bundle {version}: 1 / scaler_scale is not a finite positive float32")
+        with np.errstate(over="ignore", invalid="ignore"):
+            largest = SCALED_LIMIT * float(np.sum(np.abs(weights))) + abs(bias)
+        if not largest < _FLOAT32_MAX:
+            raise BundleError(
+                f"bundle {version}: {SCALED_LIMIT:g} · Σ|weights| + |bias| = {largest:g} is not finite in float32 "
+                f"(the logit of scaled values clipped to ±{SCALED_LIMIT:g} could overflow)"
+            )
+
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        """(transform(raw) - mean) / scale as float32, a new array (the input is never mutated)."""
+        """(transform(raw) - mean) / scale as float32, clipped to ±SCALED_LIMIT; a new array (the input is
+        never mutated)."""
+        return self._scale(raw)[0]
+
+    def _scale(self, raw: np.ndarray) -> tuple[np.ndarray, int]:
+        """``scale``, and how many scaled values it clipped to ±SCALED_LIMIT (an infinity included)."""
         out = self.transforms.apply(np.asarray(raw, dtype=np.float32))  # a new array: scaled in place
-        out -= self.mean
-        out *= self.inv_scale
-        return out
+        with np.errstate(over="ignore"):  # t - mean beyond float32 is -inf or inf, clipped below
+            out -= self.mean
+            out *= self.inv_scale
+        beyond = int(np.count_nonzero(np.abs(out) > SCALED_LIMIT))
+        if beyond:
+            np.clip(out, -SCALED_LIMIT, SCALED_LIMIT, out=out)
+        return out, beyond
+
+    def score_batch(self, raw: np.ndarray) -> Scored:
+        """Scale and score raw rows (``scale``, then ``score_scaled``) and count what the guards did."""
+        raw = np.asarray(raw, dtype=np.float32)
+        scaled, beyond = self._scale(raw)
+        scores = self.model_outputs(scaled)
+        return Scored(scaled, scores, self.transforms.count_clipped(raw), beyond, _probabilities(scores))
 
     def score_scaled(self, scaled: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for already scaled rows, in one interpreter invocation."""
+        """Fraud probabilities for already scaled rows, in one interpreter invocation; an output that is
+        not a probability (NaN, ±inf) is OUT_OF_RANGE_SCORE, so no score is ever null."""
+        scores = self.model_outputs(scaled)
+        _probabilities(scores)
+        return scores
+
+    def model_outputs(self, scaled: np.ndarray) -> np.ndarray:
+        """The model's outputs for already scaled rows, as LiteRT gives them (no guard: the probe reads them)."""
         x = np.ascontiguousarray(scaled, dtype=np.float32)
         n = x.shape[0]
         if n == 0:
@@ -122,6 +191,15 @@ class Scorer:
         from worker.probe import check
 
         check(self)
+
+
+def _probabilities(scores: np.ndarray) -> int:
+    """Set every score not within [0, 1] (NaN, ±inf) to OUT_OF_RANGE_SCORE, in place; how many there were."""
+    bad = ~((scores >= 0.0) & (scores <= 1.0))
+    n = int(np.count_nonzero(bad))
+    if n:
+        scores[bad] = OUT_OF_RANGE_SCORE
+    return n
 
 
 def load_scorer(

@@ -111,6 +111,19 @@ class Transforms:
         self._bounds = {np.dtype(np.float32): (self.lo[c].astype(np.float32), self.hi[c].astype(np.float32))}
         self.is_identity = self._clipped is None and self._log1p is None and self._signed is None
 
+    def count_clipped(self, raw: np.ndarray) -> int:
+        """How many values of ``raw`` lie beyond their feature's clip (``apply`` moves them to the bound):
+        two comparisons and two counts over the clipped columns, none per row."""
+        c = self._clipped
+        if c is None or not len(raw):
+            return 0
+        x = np.asarray(raw)
+        bounds = self._bounds.get(x.dtype)
+        if bounds is None:
+            bounds = self._bounds[x.dtype] = (self.lo[c].astype(x.dtype), self.hi[c].astype(x.dtype))
+        v = x[:, c]
+        return int(np.count_nonzero(v < bounds[0])) + int(np.count_nonzero(v > bounds[1]))
+
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """clip, then kind, for every row; a new array of ``raw``'s float dtype (``raw`` is not changed).
 
