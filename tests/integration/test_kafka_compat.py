@@ -306,3 +306,37 @@ def test_a_rebalance_with_results_in_flight_commits_them_through_the_revocation_
         worker.request_stop()
         runner.join(timeout=60)
     assert not runner.is_alive()
+
+
+@pytest.mark.parametrize("fast_paths", ["all", "none"])
+def test_a_real_consumer_inflates_compressed_batches_to_the_cap_and_hands_on_a_larger_ones_records_unread(
+    kafka, fast_paths
+):
+    from worker.decode import Unread
+
+    topic = kafka.topic(partitions=1)
+    producer = kafka.producer(compression_type="gzip", linger_ms=200, batch_size=8 << 20, max_request_size=8 << 20)
+    for i in range(20):  # one batch of about 20 KB inflated
+        producer.send(topic, value=b'{"n": %d}' % i)
+    producer.flush(timeout=30)
+    for value in (b"a", b"0" * 3_000_000, b"b"):  # one batch of 3 MB inflated: over a 1 MB cap
+        producer.send(topic, value=value)
+    producer.flush(timeout=30)
+    consumer = kafka.consumer(group_id=kafka.group(), enable_auto_commit=False)
+    before = TAKEN["inflate_cap"]
+    compat = KafkaCompat.install(consumer, parse_fast_paths(fast_paths), inflate_cap=1 << 20)
+    consumer.subscribe([topic])
+    compat.await_partitions(consumer, topic, 5_000)
+    got: list = []
+    deadline = time.monotonic() + 30
+    while len(got) < 23 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            got += records
+    assert [r.offset for r in got] == list(range(23))
+    assert [r.value for r in got[:20]] == [b'{"n": %d}' % i for i in range(20)]
+    if fast_paths == "all":
+        assert TAKEN["inflate_cap"] - before == 2, "kafka-python no longer inflates through the capped batch"
+        assert all(type(r.value) is Unread and r.value.reason == "batch_too_large" for r in got[20:])
+    else:
+        assert TAKEN["inflate_cap"] == before
+        assert [r.value for r in got[20:]] == [b"a", b"0" * 3_000_000, b"b"]
