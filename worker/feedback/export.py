@@ -222,12 +222,14 @@ def read_topics(
                 consumer.pause(tp)
             read.partitions = n
             stores = {p: Store(store_path(state_dir, p), label_window_ms, clock=clock) for p in range(n)}
-            last_progress = time.monotonic()
+            last_progress, positions = time.monotonic(), {tp: consumer.position(tp) for tp in remaining}
             while remaining:
                 polled = consumer.poll(timeout_ms=1000, max_records=5000)
                 if polled:
-                    last_progress = time.monotonic()
                     _apply(polled, ends, stores, labels_topic, clock, read)
+                now = {tp: consumer.position(tp) for tp in remaining}
+                if now != positions:  # records, or only transaction markers and aborted records passed over
+                    last_progress, positions = time.monotonic(), now
                 for tp in list(remaining):
                     if consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
