@@ -95,6 +95,8 @@ def _decode(decoder: msgspec.json.Decoder, value: bytes | None):  # type: ignore
         raise BadRecord("schema", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise BadRecord("not_json", str(exc)) from None
+    except RecursionError:  # msgspec's depth limit: JSON nested thousands deep
+        raise BadRecord("not_json", "nested too deeply") from None
     _check_id(record.transaction_id)
     return record
 
