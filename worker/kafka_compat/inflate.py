@@ -192,7 +192,9 @@ def check_cap(base: Any = Fetcher.PartitionRecords) -> None:
         raise ValueError("kafka-python's reader and the capped reader disagree on a sample gzip batch")
     unread, next_offset = read(capped(base, 1000))
     TAKEN["inflate_cap"] = before  # the probe is not a use
-    if next_offset != 3 or [r.offset for r in unread] != [0, 1, 2] or any(
-        type(r.value) is not Unread or r.value.reason != "batch_too_large" or r.key is not None for r in unread
+    if (
+        next_offset != 3
+        or [r.offset for r in unread] != [0, 1, 2]
+        or any(type(r.value) is not Unread or r.value.reason != "batch_too_large" or r.key is not None for r in unread)
     ):
         raise ValueError("the capped reader did not hand on a sample batch over its cap unread, offset by offset")
