@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DataError
+from worker.printable import printable
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def read_header(path: str | os.PathLike[str]) -> list[str]:
     try:
         with _open_text(Path(path)) as fh:
             return [h.strip() for h in next(csv.reader(fh), [])]
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error):
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zlib.error):
         return []
 
 
@@ -113,14 +115,15 @@ def load_csv(
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
             sample = [row for _, row in zip(range(SAMPLE_ROWS), reader, strict=False)]
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zlib.error) as exc:
         raise DataError(f"{path}: cannot read as CSV: {exc}") from None
     if not header:
         raise DataError(f"{path}: empty file (no header row)")
     if len(set(header)) != len(header):
         raise DataError(f"{path}: the header repeats a column name")
     if label_column not in header:
-        raise DataError(f"{path}: label column {label_column!r} not found (columns: {', '.join(header[:12])}…)")
+        columns = printable(", ".join(header[:12]), 200)  # a column name may hold control characters
+        raise DataError(f"{path}: label column {label_column!r} not found (columns: {columns}…)")
     if time_column is not None and time_column not in header:
         raise DataError(f"{path}: time column {time_column!r} not found")
 
@@ -151,12 +154,16 @@ def load_csv(
     wanted = list(dict.fromkeys([*feature_names, label_column, *([time_column] if time_column else [])]))
     usecols = [header.index(name) for name in wanted]
     try:
-        with _open_text(path) as fh:
-            fh.readline()
-            data = np.loadtxt(fh, delimiter=",", quotechar='"', usecols=usecols, dtype=np.float64, ndmin=2)
-    except ValueError:
-        # The fast parser only says "something is wrong"; find the column and row to name.
-        data = _load_slowly(path, header, wanted)
+        try:
+            with _open_text(path) as fh:
+                fh.readline()
+                data = np.loadtxt(fh, delimiter=",", quotechar='"', usecols=usecols, dtype=np.float64, ndmin=2)
+        except ValueError:  # (UnicodeDecodeError is one: the slow pass names it too)
+            # The fast parser only says "something is wrong"; find the column and row to name.
+            data = _load_slowly(path, header, wanted)
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zlib.error) as exc:
+        # Past the rows read up front: not UTF-8, a field over the csv module's limit, a cut gzip stream.
+        raise DataError(f"{path}: cannot read as CSV: {exc}") from None
     columns = {name: data[:, j] for j, name in enumerate(wanted)}
     return from_columns(
         columns,

@@ -15,3 +15,41 @@ def test_feedback_record_nested_too_deep_is_a_bad_record_not_a_recursion_error(d
         with pytest.raises(BadRecord) as caught:
             decode(value)
         assert caught.value.reason in ("not_json", "schema")
+
+
+def _rows(n: int) -> bytes:
+    return ("V1,V2,Class\n" + "".join(f"{i * 0.37 % 5:.4f},{i * 1.3 % 7:.4f},{i % 2}\n" for i in range(n))).encode()
+
+
+@pytest.mark.parametrize(
+    "name,tail,needle",
+    [
+        ("late-latin1.csv", b"1,\xff,0\n", "codec can't decode"),
+        ("late-huge-field.csv", b'1,"' + b"x" * 200_000 + b'",0\n', "field larger than field limit"),
+        ("cut.csv.gz", None, "Compressed file ended"),
+    ],
+)
+def test_training_csv_trouble_past_the_sampled_rows_is_a_data_error(tmp_path, name, tail, needle):
+    # Found by the training_data target: the first 1,000 rows are read under a DataError guard, the
+    # second pass was not, so a bad byte, field or gzip end further down escaped as a traceback.
+    import gzip
+
+    from training.data import load_csv, read_header
+    from training.errors import DataError
+
+    path = tmp_path / name
+    path.write_bytes(_rows(3000) + tail if tail is not None else gzip.compress(_rows(3000))[:-300])
+    with pytest.raises(DataError, match=needle):
+        load_csv(path, min_rows=2)
+    assert read_header(path) == ["V1", "V2", "Class"]
+
+
+def test_training_label_not_found_error_escapes_control_characters_in_column_names(tmp_path):
+    from training.data import load_csv
+    from training.errors import DataError
+
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"V1,\x1b]0;owned\x07V2\r\n1,2\r\n")
+    with pytest.raises(DataError) as caught:
+        load_csv(path, min_rows=1)
+    assert "\x1b" not in str(caught.value) and "\\x1b]0;owned\\x07V2" in str(caught.value)
