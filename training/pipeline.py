@@ -23,7 +23,7 @@ from training.thresholds import Policy
 from training.transforms import RULE as TRANSFORM_RULE
 from training.transforms import choose as choose_transforms
 from worker.errors import BundleError
-from worker.transforms import Transforms
+from worker.transforms import FeatureTransform, Transforms
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +224,11 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     for feature in choices:
         logger.info("feature %s: %s", feature.name, feature.reason)
     candidates = {"with": Transforms([c.transform for c in choices], X.shape[1])}
-    if not candidates["with"].is_identity:
-        candidates["without"] = Transforms((), X.shape[1])
+    if any(c.transform.kind != "identity" for c in choices):
+        # Without the kinds, every feature still clipped to its training [min, max] (training.transforms).
+        candidates["without"] = Transforms(
+            [FeatureTransform("identity", c.transform.clip) for c in choices], X.shape[1]
+        )
     fits: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
     for name, transforms in candidates.items():
         X_t = transforms.apply(X)
@@ -248,7 +251,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     if use == "without":
         logger.info(
             "the transforms lose on validation (PR AUC %.4f with, %.4f without, by more than %g): "
-            "every feature stays identity",
+            "every feature identity, still clipped to its training range",
             val_pr_auc["with"], val_pr_auc["without"], TRANSFORMS_LOSS_MARGIN,
         )
     timings["fit"] = time.perf_counter() - t

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.transforms import HEAVY_TAIL_IQR, choose, choose_column
-from worker.transforms import Transforms
+from worker.transforms import FeatureTransform, Transforms
 
 RNG = np.random.default_rng(11)
 N = 20_000
@@ -43,16 +43,17 @@ def test_symmetric_heavy_tailed_column_gets_signed_log1p(sample):
     lambda n: RNG.uniform(-5.0, 5.0, n),
     lambda n: RNG.uniform(0.0, 1000.0, n),
 ])  # fmt: skip
-def test_normal_and_uniform_columns_stay_identity_without_clip(sample):
-    c = choose_column(sample(N), "x")
-    assert c.transform.kind == "identity" and c.transform.clip is None
-    assert "identity" in c.reason
+def test_normal_and_uniform_columns_stay_identity_clipped_to_their_training_range(sample):
+    x = sample(N)
+    c = choose_column(x, "x")
+    assert c.transform.kind == "identity" and c.transform.clip == (x.min(), x.max())
+    assert "identity, clipped to [" in c.reason
 
 
-def test_nearly_constant_column_stays_identity():
+def test_nearly_constant_column_stays_identity_clipped_to_its_training_range():
     x = np.zeros(N)
     x[:5] = 7.0  # fewer than 0.1 % of the rows
-    assert choose_column(x, "rare").transform.kind == "identity"
+    assert choose_column(x, "rare").transform == FeatureTransform("identity", (0.0, 7.0))
 
 
 def test_bounds_come_from_the_rows_given_only():
