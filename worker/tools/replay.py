@@ -229,9 +229,11 @@ class Labels:
     def add(self, transaction_id: str, fields: dict, keep: bool) -> None:
         value = fields.get(self.column) if keep else fields.pop(self.column, None)
         try:
-            is_fraud = bool(int(float(value))) if value is not None and value != "" else None
+            number = float(value) if value is not None and value != "" else None
         except (TypeError, ValueError):
-            is_fraud = None
+            number = None
+        # 0 or 1 (1.0, "1"); anything else (inf, NaN, 2, text) is a row without a label
+        is_fraud = bool(number) if number in (0.0, 1.0) else None
         if is_fraud is None:
             self.missing += 1
             return

@@ -137,3 +137,12 @@ def test_replay_csv_that_breaks_after_its_header_fails_at_that_point_naming_the_
     with pytest.raises(replay.DataFileError, match=re.escape(str(path)) + ": cannot read"):
         for _ in rows:
             pass
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "1e999", "nan", "2", "-1", "abc", ""])
+def test_replay_label_that_is_not_0_or_1_is_a_row_without_a_label(cell):
+    # Found by the replay fuzz target: a Class of inf raised OverflowError (int(float("inf"))).
+    labels = replay.Labels("labels", 0.0, "Class")
+    labels.add("tx-1", {"Class": cell}, keep=True)
+    labels.add("tx-2", {"Class": "1.0"}, keep=True)
+    assert labels.missing == 1 and [flag for _, _, flag in labels.pending] == [True]
