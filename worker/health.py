@@ -372,7 +372,9 @@ class HealthServer:
                 return False
         except OSError:
             return False
-        return not handler.close_connection and not self._closing
+        # An HTTP/0.9-style request line (two words) got a bare body, with no length to delimit it:
+        # never kept open, even when its headers ask for keep-alive (http.server honours them).
+        return not handler.close_connection and not self._closing and handler.request_version != "HTTP/0.9"
 
 
 class _Conn:

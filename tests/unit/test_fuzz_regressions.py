@@ -53,3 +53,29 @@ def test_training_label_not_found_error_escapes_control_characters_in_column_nam
     with pytest.raises(DataError) as caught:
         load_csv(path, min_rows=1)
     assert "\x1b" not in str(caught.value) and "\\x1b]0;owned\\x07V2" in str(caught.value)
+
+
+def test_health_http09_request_with_keep_alive_header_is_closed_after_its_bare_answer():
+    # Found by the health target: a two-word request line is answered HTTP/0.9-style (a body with no
+    # status line or length), yet a "Connection: keep-alive" header kept the connection open.
+    import socket
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from worker.health import HealthServer, HealthState, _Conn
+
+    server = HealthServer("127.0.0.1", 0, CollectorRegistry(), HealthState(30.0))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    try:
+        for head, keep in ((b"GET /healthz\r\nConnection: keep-alive\r\n\r\n", False),
+                           (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", True)):  # fmt: skip
+            conn = _Conn(ours, time.monotonic() + 5)
+            conn.buf = bytearray(head)
+            assert server._answer(conn) is keep, head
+    finally:
+        server.close()
+        ours.close()
+        client.close()
