@@ -76,7 +76,7 @@ def _secret_words(argv: Sequence[str]) -> list[str]:
             continue
         key, _, value = item.partition("=")
         words += [item, value] if value else [item]
-        if not value and after < len(argv):
+        if not value and after < len(argv) and not argv[after].startswith("-"):
             words.append(argv[after])
     return sorted((w for w in words if w), key=len, reverse=True)
 

@@ -58,7 +58,9 @@ def read_secret_file(path: str, source: str) -> Secret:
         with open(path, encoding="utf-8") as f:
             value = f.read()
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror or exc}") from None
+        # A value that is no path (the password itself, given as the file by mistake) is not shown.
+        named = path if "/" in path else "the file it names"
+        raise ConfigError(f"{source}: cannot read {named}: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: {path} is not UTF-8 text") from None
     value = value[:-1] if value.endswith("\n") else value

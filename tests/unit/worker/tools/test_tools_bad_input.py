@@ -110,6 +110,8 @@ def test_tail_alert_line_for_any_json_value_is_a_line(value):
         ["--kafka-option", f"sasl_plain_password:{SECRET}=x"],
         ["--kafka-option", f"ssl_password;{SECRET}"],
         ["--kafka-option", "sasl_plain_password=", SECRET],
+        ["--kafka-option", f"sasl_plain_password_file={SECRET}"],  # the password given as the file by mistake
+        ["--kafka-option", "sasl_plain_password:", SECRET, "--max-alerts", "x"],
         [f"--kafka-option=sasl_plain_password:{SECRET}"],
         ["--kafka-option", f"sasl_plain_password={SECRET}", "--kafka-option", f"sasl_plain_password={SECRET}"],
     ],
