@@ -14,6 +14,8 @@ Kafka: ``worker.decode.Decoder.decode_batch`` (the same validation and reason co
 - A bad record gets a reject line ``{"line": N, "error": code, "error_detail": text}``: the reason
   code and detail the DLQ headers would carry, N the record's 1-based line in the file (a CSV's
   header is line 1). A blank line is a record too (``empty_value``); the end of the last line is not.
+  A valid event whose label is not finite or out of range (``1e999``, NaN, inf) is rejected with
+  ``bad_label`` (``BAD_LABEL``) rather than scored: no metric could use it.
 - ``scored_at`` is the clock when the batch was scored, as in the worker.
 
 Batches (``--batch-size``, 10,000 lines) are scored by ``--jobs`` processes (one per core by
