@@ -117,9 +117,10 @@ class Scorer:
         with np.errstate(over="ignore"):  # t - mean beyond float32 is -inf or inf, clipped below
             out -= self.mean
             out *= self.inv_scale
+        if not out.size or (out.max() <= SCALED_LIMIT and out.min() >= -SCALED_LIMIT):
+            return out, 0  # the usual batch: two reductions (a NaN fails neither test: it is left to the score guard)
         beyond = int(np.count_nonzero(np.abs(out) > SCALED_LIMIT))
-        if beyond:
-            np.clip(out, -SCALED_LIMIT, SCALED_LIMIT, out=out)
+        np.clip(out, -SCALED_LIMIT, SCALED_LIMIT, out=out)
         return out, beyond
 
     def score_batch(self, raw: np.ndarray) -> Scored:
@@ -195,11 +196,11 @@ class Scorer:
 
 def _probabilities(scores: np.ndarray) -> int:
     """Set every score not within [0, 1] (NaN, ±inf) to OUT_OF_RANGE_SCORE, in place; how many there were."""
+    if not scores.size or (scores.min() >= 0.0 and scores.max() <= 1.0):
+        return 0  # the usual batch: two reductions (a NaN fails both tests)
     bad = ~((scores >= 0.0) & (scores <= 1.0))
-    n = int(np.count_nonzero(bad))
-    if n:
-        scores[bad] = OUT_OF_RANGE_SCORE
-    return n
+    scores[bad] = OUT_OF_RANGE_SCORE
+    return int(np.count_nonzero(bad))
 
 
 def load_scorer(
