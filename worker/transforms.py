@@ -11,7 +11,10 @@ follows (worker/scoring.py):
 - ``signed_log1p(x) = sign(x) * log1p(|x|)``, for heavy tails on both sides
 
 A bundle without the field is read as all identity, so bundles written before it keep serving.
-``Transforms.apply`` is vectorised over a batch: a few numpy calls per batch, none per row.
+fraud-train sets a clip for every feature, its training ``[min, max]``, so no value scores beyond
+the training range (a column without one is bounded after scaling: worker/scoring.py).
+``Transforms.apply`` is vectorised over a batch: a few numpy calls per batch, none per row;
+``Transforms.count_clipped`` counts the values a batch has beyond their clip.
 """
 
 from __future__ import annotations
