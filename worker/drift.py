@@ -56,10 +56,16 @@ class Reference:
 
     @classmethod
     def from_histogram(cls, histogram: Mapping[str, Sequence[float]] | None) -> Reference | None:
-        """None when the manifest has no histogram; ``ValueError`` when it has a malformed one."""
+        """None when the manifest has no histogram; ``ValueError`` when it has a malformed one (of any kind:
+        ``Manifest.from_dict`` checks the types, this stays safe for a histogram from anywhere else)."""
         if not histogram:
             return None
-        return cls(histogram.get("edges", ()), histogram.get("counts", ()))
+        if not isinstance(histogram, Mapping):
+            raise ValueError("score histogram must be an object with edges and counts")
+        try:
+            return cls(histogram.get("edges", ()), histogram.get("counts", ()))
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"score histogram edges and counts must be numbers: {type(exc).__name__}") from None
 
     @property
     def bins(self) -> int:

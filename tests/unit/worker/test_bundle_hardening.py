@@ -386,3 +386,15 @@ def test_min_model_version_refuses_an_older_signed_bundle(tmp_path, bundle_spec,
     # At start: exit 3 with one line.
     proc = _run_worker(models, "--trusted-keys", str(keys.public), "--min-model-version", "20261202T000000Z")
     assert proc.returncode == 3 and proc.stderr.strip().count("\n") == 0 and "rollback" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "histogram",
+    [{"edges": 5, "counts": [1]}, {"edges": [0, {}], "counts": [1]}, [1, 2], {"edges": [0, HUGE], "counts": [1]},
+     {"edges": ["a", "b"], "counts": [1]}],
+)  # fmt: skip
+def test_the_drift_reference_turns_any_malformed_histogram_into_a_value_error(histogram):
+    from worker.drift import Reference
+
+    with pytest.raises(ValueError):
+        Reference.from_histogram(histogram)
