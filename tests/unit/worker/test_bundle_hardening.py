@@ -398,3 +398,15 @@ def test_the_drift_reference_turns_any_malformed_histogram_into_a_value_error(hi
 
     with pytest.raises(ValueError):
         Reference.from_histogram(histogram)
+
+
+def test_sign_bundle_refuses_a_bundle_that_fails_its_checks_and_a_bad_key(models, keys, capsys):
+    from worker.tools.sign import main
+
+    data = _manifest(models)
+    data["bias"] = HUGE
+    _write(models, data)
+    assert main(["--models-dir", str(models), "--signing-key", str(keys.private), "v1"]) == 1
+    assert "'bias'" in capsys.readouterr().err and not (models / "v1" / SIGNATURE_FILE).exists()
+    assert main(["--models-dir", str(models), "--signing-key", str(keys.public), "v1"]) == 2
+    assert main(["--models-dir", str(models), "--signing-key", str(keys.private), "../v1"]) == 2
