@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from worker.credentials import SECRET_KEYS, Secret, read_secret_file, redact, secret_file_key
 from worker.errors import ConfigError
+from worker.printable import printable
 
 ENV_PREFIX = "FRAUD_"
 _KAFKA_KEY = re.compile(r"[a-z][a-z0-9_]{0,99}")
@@ -57,7 +58,7 @@ class SettingsParser(argparse.ArgumentParser):
             message = "unrecognized arguments: " + ", ".join(
                 [*flags, *([f"{hidden} word(s) not shown (one may be a secret)"] if hidden else [])]
             )
-        message = redact(message, _secret_words(self._argv))
+        message = printable(redact(message, _secret_words(self._argv)))  # one line, whatever the words hold
         self.exit(2, f"{self.prog}: bad setting: {message} (see {self.prog} --help)\n")
 
 

@@ -148,3 +148,10 @@ def test_replay_label_that_is_not_0_or_1_is_a_row_without_a_label(cell):
     labels.add("tx-1", {"Class": cell}, keep=True)
     labels.add("tx-2", {"Class": "1.0"}, keep=True)
     assert labels.missing == 1 and [flag for _, _, flag in labels.pending] == [True]
+
+
+def test_command_line_error_is_one_line_whatever_the_words_hold(capsys):
+    # Found by the settings fuzz target: an unrecognized "-\n" was echoed with its newline.
+    assert tail.main(["-\n", "--max-alerts", "\x1b[2J"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err, err
