@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LINT_STAMP := $(VENV)/.lint-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test test-unit lint soak run bench retrain clean
+.PHONY: help install test test-unit lint soak fuzz run bench retrain clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 14
@@ -40,6 +40,14 @@ lint: $(LINT_STAMP)  ## ruff check and mypy (the lint extra, installed on first 
 
 soak: $(STAMP)  ## 10 minutes at 500 events/s: flat memory and file descriptors, every event reconciled
 	$(PY) -m pytest -m soak -s tests/integration/test_soak.py $(PYTEST_ARGS)
+
+# The fuzz campaign (fuzz/): each reader of outside data (event decoder, label and score records, manifest
+# and signature, pointer files, fraud-train's CSV, backtest, fraud-replay's CSV, the health server's requests,
+# tail-alerts, the settings parsers) fed generated bad input, derandomized; a short run is in `make test`.
+# FUZZ_ARGS: --random-seed, --seed N, --only decode,records, --scale 0.1, --no-memory.
+FUZZ_ARGS ?=
+fuzz: $(STAMP)  ## fuzz every reader of outside data (about 10 minutes): inputs and failures per target, exit 1 on any
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints a table, writes benchmarks/results.json
 	$(PY) -m pip install -q -e '.[bench]'
