@@ -154,7 +154,7 @@ def test_malformed_manifest_entries_are_refused_naming_the_entry(tmp_path, entri
     with pytest.raises(BundleError, match=message):
         load_bundle(tmp_path, "v1")
     # A non-finite bound cannot be written as JSON by json.dumps's default, but a reader may meet one.
-    with pytest.raises(BundleError, match="finite numbers or null"):
+    with pytest.raises(BundleError, match="finite float32 numbers or null"):
         FeatureTransform.from_dict({"kind": "identity", "clip": [float("nan"), 1.0]})
 
 
