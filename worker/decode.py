@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 REASONS = (
     "invalid_json", "invalid_utf8", "not_an_object", "missing_field", "not_a_number", "non_finite",
     "bad_transaction_id", "bad_event_time", "too_large", "empty_value", "duplicate_field",
-    "batch_too_large", "batch_unreadable",
+    "batch_too_large", "batch_unreadable", "out_of_range",
 )  # fmt: skip
+# The one code the decoder never gives: a valid row with a feature beyond the scoring model's range,
+# moved to the batch's errors by ``Scorer.admit`` (worker/scoring.py) before it is scored.
+OUT_OF_RANGE = "out_of_range"
 F32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max: larger magnitudes become inf in the model's input
 MAX_ID_CHARS = 128
 MAX_EVENT_TIME = 2**63 - 1
@@ -95,6 +98,32 @@ class DecodedBatch:
     event_times: list[int | None]  # epoch ms from the event, None when it carries none
     index: list[int]  # position in the input of each valid row
     errors: list[tuple[int, DecodeError]]
+
+
+def take_rows(
+    decoded: DecodedBatch, keep: Sequence[int], errors: list[tuple[int, DecodeError]] | None = None
+) -> DecodedBatch:
+    """The valid rows ``keep`` (positions among the valid rows, ascending) of ``decoded``, with ``errors``
+    (by default its own)."""
+    return DecodedBatch(
+        features=decoded.features[list(keep)],
+        transaction_ids=[decoded.transaction_ids[j] for j in keep],
+        event_times=[decoded.event_times[j] for j in keep],
+        index=[decoded.index[j] for j in keep],
+        errors=decoded.errors if errors is None else errors,
+    )
+
+
+def reject_rows(decoded: DecodedBatch, rejected: Sequence[tuple[int, DecodeError]]) -> DecodedBatch:
+    """``decoded`` with the valid rows of ``rejected`` (position among the valid rows, its error) moved to
+    its errors, which stay in input order; ``decoded`` itself when there are none."""
+    if not rejected:
+        return decoded
+    gone = {j for j, _ in rejected}
+    keep = [j for j in range(len(decoded.index)) if j not in gone]
+    moved = [(decoded.index[j], e) for j, e in rejected]
+    errors = sorted([*decoded.errors, *moved], key=operator.itemgetter(0))
+    return take_rows(decoded, keep, errors)
 
 
 class Decoder:

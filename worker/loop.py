@@ -290,6 +290,8 @@ class Worker:
                 return
         scorer, decoded = batch.scorer, batch.decoded
         assert scorer is not None and decoded is not None, "emitted before it was decoded"
+        # Rows beyond the model's range become out_of_range errors: dead-lettered and counted like the decoder's.
+        decoded = batch.decoded = scorer.admit(decoded)
         scaled = scores = None
         if decoded.index:
             t0 = time.perf_counter()

@@ -14,6 +14,12 @@ Every valid event gets a finite score (docs/design.md, "The data's way through t
   sum of the dot product can overflow, and the logit is never ``inf - inf`` (NaN);
 - should a model output still not be a probability in [0, 1] (NaN, ±inf), the score is
   ``OUT_OF_RANGE_SCORE`` (1.0: the event alerts) and it is counted (``Scored.out_of_range``).
+
+Before any of that, a row is refused (``Scorer.admit``: dead-lettered ``out_of_range``) when a
+feature's transformed value, its training clip left aside, lies more than ``SCALED_LIMIT`` training
+standard deviations from the training mean: no training data comes near such a value, and clipped it
+could score as anything (an event at +3.4e38 in every feature scored 0.0). ``RawRange`` turns that
+rule into raw bounds per feature, so a batch is checked with a few comparisons.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from worker.bundle import Bundle, load_bundle
+from worker.bundle import Bundle, Manifest, load_bundle
 from worker.decimals import float32_decimals
-from worker.errors import BundleError
+from worker.decode import OUT_OF_RANGE, DecodedBatch, reject_rows
+from worker.errors import BundleError, DecodeError
 from worker.transforms import Transforms
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
 # values far outside anything the model was fitted on. 1e4 · Σ|w| stays finite in float32 for any
 # kernel whose Σ|w| is below 3.4e34.
 SCALED_LIMIT = 1e4
+TILE_VALUES = 1 << 16  # RawRange's bounds repeated row by row up to this many values
 OUT_OF_RANGE_SCORE = 1.0  # the score of a model output that is not a probability: the event alerts
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -69,6 +77,7 @@ class Scorer:
             self.weights = np.asarray(m.weights, dtype=np.float32)
         self.transforms = Transforms(m.feature_transforms, m.n_features)
         self._check_finite(np.asarray(m.weights, dtype=np.float64), float(m.bias))
+        self.raw_range = RawRange(m)
         try:
             self._interp = Interpreter(model_content=bundle.model_bytes, num_threads=num_threads)
             self._interp.allocate_tensors()
@@ -105,6 +114,17 @@ class Scorer:
                 f"bundle {version}: {SCALED_LIMIT:g} · Σ|weights| + |bias| = {largest:g} is not finite in float32 "
                 f"(the logit of scaled values clipped to ±{SCALED_LIMIT:g} could overflow)"
             )
+
+    def admit(self, decoded: DecodedBatch) -> DecodedBatch:
+        """``decoded`` less its rows out of this model's range (``out_of_range_rows``), each moved to its
+        errors as ``out_of_range``; ``decoded`` itself when there are none. What every caller scores."""
+        if not decoded.index:
+            return decoded
+        return reject_rows(decoded, self.out_of_range_rows(decoded.features))
+
+    def out_of_range_rows(self, raw: np.ndarray) -> list[tuple[int, DecodeError]]:
+        """(row, its ``out_of_range`` error) for each row of ``raw`` beyond this model's range (``RawRange``)."""
+        return self.raw_range.rows(raw)
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
         """(transform(raw) - mean) / scale as float32, clipped to ±SCALED_LIMIT; a new array (the input is
@@ -192,6 +212,88 @@ class Scorer:
         from worker.probe import check
 
         check(self)
+
+
+class RawRange:
+    """Each feature's raw values [``lo``, ``hi``] within the scoring range (float64; ±inf: no bound), and the
+    rows of a batch beyond them: ``|(kind(x) - scaler_mean) / scaler_scale| > SCALED_LIMIT`` for some
+    feature, ``kind`` its transform without its clip, inverted at ``t = mean ± SCALED_LIMIT · scale``:
+
+    - identity: ``t``;
+    - log1p: ``expm1(t)`` (inf where it overflows); the lower bound only where it is above 0: a log1p
+      column is never negative in training, and a value below its clip (at least 0) is clipped;
+    - signed_log1p: ``sign(t) · expm1(|t|)`` (±inf where it overflows).
+    """
+
+    def __init__(self, m: Manifest) -> None:
+        self.feature_names = m.feature_names
+        mean = np.asarray(m.scaler_mean, dtype=np.float64)
+        spread = SCALED_LIMIT * np.asarray(m.scaler_scale, dtype=np.float64)
+        lo, hi = mean - spread, mean + spread
+        kinds = np.array([t.kind for t in m.feature_transforms] or ["identity"] * m.n_features)
+        with np.errstate(over="ignore"):  # expm1 beyond float64 is inf: no bound
+            log = kinds == "log1p"
+            lo[log] = np.where(lo[log] > 0, np.expm1(np.maximum(lo[log], 0.0)), -np.inf)
+            hi[log] = np.expm1(hi[log])
+            signed = kinds == "signed_log1p"
+            for t in (lo, hi):
+                t[signed] = np.copysign(np.expm1(np.abs(t[signed])), t[signed])
+        self.lo, self.hi = lo, hi
+        # The float32 bounds rounded outwards: a float32 is beyond one exactly when it is beyond the float64 one.
+        self._float32 = (_float32_above(lo), _float32_below(hi))
+        self._tiled: dict[tuple[np.dtype, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def rows(self, raw: np.ndarray) -> list[tuple[int, DecodeError]]:
+        """(row, its ``out_of_range`` error) for each row with a value beyond its feature's bounds; the
+        usual batch costs two comparisons and two reductions (9 µs for 500 rows of 30 features)."""
+        x = np.asarray(raw)
+        if x.dtype != np.float32:
+            x = x.astype(np.float64)
+        if not x.size:
+            return []
+        lo, hi = self._bounds_for(x.dtype, len(x))
+        if (x >= lo).all() and (x <= hi).all():
+            return []  # the usual batch (a NaN, which the decoder refuses, fails this test but no bound)
+        beyond = (x < lo) | (x > hi)
+        return [(int(j), self._error(x[j], beyond[j])) for j in np.flatnonzero(beyond.any(axis=1))]
+
+    def _bounds_for(self, dtype: np.dtype, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds in ``dtype``, repeated for ``rows`` rows up to ``TILE_VALUES`` values: compared element
+        by element, five times faster than a row of bounds broadcast over a batch (as ``Transforms`` does)."""
+        bounds = self._float32 if dtype == np.float32 else (self.lo, self.hi)
+        if rows * len(bounds[0]) > TILE_VALUES:
+            return bounds
+        tiled = self._tiled.get((dtype, rows))
+        if tiled is None:
+            if len(self._tiled) >= 4:  # a few batch sizes at a time
+                self._tiled.clear()
+            tiled = self._tiled[(dtype, rows)] = (np.tile(bounds[0], (rows, 1)), np.tile(bounds[1], (rows, 1)))
+        return tiled
+
+    def _error(self, row: np.ndarray, beyond: np.ndarray) -> DecodeError:
+        """One row's error: its first feature out of range, the value and the range (and how many more)."""
+        columns = np.flatnonzero(beyond)
+        j = int(columns[0])
+        more = f" (and {len(columns) - 1} more features)" if len(columns) > 1 else ""
+        return DecodeError(
+            OUT_OF_RANGE,
+            f"{self.feature_names[j]!r:.80} is {row[j]!s}, more than {SCALED_LIMIT:g} training standard deviations "
+            f"from its mean (its range [{self.lo[j]:.7g}, {self.hi[j]:.7g}]){more}",
+        )
+
+
+def _float32_above(bounds: np.ndarray) -> np.ndarray:
+    """The least float32 >= each bound: a float32 is below the float64 bound exactly when it is below it."""
+    with np.errstate(over="ignore"):
+        out = bounds.astype(np.float32)
+    low = out.astype(np.float64) < bounds
+    out[low] = np.nextafter(out[low], np.float32(np.inf))
+    return out
+
+
+def _float32_below(bounds: np.ndarray) -> np.ndarray:
+    """The greatest float32 <= each bound: a float32 is above the float64 bound exactly when it is above it."""
+    return -_float32_above(-bounds)
 
 
 def _probabilities(scores: np.ndarray) -> int:

@@ -15,7 +15,9 @@ Kafka: ``worker.decode.Decoder.decode_batch`` (the same validation and reason co
   code and detail the DLQ headers would carry, N the record's 1-based line in the file (a CSV's
   header is line 1). A blank line is a record too (``empty_value``); the end of the last line is not.
   A valid event whose label is not finite or out of range (``1e999``, NaN, inf) is rejected with
-  ``bad_label`` (``BAD_LABEL``) rather than scored: no metric could use it.
+  ``bad_label`` (``BAD_LABEL``) rather than scored: no metric could use it. A valid event with a
+  feature beyond the model's range is rejected ``out_of_range``, as the worker dead-letters it
+  (``Scorer.admit``).
 - ``scored_at`` is the clock when the batch was scored, as in the worker.
 
 Batches (``--batch-size``, 10,000 lines) are scored by ``--jobs`` processes (one per core by
@@ -47,7 +49,7 @@ import msgspec
 import numpy as np
 
 from worker.config import WorkerConfig
-from worker.decode import DecodedBatch, Decoder
+from worker.decode import Decoder, take_rows
 from worker.errors import BundleError, ConfigError
 from worker.outputs import encode_results
 from worker.scoring import load_scorer
@@ -102,7 +104,8 @@ class BatchScorer:
         self._keys = [json.dumps(c).encode() for c in self.label_columns]
 
     def run(self, chunk: Chunk) -> Result:
-        scorer, decoded = self.scorer, self.decoder.decode_batch(chunk.lines)
+        scorer = self.scorer
+        decoded = scorer.admit(self.decoder.decode_batch(chunk.lines))  # out_of_range rows: reject lines
         numbers = chunk.line_numbers
         rejects = [
             (numbers[i] if numbers is not None else chunk.first_line + i, e.reason,
@@ -122,7 +125,7 @@ class BatchScorer:
                     rejects.append((numbers[i] if numbers is not None else chunk.first_line + i, BAD_LABEL, why))
                 rejects.sort(key=lambda r: r[0])
                 keep = [j for j in range(len(decoded.index)) if j not in bad]
-                decoded = _take(decoded, keep)
+                decoded = take_rows(decoded, keep)
                 labels = {c: [values[j] for j in keep] for c, values in labels.items()}
         if not decoded.index:
             return Result(len(chunk.lines), b"", rejects, b"")
@@ -176,17 +179,6 @@ def _bad_labels(labels: dict[str, list[Any]]) -> dict[int, str]:
             elif isinstance(v, str) and v.strip().lower().lstrip("+-") in _NON_FINITE_TEXT:
                 bad[j] = f"{column}: not a finite number"
     return bad
-
-
-def _take(decoded: DecodedBatch, keep: list[int]) -> DecodedBatch:
-    """The valid rows ``keep`` (positions among the valid rows) of ``decoded``."""
-    return DecodedBatch(
-        features=decoded.features[keep],
-        transaction_ids=[decoded.transaction_ids[j] for j in keep],
-        event_times=[decoded.event_times[j] for j in keep],
-        index=[decoded.index[j] for j in keep],
-        errors=decoded.errors,
-    )
 
 
 _process_scorer: BatchScorer | None = None
