@@ -78,7 +78,8 @@ class Worker:
     ) -> None:
         self.config, self.models, self.metrics, self.health = config, models, metrics, health
         self.shadow = shadow or ChallengerWatcher(
-            config.models_dir, metrics, config.reload_interval_seconds, trusted_keys=models.trusted_keys
+            config.models_dir, metrics, config.reload_interval_seconds, trusted_keys=models.trusted_keys,
+            min_version=models.min_version,
         )
         self.clients = clients or KafkaClients(config)
         self._stop = threading.Event()

@@ -55,9 +55,10 @@ class ChallengerWatcher:
         clock: Callable[[], float] = time.monotonic,
         trusted_keys: TrustedKeys | None = None,
         loader: Callable[[str, str | None], Scorer] | None = None,
+        min_version: str | None = None,
     ) -> None:
         self.models_dir, self.metrics, self.interval = models_dir, metrics, interval
-        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys)
+        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys, min_version=min_version)
         self._scorer: Scorer | None = None
         self._pointer = PointerWatch(Path(models_dir) / CHALLENGER_FILE, interval, clock)
 

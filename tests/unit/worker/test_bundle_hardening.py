@@ -410,3 +410,21 @@ def test_sign_bundle_refuses_a_bundle_that_fails_its_checks_and_a_bad_key(models
     assert "'bias'" in capsys.readouterr().err and not (models / "v1" / SIGNATURE_FILE).exists()
     assert main(["--models-dir", str(models), "--signing-key", str(keys.public), "v1"]) == 2
     assert main(["--models-dir", str(models), "--signing-key", str(keys.private), "../v1"]) == 2
+
+
+def test_min_model_version_refuses_an_older_challenger_too(tmp_path, bundle_spec, keys):
+    from worker.bundle import CHALLENGER_FILE
+    from worker.shadow import ChallengerWatcher
+
+    models = _signed(tmp_path, bundle_spec, keys, "20261202T000000Z-bbbbbbbb")
+    older = "20261201T000000Z-aaaaaaaa"
+    shutil.copytree(_signed(tmp_path / "older", bundle_spec, keys, older) / older, models / older)
+    champion = load_scorer(str(models), trusted_keys=keys.trusted())
+    registry, clock = CollectorRegistry(), Clock()
+    watcher = ChallengerWatcher(str(models), WorkerMetrics(registry), interval=1.0, clock=clock,
+                                trusted_keys=keys.trusted(), min_version="20261202T000000Z")  # fmt: skip
+    set_current(models, older, CHALLENGER_FILE)
+    clock.now += 1.5
+    assert watcher.maybe_reload(champion) is False and watcher.scorer is None
+    assert registry.get_sample_value("fraud_model_signature_failures_total", {"reason": "rollback"}) == 1
+    assert registry.get_sample_value("fraud_shadow_reloads_total", {"result": "failed"}) == 1
