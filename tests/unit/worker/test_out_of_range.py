@@ -222,4 +222,3 @@ def test_backtest_rejects_an_event_beyond_the_range_with_the_same_code(models, t
     [reject] = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     assert reject["line"] == 2 and reject["error"] == OUT_OF_RANGE
     assert reject["error_detail"].startswith("'f3' is -3.4e+38")
-
