@@ -122,8 +122,8 @@ def load_csv(
     if len(set(header)) != len(header):
         raise DataError(f"{path}: the header repeats a column name")
     if label_column not in header:
-        columns = printable(", ".join(header[:12]), 200)  # a column name may hold control characters
-        raise DataError(f"{path}: label column {label_column!r} not found (columns: {columns}…)")
+        names = printable(", ".join(header[:12]), 200)  # a column name may hold control characters
+        raise DataError(f"{path}: label column {label_column!r} not found (columns: {names}…)")
     if time_column is not None and time_column not in header:
         raise DataError(f"{path}: time column {time_column!r} not found")
 
