@@ -3,13 +3,15 @@
 Random bytes, random JSON, events whose features hold extreme numbers (NaN, infinities, 1e308,
 float32 overflow, huge integers, subnormals), deep nesting, odd unicode ids and oversized values.
 The decoder may only ever raise its own ``DecodeError``; the worker must keep running, and
-reconciliation must find every record scored or dead-lettered and every alert right.
+reconciliation must find every record scored or dead-lettered (refused by the decoder, or by the
+model as ``out_of_range``) and every alert right.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from tests.support.faults import reconcile_run
 from tests.support.workers import WorkerProcess, produce, wait_committed
 from worker.decode import Decoder
 from worker.errors import DecodeError
+from worker.scoring import load_scorer
 
 POISON = 3000
 
@@ -87,12 +90,16 @@ def test_poison_input_is_scored_or_dead_lettered_and_the_worker_keeps_going(kafk
     bad = generate(POISON)
     assert len(bad) >= POISON * 0.9, len(bad)
     decoder = Decoder(ULB_FEATURES, max_bytes=65_536)
-    refused = 0
+    scorer = load_scorer(str(models_dir))
+    refused = beyond = 0
     for _, value in bad:
         try:
-            decoder.classify(value)
+            row, _, _ = decoder.classify(value)
         except DecodeError:
             refused += 1  # anything else propagates and fails the test
+            continue
+        beyond += len(scorer.out_of_range_rows(np.asarray([row], dtype=np.float32)))  # beyond the model's range
+    refused += beyond
     records = []
     for i, (key, value) in enumerate(bad):
         records.append((key, value))
@@ -111,7 +118,8 @@ def test_poison_input_is_scored_or_dead_lettered_and_the_worker_keeps_going(kafk
     assert report.scored + report.dead_lettered == len(records)
     assert report.dead_lettered == refused and report.scored == len(records) - refused
     assert "Traceback" not in worker.output()
-    print(f"poison: {len(bad):,} generated records ({refused:,} refused by the decoder, "
-          f"{len(bad) - refused:,} scoreable despite extreme values) among {len(records) - len(bad):,} valid events: "
+    print(f"poison: {len(bad):,} generated records ({refused - beyond:,} refused by the decoder, {beyond:,} by the "
+          f"model as out_of_range, {len(bad) - refused:,} scoreable despite extreme values) among "
+          f"{len(records) - len(bad):,} valid events: "
           f"scored {report.scored:,}, dead-lettered {report.dead_lettered:,}, lost {report.lost}, "
           f"duplicates {report.duplicates}, alerts {report.alerts}")  # fmt: skip

@@ -7,7 +7,8 @@ scikit-learn on the transformed slice. Every event, and rows far outside the tra
 1e30), is scored by the worker; each published score equals an independent float64 computation
 (clip -> transform -> scale -> weights -> sigmoid) within 1e-5, each reason's contribution is
 weight x transformed, scaled value and names the raw value sent, and NaN or infinite values in a
-transformed column still go to the DLQ.
+transformed column still go to the DLQ, as does a time more than 1e4 training standard deviations
+from the mean (``out_of_range``: the identity Time column at 1e9).
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def outside_the_training_range(x: np.ndarray, logit) -> np.ndarray:
     scores closest to 0.5 (where a score shows the most of what the transforms did)."""
     v = list(range(1, 29))
     edits: list[dict[int, float | np.ndarray]] = [
-        {AMOUNT: 1e6}, {AMOUNT: -50.0}, {AMOUNT: -1e30}, {AMOUNT: 3e38}, {TIME: 1e9}, {TIME: -100.0},
+        {AMOUNT: 1e6}, {AMOUNT: -50.0}, {AMOUNT: -1e30}, {AMOUNT: 3e38}, {TIME: 1e7}, {TIME: -100.0},
         {ULB_FEATURES.index("V14"): -1e4}, {ULB_FEATURES.index("V4"): 1e4}, {ULB_FEATURES.index("V1"): -1e30},
-        {TIME: 1e9, AMOUNT: -1.0}, {AMOUNT: 0.0, TIME: 0.0}, {j: 0.0 for j in range(30)},
+        {TIME: 1e7, AMOUNT: -1.0}, {AMOUNT: 0.0, TIME: 0.0}, {j: 0.0 for j in range(30)},
         {j: 1e20 for j in v}, {j: -1e20 for j in v},
     ]  # fmt: skip
     rows = []
@@ -95,9 +96,11 @@ def test_worker_scores_with_transforms_equal_an_independent_float64_computation(
         doc = {"transaction_id": f"{prefix}-{i}", **dict(zip(ULB_FEATURES, rows[i].tolist(), strict=True)), **over}
         return json.dumps(doc).encode().replace(b'"__too_large__"', b"1e400")
 
-    # NaN, -Infinity and a number beyond float32 in transformed columns: the DLQ, as before transforms.
+    # NaN, -Infinity and a number beyond float32 in transformed columns: the DLQ, as before transforms; a
+    # time 1e4 training standard deviations past the mean too (the clip would score it as the last time seen).
     bad = [event(0, "bad", Amount=float("nan")), event(1, "bad", V3=float("-inf")),
-           event(2, "bad", Time="__too_large__")]  # fmt: skip
+           event(2, "bad", Time="__too_large__"), event(3, "bad", Time=1e9)]  # fmt: skip
+    assert 1e9 > model["mean"][TIME] + 1e4 * model["scale"][TIME]
     assert b"NaN" in bad[0] and b"-Infinity" in bad[1] and b'"Time": 1e400' in bad[2]
     sent = produce(
         kafka.producer(linger_ms=20), topics["input_topic"],
@@ -140,4 +143,4 @@ def test_worker_scores_with_transforms_equal_an_independent_float64_computation(
 
     dlq = read_topic(kafka, topics["dlq_topic"])
     assert sorted(r.value for r in dlq) == sorted(bad)
-    assert {headers(r)["error"] for r in dlq} == {"non_finite"}
+    assert sorted(headers(r)["error"] for r in dlq) == ["non_finite"] * 3 + ["out_of_range"]
