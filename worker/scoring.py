@@ -245,7 +245,7 @@ class RawRange:
 
     def rows(self, raw: np.ndarray) -> list[tuple[int, DecodeError]]:
         """(row, its ``out_of_range`` error) for each row with a value beyond its feature's bounds; the
-        usual batch costs two comparisons and two reductions (9 µs for 500 rows of 30 features)."""
+        usual batch costs two comparisons and two reductions (14 µs for 500 ULB events)."""
         x = np.asarray(raw)
         if x.dtype != np.float32:
             x = x.astype(np.float64)
