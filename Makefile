@@ -46,7 +46,7 @@ soak: $(STAMP)  ## 10 minutes at 500 events/s: flat memory and file descriptors,
 # tail-alerts, the settings parsers) fed generated bad input, derandomized; a short run is in `make test`.
 # FUZZ_ARGS: --random-seed, --seed N, --only decode,records, --scale 0.1, --no-memory.
 FUZZ_ARGS ?=
-fuzz: $(STAMP)  ## fuzz every reader of outside data (about 10 minutes): inputs and failures per target, exit 1 on any
+fuzz: $(STAMP)  ## fuzz every reader of outside data (about 5 minutes): inputs and failures per target, exit 1 on any
 	$(PY) -m fuzz $(FUZZ_ARGS)
 
 bench: $(STAMP)  ## throughput against a bare consumer, latency, memory: prints a table, writes benchmarks/results.json
