@@ -150,3 +150,42 @@ def test_export_from_the_topics_writes_the_rows_of_the_stores(kafka_bootstrap, t
     rows_b = gzip.decompress(from_topics.read_bytes()).decode().splitlines()
     assert len(rows_a) == labelled + 1
     assert rows_b == rows_a
+
+
+def test_a_compressed_label_batch_past_the_inflate_cap_is_counted_and_the_partition_goes_on(
+    kafka_bootstrap, feedbacks, tmp_path
+):
+    """A gzip batch of labels that inflates past 16 MiB is not inflated whole: its three records are
+    counted invalid (batch_too_large), and the labels after it are joined."""
+    kafka = KafkaClients(kafka_bootstrap)
+    try:
+        scores_topic, labels_topic = kafka.topic(prefix="scores"), kafka.topic(prefix="labels")
+        now = int(time.time() * 1000)
+        scores = [(f"tx-{i}".encode(), msgspec.json.encode({
+            "transaction_id": f"tx-{i}", "score": s, "threshold": 0.5, "model_version": "v1", "event_time": now - 1000,
+        })) for i, s in enumerate((0.9, 0.2, 0.1))]  # fmt: skip
+        plain = kafka.producer(linger_ms=0)
+        produce(plain, scores_topic, scores)
+        produce(plain, labels_topic, [(b"tx-0", encode_label("tx-0", True, now, "test"))])
+        gz = kafka.producer(compression_type="gzip", max_request_size=32 << 20, batch_size=32 << 20, linger_ms=500)
+        bomb = msgspec.json.encode({"transaction_id": "tx-1", "is_fraud": True, "label_time": now,
+                                    "source": "a" * (20 << 20)})  # fmt: skip
+        futures = [gz.send(labels_topic, key=b"tx-1", value=encode_label("tx-1", True, now, "test")),
+                   gz.send(labels_topic, key=b"tx-1", value=bomb),
+                   gz.send(labels_topic, key=b"tx-2", value=encode_label("tx-2", True, now, "test"))]  # fmt: skip
+        gz.flush(timeout=30)
+        assert {f.get(timeout=1).offset for f in futures} == {1, 2, 3}, "one compressed batch"
+        produce(plain, labels_topic, [(b"tx-2", encode_label("tx-2", False, now, "test"))])
+
+        fb = FeedbackProcess(kafka_bootstrap, scores_topic, labels_topic, unique("fb"), tmp_path / "state", FAST)
+        feedbacks.append(fb.start())
+        wait_totals([fb], {"tp": 1, "fp": 0, "fn": 0, "tn": 1}, timeout=60)  # tx-0 and the later tx-2 label
+        deadline = time.monotonic() + 30
+        while fb.metric("fraud_feedback_records_total", {"topic": "labels"}) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fb.metric("fraud_feedback_invalid_total", {"topic": "labels", "reason": "batch_too_large"}) == 3
+        assert fb.metric("fraud_feedback_records_total", {"topic": "labels"}) == 5
+        assert fb.proc.poll() is None
+        assert fb.stop() == 0
+    finally:
+        kafka.close()

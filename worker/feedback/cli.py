@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.feedback.metrics import FeedbackMetrics
     from worker.feedback.store import StoreError
     from worker.health import HealthServer, HealthState
+    from worker.kafka_compat import parse_fast_paths
 
     settings = FeedbackSettings(
         bootstrap_servers=config.bootstrap_servers,
@@ -143,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         refresh_seconds=args.refresh_seconds,
         shadow_topic=config.shadow_topic,
         consumer_options={k: v for k, v in client_options(config, "consumer").items() if k != "bootstrap_servers"},
+        inflate_cap=config.max_inflated_batch_bytes if "inflate_cap" in parse_fast_paths(config.fast_paths) else None,
     )
     registry = CollectorRegistry()
     metrics = FeedbackMetrics(registry)

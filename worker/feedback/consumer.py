@@ -36,6 +36,8 @@ from worker.errors import AccessError, ConfigError
 from worker.feedback.metrics import FeedbackMetrics, snapshot
 from worker.feedback.records import BadRecord, decode_label, decode_score
 from worker.feedback.store import Store, StoreError, damaged, move_aside, now_ms, store_path
+from worker.kafka_compat import KafkaCompat
+from worker.kafka_compat.inflate import DEFAULT_CAP
 from worker.logs import Throttle
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class FeedbackSettings:
     shadow_topic: str = ""  # the shadow challenger's score records, joined like the champion's (optional)
     poll_max_records: int = 2000
     consumer_options: dict[str, Any] = field(default_factory=dict)
+    # A compressed batch inflates to at most this many bytes (worker/kafka_compat/inflate.py; its records
+    # are then counted invalid, batch_too_large); None: kafka-python inflates it whole (fast path off).
+    inflate_cap: int | None = DEFAULT_CAP
 
 
 class FeedbackConsumer:
@@ -164,6 +169,8 @@ class FeedbackConsumer:
             "partition_assignment_strategy": (RangePartitionAssignor,),
         }
         consumer = KafkaConsumer(**options)
+        if s.inflate_cap is not None:
+            KafkaCompat.install(consumer, frozenset({"inflate_cap"}), s.inflate_cap)
         deadline = time.monotonic() + 30
         counts: dict[str, int] = {}
         topics = [s.scores_topic, s.labels_topic, *([s.shadow_topic] if s.shadow_topic else [])]

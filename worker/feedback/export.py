@@ -193,6 +193,8 @@ def read_topics(
     from kafka.errors import KafkaError
 
     from worker.access import diagnose, refusal
+    from worker.kafka_compat import KafkaCompat
+    from worker.kafka_compat.inflate import DEFAULT_CAP
 
     read = TopicsRead()
     consumer = None
@@ -204,6 +206,8 @@ def read_topics(
                 bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                 isolation_level="read_committed", auto_offset_reset="earliest",
             )  # fmt: skip
+            # A compressed batch inflates to at most DEFAULT_CAP bytes; its records are then invalid (inflate.py).
+            KafkaCompat.install(consumer, frozenset({"inflate_cap"}), DEFAULT_CAP)
             n = _partition_counts(consumer, [scores_topic, labels_topic], bootstrap)
             tps = [TopicPartition(t, p) for t in (scores_topic, labels_topic) for p in range(n)]
             consumer.assign(tps)

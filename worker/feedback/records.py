@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from worker.decode import Unread
+
 MAX_ID_LENGTH = 256
 MAX_TIME_MS = 2**63 - 1  # a SQLite INTEGER
 FUTURE_MS = 86_400_000  # a time more than this ahead of the wall clock is refused ("future")
@@ -89,6 +91,8 @@ def _decode(decoder: msgspec.json.Decoder, value: bytes | None):  # type: ignore
     """The typed record, its transaction id checked; BadRecord for no value, not JSON, or the wrong shape."""
     if not value:
         raise BadRecord("empty", "no value")
+    if isinstance(value, Unread):  # its compressed batch was over the inflate cap or unreadable (inflate.py)
+        raise BadRecord(value.reason, value.detail)
     try:
         record = decoder.decode(value)
     except msgspec.ValidationError as exc:
