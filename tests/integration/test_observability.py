@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
+import signal
 import time
 
 import numpy as np
@@ -88,7 +88,7 @@ def test_prometheus_scrapes_counts_lag_model_and_drift(kafka, topics, ulb, tmp_p
     assert w.stop() == 0
 
 
-def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, topics, models_dir, workers):
+def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, topics, models_dir, workers, ulb):
     w = WorkerProcess(kafka.bootstrap, models_dir, group=kafka.group(), **topics,
                       extra=["--health-stall-seconds", "2", "--log-format", "json"])  # fmt: skip
     workers.append(w.start())
@@ -108,35 +108,38 @@ def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, to
     shutil.move(models_dir.parent / "v1.away", models_dir / "v1")
     assert w.get("/readyz")[0] == 200
 
-    # A stalled loop: CURRENT names a bundle whose manifest is a FIFO, so the reload blocks reading it.
+    # A stalled loop: the decoder child stopped (SIGSTOP) while it holds a batch, so the loop waits for
+    # its reply. (A FIFO in the models directory no longer stalls it: pointer files and bundle files
+    # must be regular files, opened without blocking.)
+    child = _decoder_child(w.proc.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        produce(kafka.producer(), topics["input_topic"], [(b"acct", ulb.event(0, prefix="stall"))])
+        deadline = time.monotonic() + 20
+        while w.get("/healthz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        code, body = w.get("/healthz")
+        assert code == 503, body
+        doc = json.loads(body)
+        assert doc["status"] == "stalled" and doc["seconds_since_poll"] >= 2 and doc["bound"] == 2
+        code, text = w.get("/metrics")
+        assert code == 200 and "fraud_events_consumed_total" in text  # the scrape still answers
+    finally:
+        os.kill(child, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while w.get("/healthz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert w.get("/healthz")[0] == 200
+
+    # A hot reload to v2 (the same model under another version).
     v2 = models_dir / "v2"
     v2.mkdir()
     shutil.copy(models_dir / "v1" / MODEL_FILE, v2 / MODEL_FILE)
     manifest = json.loads((models_dir / "v1" / MANIFEST_FILE).read_text())
     manifest["version"] = "v2"
-    os.mkfifo(v2 / MANIFEST_FILE)
+    (v2 / MANIFEST_FILE).write_text(json.dumps(manifest))
     (models_dir / ".CURRENT.new").write_text("v2\n")
     os.replace(models_dir / ".CURRENT.new", models_dir / CURRENT_FILE)
-
-    deadline = time.monotonic() + 20
-    while w.get("/healthz")[0] == 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    code, body = w.get("/healthz")
-    assert code == 503, body
-    doc = json.loads(body)
-    assert doc["status"] == "stalled" and doc["seconds_since_poll"] >= 2 and doc["bound"] == 2
-    code, text = w.get("/metrics")
-    assert code == 200 and "fraud_events_consumed_total" in text  # the scrape still answers
-
-    # The loop really is blocked on the FIFO: a non-blocking writer finds it open for reading.
-    fd = os.open(v2 / MANIFEST_FILE, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        os.set_blocking(fd, True)
-        writer = threading.Thread(target=os.write, args=(fd, json.dumps(manifest).encode()), daemon=True)
-        writer.start()
-        writer.join(10)
-    finally:
-        os.close(fd)
     w.wait_metric("fraud_model_reloads_total", 1, timeout=30, labels={"result": "ok"})
     deadline = time.monotonic() + 10
     while w.get("/healthz")[0] != 200 and time.monotonic() < deadline:
@@ -152,3 +155,20 @@ def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, to
     lines = [line for line in w.output().splitlines() if line.strip() and not line.startswith(native)]
     assert lines and all(json.loads(line)["level"] for line in lines), lines[:5]
     assert any("model switched from v1 to v2" in json.loads(line)["message"] for line in lines)
+
+
+def _decoder_child(pid: int) -> int:
+    """The worker's decoder child process (python -m worker.decoder_process)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"worker.decoder_process" in cmdline:
+            return int(entry)
+    raise AssertionError(f"worker {pid} has no decoder child")
