@@ -50,6 +50,11 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # of letters, digits, '.', '_' and '-' not starting with '.' (never '.', '..' or a ``.tmp-`` name).
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_POINTER_BYTES = 256
+# model.tflite of one dense layer is about 4 bytes a feature plus a few KiB; any other file of a
+# bundle (report.html, plots) a few MiB. Past these a file is refused unread: reading or hashing it
+# would hold the worker's memory or its loop.
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+MAX_BUNDLE_FILE_BYTES = 64 * 1024 * 1024
 # Smallest scaler_scale accepted: 1 / scale must be a float32 (training writes 1 for a constant column).
 MIN_SCALE = 1e-30
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -249,23 +254,24 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
 
 
 def _read_manifest_bytes(path: Path) -> bytes:
-    raw = _read_regular(path, MAX_MANIFEST_BYTES + 1)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
-    return raw
+    return _read_regular(path, MAX_MANIFEST_BYTES)
 
 
-def _read_regular(path: Path, limit: int = -1) -> bytes:
-    """A regular file's bytes (at most ``limit``); opened with O_NONBLOCK, so a FIFO is refused, never waited on."""
+def _read_regular(path: Path, most: int) -> bytes:
+    """A regular file's bytes; opened with O_NONBLOCK, so a FIFO is refused, never waited on. A file of
+    more than ``most`` bytes is refused unread (or as it grows past them while read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise BundleError(f"{path} is {_file_kind(mode)}, not a regular file")
-            return fh.read(limit)
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise BundleError(f"{path} is {_file_kind(st.st_mode)}, not a regular file")
+            raw = fh.read(most + 1) if st.st_size <= most else b""
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if st.st_size > most or len(raw) > most:
+        raise BundleError(f"{path} is larger than {most} bytes")
+    return raw
 
 
 def _parse_manifest(raw: bytes, path: Path) -> Manifest:
@@ -279,7 +285,7 @@ def _parse_manifest(raw: bytes, path: Path) -> Manifest:
 
 
 def _read_model(path: Path) -> bytes:
-    return _read_regular(path)
+    return _read_regular(path, MAX_MODEL_BYTES)
 
 
 def _read_signature(path: Path, version: str) -> bytes | None:
@@ -289,7 +295,7 @@ def _read_signature(path: Path, version: str) -> bytes | None:
     if not os.path.lexists(path):
         return None
     try:
-        return _read_regular(path, MAX_SIGNATURE_BYTES + 1)
+        return _read_regular(path, MAX_SIGNATURE_BYTES)
     except BundleError as exc:
         raise SignatureError(MALFORMED, f"bundle {version}: {exc}") from None
 
@@ -319,8 +325,12 @@ def _other_files(bundle_dir: Path, version: str) -> dict[str, str]:
                                      "which a signature cannot cover")  # fmt: skip
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
             with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
                     raise SignatureError(MISMATCH, f"bundle {version}: {name} is not a regular file")
+                if st.st_size > MAX_BUNDLE_FILE_BYTES:  # hashing it would hold up the loop
+                    raise SignatureError(MISMATCH, f"bundle {version}: {name} is larger than "
+                                         f"{MAX_BUNDLE_FILE_BYTES} bytes")  # fmt: skip
                 digest = hashlib.sha256()
                 while chunk := fh.read(1 << 20):
                     digest.update(chunk)

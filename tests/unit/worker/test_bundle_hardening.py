@@ -428,3 +428,21 @@ def test_min_model_version_refuses_an_older_challenger_too(tmp_path, bundle_spec
     assert watcher.maybe_reload(champion) is False and watcher.scorer is None
     assert registry.get_sample_value("fraud_model_signature_failures_total", {"reason": "rollback"}) == 1
     assert registry.get_sample_value("fraud_shadow_reloads_total", {"result": "failed"}) == 1
+
+
+def test_a_model_or_bundle_file_past_its_bound_is_refused_unread(tmp_path, bundle_spec, keys):
+    from worker.bundle import MAX_BUNDLE_FILE_BYTES, MAX_MODEL_BYTES, MODEL_FILE
+
+    models = _signed(tmp_path, bundle_spec, keys)
+    version = read_current(models)
+    with open(models / version / "report.html", "ab") as fh:  # sparse: no disk, and nothing to read
+        fh.truncate(MAX_BUNDLE_FILE_BYTES + 1)
+    error = _refused_signature(models, keys)
+    assert error.reason == "mismatch" and f"report.html is larger than {MAX_BUNDLE_FILE_BYTES} bytes" in str(error)
+
+    plain = tmp_path / "plain"
+    make_bundle(plain, "v1", **bundle_spec)
+    with open(plain / "v1" / MODEL_FILE, "ab") as fh:
+        fh.truncate(MAX_MODEL_BYTES + 1)
+    with pytest.raises(BundleError, match=f"model.tflite is larger than {MAX_MODEL_BYTES} bytes"):
+        load_scorer(str(plain))
