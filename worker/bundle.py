@@ -266,7 +266,8 @@ def _read_regular(path: Path, most: int) -> bytes:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise BundleError(f"{path} is {_file_kind(st.st_mode)}, not a regular file")
-            raw = fh.read(most + 1) if st.st_size <= most else b""
+            # read(n) sets aside n bytes first: ask for the size fstat gave (one more shows a file growing)
+            raw = fh.read(st.st_size + 1) if st.st_size <= most else b""
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     if st.st_size > most or len(raw) > most:
