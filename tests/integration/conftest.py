@@ -14,6 +14,7 @@ import pytest
 from tests.support.broker import REPO
 from tests.support.bundles import ULB_FEATURES, make_bundle
 from tests.support.faults import OwnBroker
+from tests.support.feedback import FeedbackProcess
 from tests.support.workers import WorkerProcess
 
 # The shared data folder sits beside the checkout (CI lays it out the same way).
@@ -84,6 +85,17 @@ def workers() -> Iterator[list[WorkerProcess]]:
     finally:
         for w in started:
             w.close()
+
+
+@pytest.fixture
+def feedbacks() -> Iterator[list[FeedbackProcess]]:
+    """Append FeedbackProcess objects; any still running at teardown is killed."""
+    started: list[FeedbackProcess] = []
+    try:
+        yield started
+    finally:
+        for f in started:
+            f.close()
 
 
 @pytest.fixture

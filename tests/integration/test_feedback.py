@@ -81,16 +81,6 @@ def scored(kafka_bootstrap, ulb, tmp_path_factory) -> Iterator[Scored]:
         kafka.close()
 
 
-@pytest.fixture
-def feedbacks() -> Iterator[list[FeedbackProcess]]:
-    started: list[FeedbackProcess] = []
-    try:
-        yield started
-    finally:
-        for f in started:
-            f.close()
-
-
 def test_outcome_counts_equal_the_offline_computation(kafka, scored, feedbacks, tmp_path):
     """Acceptance 1: every label once; the counts equal the offline ones exactly; the store's are durable."""
     produce(kafka.producer(linger_ms=20), scored.labels_topic, scored.labels)

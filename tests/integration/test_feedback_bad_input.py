@@ -77,16 +77,6 @@ def traffic(kafka_bootstrap) -> Iterator[Traffic]:
         kafka.close()
 
 
-@pytest.fixture
-def feedbacks() -> Iterator[list[FeedbackProcess]]:
-    started: list[FeedbackProcess] = []
-    try:
-        yield started
-    finally:
-        for f in started:
-            f.close()
-
-
 def _run(bootstrap: str, traffic: Traffic, feedbacks: list, state, group: str) -> FeedbackProcess:
     fb = FeedbackProcess(bootstrap, traffic.scores_topic, traffic.labels_topic, group, state, FAST).start()
     feedbacks.append(fb)

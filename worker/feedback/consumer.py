@@ -64,6 +64,29 @@ class FeedbackSettings:
     inflate_cap: int | None = DEFAULT_CAP
 
 
+def partition_count(consumer: KafkaConsumer, topics: list[str], bootstrap: str,
+                    stop: threading.Event | None = None) -> int:  # fmt: skip
+    """The partition count the topics share, once the consumer knows each of them (30 s at most);
+    a ConfigError names a topic not found, or the counts when they differ."""
+    deadline = time.monotonic() + 30
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
+        if all(counts.values()):
+            break
+        time.sleep(0.5)
+    missing = [t for t in topics if not counts.get(t)]
+    if missing:
+        raise ConfigError(f"topic {missing[0]!r} not found at {bootstrap} (create it with create-topics)")
+    if len(set(counts.values())) > 1:
+        described = ", ".join(f"{t} has {n}" for t, n in counts.items())
+        raise ConfigError(
+            f"partition counts differ ({described}): the topics must be co-partitioned (the same count, all "
+            "keyed by transaction_id)"
+        )
+    return counts[topics[0]]
+
+
 class FeedbackConsumer:
     def __init__(self, settings: FeedbackSettings, metrics: FeedbackMetrics, clock: Callable[[], int] = now_ms) -> None:
         self.settings, self.metrics, self._clock = settings, metrics, clock
@@ -171,25 +194,12 @@ class FeedbackConsumer:
         consumer = KafkaConsumer(**options)
         if s.inflate_cap is not None:
             KafkaCompat.install(consumer, frozenset({"inflate_cap"}), s.inflate_cap)
-        deadline = time.monotonic() + 30
-        counts: dict[str, int] = {}
         topics = [s.scores_topic, s.labels_topic, *([s.shadow_topic] if s.shadow_topic else [])]
-        while time.monotonic() < deadline and not self._stop.is_set():
-            counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
-            if all(counts.values()):
-                break
-            time.sleep(0.5)
-        missing = [t for t, n in counts.items() if not n]
-        if missing:
+        try:
+            partition_count(consumer, topics, s.bootstrap_servers, self._stop)
+        except ConfigError:
             consumer.close()
-            raise ConfigError(f"topic {missing[0]!r} not found at {s.bootstrap_servers} (create it with create-topics)")
-        if len(set(counts.values())) > 1:
-            consumer.close()
-            described = ", ".join(f"{t} has {n}" for t, n in counts.items())
-            raise ConfigError(
-                f"partition counts differ ({described}): the topics must be co-partitioned (the same count, all "
-                "keyed by transaction_id)"
-            )
+            raise
         outer = self
 
         class Listener(ConsumerRebalanceListener):

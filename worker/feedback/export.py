@@ -167,23 +167,6 @@ class TopicsRead:
     partitions: int = 0
 
 
-def _partition_counts(consumer, topics: list[str], bootstrap: str) -> int:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 30
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics}
-        if all(counts.values()):
-            break
-        time.sleep(0.5)
-    missing = [t for t, n in counts.items() if not n]
-    if missing:
-        raise ConfigError(f"topic {missing[0]!r} not found at {bootstrap}")
-    if len(set(counts.values())) > 1:
-        described = ", ".join(f"{t} has {n}" for t, n in counts.items())
-        raise ConfigError(f"partition counts differ ({described}): the topics must be co-partitioned")
-    return counts[topics[0]]
-
-
 def read_topics(
     bootstrap: str, options: dict, scores_topic: str, labels_topic: str, state_dir: Path, label_window_ms: int,
     since_ms: int | None, clock: Callable[[], int] = now_ms, stall_seconds: float = STALL_SECONDS,
@@ -193,6 +176,7 @@ def read_topics(
     from kafka.errors import KafkaError
 
     from worker.access import diagnose, refusal
+    from worker.feedback.consumer import partition_count
     from worker.kafka_compat import KafkaCompat
     from worker.kafka_compat.inflate import DEFAULT_CAP
 
@@ -208,7 +192,7 @@ def read_topics(
             )  # fmt: skip
             # A compressed batch inflates to at most DEFAULT_CAP bytes; its records are then invalid (inflate.py).
             KafkaCompat.install(consumer, frozenset({"inflate_cap"}), DEFAULT_CAP)
-            n = _partition_counts(consumer, [scores_topic, labels_topic], bootstrap)
+            n = partition_count(consumer, [scores_topic, labels_topic], bootstrap)
             tps = [TopicPartition(t, p) for t in (scores_topic, labels_topic) for p in range(n)]
             consumer.assign(tps)
             ends = consumer.end_offsets(tps)
