@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
+from worker.decode import Unread
 from worker.errors import AccessError
 from worker.printable import printable
 from worker.tools.settings import (
@@ -83,6 +84,8 @@ def format_alert(alert: object) -> str:
 
     Every field comes from the alert topic, which anyone allowed to write it controls: control
     characters are escaped (``worker.printable``), so an alert cannot rewrite the operator's terminal."""
+    if isinstance(alert, Unread):  # its compressed batch was past the inflate cap, or unreadable
+        return f"{_clock(None)} ALERT (not read: {alert.reason}: {printable(alert.detail, 120)})"
     if not isinstance(alert, Mapping):
         return f"{_clock(None)} ALERT (not an alert object: {printable(str(alert), 80)})"
     return printable(_format_alert(alert))
@@ -290,9 +293,14 @@ def _tail(args: argparse.Namespace, config: WorkerConfig, stop: dict[str, bool])
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    from worker.kafka_compat import KafkaCompat, parse_fast_paths
+
     try:
         require_access(config, read=[config.alert_topic])
         consumer = KafkaConsumer(**consumer_options(config, args.isolation_level))
+        # A compressed batch inflates to the worker's cap at most; each record of one past it prints as unread.
+        KafkaCompat.install(consumer, frozenset({"inflate_cap"}) & parse_fast_paths(config.fast_paths),
+                            config.max_inflated_batch_bytes)  # fmt: skip
     except (KafkaError, AccessError) as exc:
         line, code = failure(exc, config)
         print(f"{PROG}: {printable(line)}", file=sys.stderr)
