@@ -8,8 +8,10 @@ flipped. The generation is a pure function of the example, so a run is reproduci
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -116,3 +118,18 @@ class Mutator:
         if op < 0.9:  # only random bytes
             return bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
         return data * rng.choice((2, 3))  # two objects back to back
+
+
+# How a generated CSV reaches its reader: plain (twice as likely), gzip, or gzip cut at a random byte.
+CSV_FORMS = ("plain", "plain", "gzip", "cut-gzip")
+
+
+def write_csv_file(root: Path, data: bytes, form: str, rng: random.Random) -> Path:
+    """Write ``data`` under ``root`` in one of ``CSV_FORMS``; the path a reader is given."""
+    if form != "plain":
+        data = gzip.compress(data, compresslevel=1)
+        if form == "cut-gzip":
+            data = data[: rng.randrange(len(data) + 1)]
+    path = root / ("data.csv.gz" if form != "plain" else "data.csv")
+    path.write_bytes(data)
+    return path

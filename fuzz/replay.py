@@ -8,7 +8,6 @@ else; each row encodes to JSON that parses back; its label is 0, 1 or missing.
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from fuzz.gen import CONTROL, Mutator, example_strategy
+from fuzz.gen import CONTROL, CSV_FORMS, Mutator, example_strategy, write_csv_file
 
 NAME = "replay"
 MIN_INPUTS = 10_000
@@ -27,7 +26,7 @@ CELLS = ("1e999", "nan", "inf", "", " ", "abc", '"', '""', "\x1b[2J", "9" * 400,
 
 
 def strategy() -> st.SearchStrategy:
-    return st.tuples(example_strategy, st.integers(0, 12), st.sampled_from(("plain", "plain", "gz", "cut-gz")))
+    return st.tuples(example_strategy, st.integers(0, 12), st.sampled_from(CSV_FORMS))
 
 
 def inputs_of(example: Any) -> int:
@@ -67,12 +66,7 @@ def check(context: Any, example: Any) -> int:
     (seed, extra), rows, form = example
     m = Mutator(seed, extra)
     data = _csv(m, rows)
-    if form != "plain":
-        data = gzip.compress(data, compresslevel=1)
-        if form == "cut-gz":
-            data = data[: m.rng.randrange(len(data) + 1)]
-    path = root / ("data.csv.gz" if form != "plain" else "data.csv")
-    path.write_bytes(data)
+    path = write_csv_file(root, data, form, m.rng)
     encode = msgspec.json.Encoder().encode
     labels = Labels("labels", 0.0, "Class")
     try:

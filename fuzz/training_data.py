@@ -10,7 +10,6 @@ or raises ``DataError``, nothing else; the error is one line with no raw control
 
 from __future__ import annotations
 
-import gzip
 import re
 import shutil
 import warnings
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from fuzz.gen import CONTROL, Mutator, example_strategy
+from fuzz.gen import CONTROL, CSV_FORMS, Mutator, example_strategy, write_csv_file
 
 NAME = "training_data"
 MIN_INPUTS = 10_000
@@ -33,7 +32,7 @@ CELLS = ("1e999", "-1e999", "nan", "NaN", "inf", "-inf", "", " ", "abc", "1,5", 
 
 
 def strategy() -> st.SearchStrategy:
-    return st.tuples(example_strategy, st.integers(0, 40), st.sampled_from(("plain", "plain", "gzip", "cut-gzip")))
+    return st.tuples(example_strategy, st.integers(0, 40), st.sampled_from(CSV_FORMS))
 
 
 def setup(workdir: Path) -> Any:
@@ -82,12 +81,7 @@ def check(context: Any, example: Any) -> int:
     data = _csv(m, 1100 + rows, clean=True) if long else _csv(m, rows)
     if long:
         data += m.rng.choice((b"1,2,3,\xff\n", b'1,2,3,"' + b"x" * 200_000 + b'"\n', b"1,2\n", b"\x00,1,2,1\n"))
-    if form != "plain":
-        data = gzip.compress(data, compresslevel=1)
-        if form == "cut-gzip":
-            data = data[: m.rng.randrange(len(data) + 1)]
-    path = root / ("data.csv.gz" if form != "plain" else "data.csv")
-    path.write_bytes(data)
+    path = write_csv_file(root, data, form, m.rng)
     try:
         warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
         read_header(path)
