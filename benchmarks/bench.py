@@ -78,9 +78,9 @@ FETCH_KEYS = ("max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes"
 
 
 def fetch_settings() -> dict:
-    """The worker's own consumer settings that shape fetching (worker.clients.client_configs)."""
-    from worker.clients import client_configs
-    from worker.config import WorkerConfig
+    """The worker's own consumer settings that shape fetching (worker.edges.clients.client_configs)."""
+    from worker.edges.clients import client_configs
+    from worker.edges.config import WorkerConfig
 
     consumer, _ = client_configs(WorkerConfig(max_batch_size=BATCH))
     return {k: v for k, v in consumer.items() if k in FETCH_KEYS}
@@ -120,9 +120,9 @@ def scoring_cost(raw: np.ndarray, manifest: dict, model_bytes: bytes, repeats: i
     """
     from dataclasses import replace
 
-    from worker.bundle import Bundle, Manifest
-    from worker.scoring import Scorer
-    from worker.transforms import FeatureTransform
+    from worker.core.bundle import Bundle, Manifest
+    from worker.core.scoring import Scorer
+    from worker.core.transforms import FeatureTransform
 
     base = Manifest.from_dict(manifest)
     names = base.feature_names
@@ -167,7 +167,7 @@ def fixed_weights_model(n: int) -> tuple[dict, bytes]:
     """A manifest and TFLite model for ``--only-scoring``: fixed weights (the cost does not depend on them)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from training.export import dense_model, to_tflite
-    from worker.bundle import Manifest, sha256_hex
+    from worker.core.bundle import Manifest, sha256_hex
 
     weights = np.linspace(-1.0, 1.0, n, dtype=np.float32)
     model = dense_model(n)
@@ -217,7 +217,7 @@ def backtest_files(n: int, out_dir: str) -> dict[str, Path]:
 
 def backtest_model(models: str, raw: np.ndarray) -> str:
     """A bundle for ``--only-backtest``: fixed weights, the data's own mean and scale; returns its version."""
-    from worker.bundle import Manifest, set_current, write_bundle
+    from worker.core.bundle import Manifest, set_current, write_bundle
 
     manifest, blob = fixed_weights_model(raw.shape[1])
     scale = raw.std(axis=0)
@@ -682,7 +682,7 @@ def alert_pools(models: str, values: list[bytes], raw: np.ndarray, out_dir: str,
     threshold so that float rounding cannot move an event across it: the number of alerts each
     latency point produces is then known in advance.
     """
-    from worker.scoring import load_scorer
+    from worker.core.scoring import load_scorer
 
     scorer = load_scorer(models)
     scores = np.concatenate([scorer.score(raw[i : i + BATCH]) for i in range(0, len(raw), BATCH)])
@@ -811,7 +811,7 @@ def latency_table(bootstrap: str, models: str, pools: str, modes: list[str], rat
     """Event-to-alert latency against offered load: every mode at every rate, one mode after the other."""
     import gc
 
-    from worker.config import DEFAULT_COMMIT_INTERVAL_MS
+    from worker.edges.config import DEFAULT_COMMIT_INTERVAL_MS
 
     gc.collect()
     gc.freeze()  # this process holds the throughput topic's events: keep the collector off them
@@ -1123,7 +1123,7 @@ def throughput(bootstrap: str, models: str, manifest: dict, version: str, values
     secs = produce_all(bootstrap, topics["input"], values)
     log(f"produced {len(values):,} events to {topics['input']} (6 partitions) in {secs:.1f}s")
 
-    from worker.decode import Decoder
+    from worker.core.decode import Decoder
 
     decode_only = Decoder(manifest["feature_names"]).decode_batch
     ceilings, readers, decodes = [], [], []

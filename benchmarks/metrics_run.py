@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 from scripts.local_kafka import LocalKafka  # noqa: E402
 from tests.support.prometheus import DEPLOY, PrometheusServer  # noqa: E402
 from tests.support.workers import WorkerProcess  # noqa: E402
-from training.synthetic import generate  # noqa: E402
-from worker.bundle import read_current, read_manifest  # noqa: E402
+from worker.core.bundle import read_current, read_manifest  # noqa: E402
+from worker.offline.synthetic import generate  # noqa: E402
 
 PHASES = (
     ("steady", 45, 400.0, 0.0),

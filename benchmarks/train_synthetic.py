@@ -1,6 +1,6 @@
 """Benchmark (not a test): the bundle against scikit-learn ``LogisticRegression(class_weight=
 'balanced')`` on raw and on signed-log1p features, on seeded synthetic data with heavy-tailed
-count and amount columns (worker/tools/synthetic.py), 5 seeds, same splits as benchmarks/train_ulb.py.
+count and amount columns (worker/offline/synthetic.py), 5 seeds, same splits as benchmarks/train_ulb.py.
 
     .venv/bin/python benchmarks/train_synthetic.py [--rows 100000] [--fraud-rate 0.01] [--seeds 0,1,2,3,4]
 
@@ -34,8 +34,8 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from training import synthetic
     from training.pipeline import TrainConfig, load_dataset
+    from worker.offline import synthetic
 
     sets = {"account": ("Amount", *synthetic.HEAVY_COLUMNS), "all": None}
     seeds = [int(s) for s in args.seeds.split(",")]

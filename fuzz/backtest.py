@@ -1,4 +1,4 @@
-"""``fraud-worker backtest`` (worker/tools/backtest.py) end to end in this process: generated files
+"""``fraud-worker backtest`` (worker/programs/subcommands/backtest.py) end to end in this process: generated files
 of events, JSON lines or CSV, plain or gzip (whole or cut), with hostile values and labels.
 
 Contract: exit 0 with one output line per scored event (a finite score in [0, 1], never null) and
@@ -40,7 +40,7 @@ def inputs_of(example: Any) -> int:
 
 
 def setup(workdir: Path) -> Any:
-    from worker.tools import backtest
+    from worker.programs.subcommands import backtest
 
     models, _ = fixtures.models(workdir)
     scorer = fixtures.scorer(workdir)
@@ -84,7 +84,7 @@ def _file(m: Mutator, records: int, form: str) -> bytes:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.decode import REASONS
+    from worker.core.decode import REASONS
 
     root, models, (backtest, _) = context
     (seed, extra), records, form = example

@@ -1,4 +1,4 @@
-"""The manifest and signature loader (worker/bundle.py, worker/signing.py): a good signed bundle
+"""The manifest and signature loader (worker/core/bundle.py, worker/core/signing.py): a good signed bundle
 whose manifest.json and signature.json are mutated, loaded with and without trusted keys.
 
 Contract: loading raises ``BundleError`` (``SignatureError`` is one) or returns a bundle, nothing
@@ -34,7 +34,7 @@ def strategy() -> st.SearchStrategy:
 
 
 def setup(workdir: Path) -> Any:
-    from worker.signing import load_trusted_keys
+    from worker.core.signing import load_trusted_keys
 
     models, public = fixtures.models(workdir)
     work = workdir / "bundle-target"
@@ -59,9 +59,9 @@ def mutate(m: Mutator, raw: bytes) -> bytes:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.bundle import load_bundle
-    from worker.errors import BundleError
-    from worker.scoring import load_scorer
+    from worker.core.bundle import load_bundle
+    from worker.core.errors import BundleError
+    from worker.core.scoring import load_scorer
 
     work, bundle, good, trusted = context
     (seed, extra), which = example

@@ -1,4 +1,4 @@
-"""The event decoder (worker/decode.py): batches of mutated events through ``decode_batch`` (the
+"""The event decoder (worker/core/decode.py): batches of mutated events through ``decode_batch`` (the
 fast batch paths) and each record through ``classify`` (the exact path).
 
 Contract: ``decode_batch`` raises nothing and gives every record one verdict, a row or a
@@ -34,7 +34,7 @@ def inputs_of(example: Any) -> int:
 
 
 def setup(workdir: Path) -> Any:
-    from worker.decode import Decoder
+    from worker.core.decode import Decoder
 
     scorer = fixtures.scorer(workdir)
     return scorer, Decoder(scorer.feature_names), Decoder(scorer.feature_names, max_bytes=2048)
@@ -60,8 +60,8 @@ def batch(example: Any) -> list[bytes | None]:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.decode import F32_MAX, MAX_ID_CHARS, REASONS
-    from worker.errors import DecodeError
+    from worker.core.decode import F32_MAX, MAX_ID_CHARS, REASONS
+    from worker.core.errors import DecodeError
 
     scorer, decoder, small = context
     values = batch(example)

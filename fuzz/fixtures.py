@@ -43,6 +43,6 @@ def models(workdir: Path) -> tuple[Path, Path]:
 
 @cache
 def scorer(workdir: Path):  # type: ignore[no-untyped-def]
-    from worker.scoring import load_scorer
+    from worker.core.scoring import load_scorer
 
     return load_scorer(str(models(workdir)[0]))

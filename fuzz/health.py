@@ -1,4 +1,4 @@
-"""The health server's request parser (worker/health.py): generated request heads, pipelined and
+"""The health server's request parser (worker/edges/health.py): generated request heads, pipelined and
 malformed, answered by the server's own ``_answer`` on a socket pair, the way its accept thread
 and handler threads answer a connection's buffered bytes, on one TCP connection to itself.
 
@@ -47,7 +47,8 @@ def inputs_of(example: Any) -> int:
 def setup(workdir: Path) -> Any:
     from prometheus_client import CollectorRegistry, Counter
 
-    from worker.health import HealthServer, HealthState
+    from worker.edges.health import HealthState
+    from worker.edges.health_server import HealthServer
 
     registry = CollectorRegistry()
     Counter("fuzz_requests", "a sample for /metrics", registry=registry).inc()
@@ -83,7 +84,7 @@ def _request(m: Mutator) -> bytes:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.health import _Conn, _head_complete
+    from worker.edges.health_server import _Conn, _head_complete
 
     server, ours, theirs = context
     (seed, extra), count = example

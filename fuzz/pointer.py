@@ -1,4 +1,4 @@
-"""Pointer files (``models/CURRENT``, ``CHALLENGER``, read by worker/bundle.py ``read_current``):
+"""Pointer files (``models/CURRENT``, ``CHALLENGER``, read by worker/core/bundle.py ``read_current``):
 generated content, and now and then a symlink to a secret, a FIFO, a directory or a large file.
 
 Contract: ``read_current`` returns a version name (``VERSION_PATTERN``, the content stripped) or
@@ -55,8 +55,8 @@ def _content(m: Mutator) -> bytes:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.bundle import VERSION_PATTERN, read_current
-    from worker.errors import BundleError
+    from worker.core.bundle import VERSION_PATTERN, read_current
+    from worker.core.errors import BundleError
 
     root = context
     (seed, extra), kind, name = example

@@ -1,4 +1,4 @@
-"""fraud-replay's CSV reader (worker/tools/replay.py ``rows_from_csv``) and what it makes of each
+"""fraud-replay's CSV reader (worker/programs/fraud_replay.py ``rows_from_csv``) and what it makes of each
 row (the event's JSON, the label): generated CSV files, plain or gzip (whole or cut), with hostile
 headers, cells, encodings and row lengths. No broker: the rows are encoded as replay sends them.
 
@@ -60,7 +60,7 @@ def _csv(m: Mutator, rows: int) -> bytes:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.tools.replay import DataFileError, Labels, rows_from_csv
+    from worker.programs.fraud_replay import DataFileError, Labels, rows_from_csv
 
     root = context
     (seed, extra), rows, form = example

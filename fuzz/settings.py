@@ -1,4 +1,4 @@
-"""The settings parsers (worker/config.py, every tool's command line): generated ``--kafka-option``
+"""The settings parsers (worker/edges/config.py, every tool's command line): generated ``--kafka-option``
 items and stray words around a secret, through a tool's parser and ``config_from_args``.
 
 Contract: a command line is accepted or refused with one ``bad setting`` line (exit 2), and that
@@ -55,7 +55,7 @@ def _argv(m: Mutator) -> list[str]:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.tools import tail
+    from worker.programs.subcommands import tail_alerts as tail
 
     argv = _argv(Mutator(*example))
     stderr = io.StringIO()

@@ -1,4 +1,5 @@
-"""``fraud-worker tail-alerts``'s alert line (worker/tools/tail.py ``parse_alert``, ``format_alert``):
+"""``fraud-worker tail-alerts``'s alert line (``parse_alert``, ``format_alert``
+in worker/programs/subcommands/tail_alerts.py):
 mutated alert records, as anyone who can write the alert topic could make them.
 
 Contract: every record value gives one line, with no raw control character (C0, DEL, C1, line
@@ -35,7 +36,7 @@ def setup(workdir: Path) -> Any:
 
 
 def check(context: Any, example: Any) -> int:
-    from worker.tools.tail import format_alert, parse_alert
+    from worker.programs.subcommands.tail_alerts import format_alert, parse_alert
 
     m = Mutator(*example)
     for i in range(4):

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from training.errors import TrainingError
     from training.pipeline import run
-    from worker.errors import FraudScoringError
+    from worker.core.errors import FraudScoringError
 
     try:
         result = run(cfg)

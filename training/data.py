@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import DataError
-from worker.printable import printable
+from worker.core.printable import printable
 
 logger = logging.getLogger(__name__)
 

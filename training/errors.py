@@ -1,6 +1,6 @@
 """Errors raised by the training job, under the project's one root::
 
-    FraudScoringError                 (worker.errors)
+    FraudScoringError                 (worker.core.errors)
      └── TrainingError                the training job cannot produce a bundle
           ├── DataError               the input data is missing, malformed or unusable (one clear line)
           └── ParityError             the TFLite model does not score like the Keras model
@@ -10,7 +10,7 @@ Every one of them means "no bundle was written"; ``fraud-train`` prints the mess
 
 from __future__ import annotations
 
-from worker.errors import FraudScoringError
+from worker.core.errors import FraudScoringError
 
 
 class TrainingError(FraudScoringError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.transforms import Transforms
+from worker.core.transforms import Transforms
 
 
 def to_tflite(model) -> bytes:
@@ -62,7 +62,7 @@ def parity_max_abs_diff(
 ) -> float:
     """Max |score| difference between the served path and Keras on the same raw rows.
 
-    The served path is the worker's ``Scorer`` (``worker.scoring``: its manifest's transforms in
+    The served path is the worker's ``Scorer`` (``worker.core.scoring``: its manifest's transforms in
     float32, its scaler, LiteRT); Keras gets the rows transformed and scaled by ``keras_inputs``.
     ``lite``: the scorer's scores of ``raw`` when already computed.
     """

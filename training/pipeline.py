@@ -16,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from training import data, synthetic
+from training import data
 from training.errors import DataError, ParityError
 from training.split import Split, stratified_split, time_split
 from training.thresholds import Policy
 from training.transforms import RULE as TRANSFORM_RULE
 from training.transforms import choose as choose_transforms
-from worker.errors import BundleError
-from worker.transforms import FeatureTransform, Transforms
+from worker.core.errors import BundleError
+from worker.core.transforms import FeatureTransform, Transforms
+from worker.offline import synthetic
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +188,16 @@ def fit_scaler(X_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     """Train, export, verify and write one bundle; promote it if the gate allows. Raises on failure."""
-    from worker.signing import load_signing_key
+    from worker.core.signing import load_signing_key
 
     # First: a bad key file should not cost a whole training run (a ConfigError naming the file).
     signing_key = load_signing_key(cfg.signing_key) if cfg.signing_key else None
-    from training import evaluate, promote, report
+    from training import evaluate, report
+    from training import gate as promote
     from training.export import outside_rows, parity_max_abs_diff, to_tflite
     from training.model import class_weights, fit
-    from worker.bundle import CHALLENGER_FILE, Bundle, Manifest, set_current, sha256_hex, write_bundle
-    from worker.scoring import Scorer
+    from worker.core.bundle import CHALLENGER_FILE, Bundle, Manifest, set_current, sha256_hex, write_bundle
+    from worker.core.scoring import Scorer
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.transforms import FeatureTransform
+from worker.core.transforms import FeatureTransform
 
 TAIL_QUANTILES = (0.001, 0.999)
 HEAVY_TAIL_IQR = 2.5

@@ -1,6 +1,6 @@
 import sys
 
-from worker.cli import main
+from worker.programs.fraud_worker import main
 
 # Guarded: the decoder child process (multiprocessing "spawn") imports this module again.
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 An event may carry any finite float32. Before, an event with every ULB feature at 3.4e38 scored NaN (no
 alert, ``"score": null``), then, clipped to the bundle's bounds, 0.0: no alert either, a fraud hidden. Now
 a row with a feature more than SCALED_LIMIT training standard deviations from the training mean (its
-transform without its clip) is dead-lettered ``out_of_range`` (``Scorer.admit``, worker/scoring.py); a
+transform without its clip) is dead-lettered ``out_of_range`` (``Scorer.admit``, worker/core/scoring.py); a
 value beyond the training range but within that limit is clipped to the training bound, scored and
 counted in fraud_feature_values_clipped_total, and the valid events score as the reference says.
 """
@@ -19,12 +19,12 @@ import pytest
 from tests.integration.test_reconcile import _args, _reconcile
 from tests.support.bundles import ULB_FEATURES, make_bundle
 from tests.support.workers import WorkerProcess, event_bytes, headers, produce, read_topic, wait_committed
-from worker.bundle import load_bundle
-from worker.probe import reference_scores
+from worker.core.bundle import load_bundle
+from worker.core.probe import reference_scores
 
 VALID = 200
 TOP = 3.4e38  # below float32's largest (3.4028235e38): a valid value for the decoder
-LIMIT = 1e4  # worker/scoring.py's SCALED_LIMIT (written out: the test runs on code from before it too)
+LIMIT = 1e4  # worker/core/scoring.py's SCALED_LIMIT (written out: the test runs on code from before it too)
 
 
 def _extremes() -> dict[str, dict[str, float]]:

@@ -25,7 +25,7 @@ from tests.support.bundles import drop_last_feature, make_bundle
 from tests.support.faults import reconcile_run
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, read_topic, wait_committed
-from worker.bundle import MANIFEST_FILE, MODEL_FILE, sha256_hex
+from worker.core.bundle import MANIFEST_FILE, MODEL_FILE, sha256_hex
 
 N = 6000
 

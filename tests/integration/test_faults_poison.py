@@ -19,9 +19,9 @@ from tests.integration.conftest import SLICE
 from tests.support.bundles import ULB_FEATURES
 from tests.support.faults import reconcile_run
 from tests.support.workers import WorkerProcess, produce, wait_committed
-from worker.decode import Decoder
-from worker.errors import DecodeError
-from worker.scoring import load_scorer
+from worker.core.decode import Decoder
+from worker.core.errors import DecodeError
+from worker.core.scoring import load_scorer
 
 POISON = 3000
 

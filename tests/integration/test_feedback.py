@@ -25,8 +25,8 @@ from tests.support.broker import REPO
 from tests.support.bundles import make_bundle
 from tests.support.feedback import FeedbackProcess, totals, wait_totals
 from tests.support.workers import WorkerProcess, produce, wait_committed
+from worker.core.scoring import load_scorer
 from worker.feedback.records import encode_label
-from worker.scoring import load_scorer
 
 PARTITIONS = 3
 FAST = ("--refresh-seconds", "0.5")
@@ -104,7 +104,8 @@ def test_outcome_counts_equal_the_offline_computation(kafka, scored, feedbacks, 
 
     out = tmp_path / "examples.csv.gz"
     export = subprocess.run(
-        [sys.executable, "-m", "worker.feedback", "export", "--state-dir", str(state), "--out", str(out)],
+        [sys.executable, "-m", "worker.programs.fraud_feedback", "export", "--state-dir", str(state),
+         "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert export.returncode == 0, export.stderr

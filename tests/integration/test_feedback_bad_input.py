@@ -119,7 +119,8 @@ def test_damaged_stores_are_moved_aside_and_rebuilt_from_the_topics(kafka_bootst
 
 def _export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.feedback", "export", *args], cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "worker.programs.fraud_feedback", "export", *args], cwd=REPO, capture_output=True,
+        text=True,
         timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")},
     )  # fmt: skip
 

@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.bundles import make_bundle
 from tests.support.workers import committed, event_bytes
-from worker.clients import KafkaClients
-from worker.config import WorkerConfig
-from worker.health import HealthState
+from worker.edges.clients import KafkaClients
+from worker.edges.config import WorkerConfig
+from worker.edges.health import HealthState
+from worker.edges.metrics import WorkerMetrics
 from worker.kafka_compat import FAST_PATHS, TAKEN, KafkaCompat, parse_fast_paths
-from worker.loop import Worker
-from worker.metrics import WorkerMetrics
-from worker.models import ModelWatcher
+from worker.models.watcher import ModelWatcher
+from worker.pipeline.loop import Worker
 
 SPEC = dict(feature_names=("f0", "f1"), mean=[0.0, 0.0], scale=[1.0, 1.0], weights=[3.0, 0.0], bias=0.0, threshold=0.5)
 
@@ -285,7 +285,7 @@ def test_a_rebalance_with_results_in_flight_commits_them_through_the_revocation_
         assert clients.delayed.sends.wait(30), "the worker sent no results"
         time.sleep(1.0)
         # A second member joins: the worker's partitions are revoked while its results wait for acks.
-        with caplog.at_level(logging.INFO, logger="worker.rebalance"):
+        with caplog.at_level(logging.INFO, logger="worker.delivery.rebalance"):
             other = kafka.consumer(topic, group_id=group, enable_auto_commit=False)
             deadline = time.monotonic() + 30
             while not other.assignment() and time.monotonic() < deadline:
@@ -312,7 +312,7 @@ def test_a_rebalance_with_results_in_flight_commits_them_through_the_revocation_
 def test_a_real_consumer_inflates_compressed_batches_to_the_cap_and_hands_on_a_larger_ones_records_unread(
     kafka, fast_paths
 ):
-    from worker.decode import Unread
+    from worker.core.decode import Unread
 
     topic = kafka.topic(partitions=1)
     producer = kafka.producer(compression_type="gzip", linger_ms=200, batch_size=8 << 20, max_request_size=8 << 20)

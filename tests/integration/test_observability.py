@@ -22,7 +22,7 @@ from tests.support.bundles import make_bundle
 from tests.support.prometheus import DEPLOY, PrometheusServer
 from tests.support.workers import WorkerProcess, produce, wait_committed
 from training.evaluate import histogram
-from worker.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, read_manifest
+from worker.core.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, read_manifest
 
 
 def training_scores(ulb) -> np.ndarray:
@@ -158,7 +158,7 @@ def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, to
 
 
 def _decoder_child(pid: int) -> int:
-    """The worker's decoder child process (python -m worker.decoder_process)."""
+    """The worker's decoder child process (python -m worker.pipeline.decoder_process)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -169,6 +169,6 @@ def _decoder_child(pid: int) -> int:
                 cmdline = fh.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid and b"worker.decoder_process" in cmdline:
+        if ppid == pid and b"worker.pipeline.decoder_process" in cmdline:
             return int(entry)
     raise AssertionError(f"worker {pid} has no decoder child")

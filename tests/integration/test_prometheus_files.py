@@ -55,8 +55,8 @@ def exported_names(registry) -> set[str]:
 def test_rules_and_dashboard_use_only_metrics_the_worker_and_fraud_feedback_export():
     from prometheus_client import CollectorRegistry
 
+    from worker.edges.metrics import WorkerMetrics
     from worker.feedback.metrics import FeedbackMetrics
-    from worker.metrics import WorkerMetrics
 
     worker, feedback = CollectorRegistry(), CollectorRegistry()
     WorkerMetrics(worker)

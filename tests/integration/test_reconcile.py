@@ -6,7 +6,7 @@ import json
 import os
 
 from tests.support.workers import WorkerProcess, produce, wait_committed
-from worker.tools.reconcile import main as reconcile_main
+from worker.programs.subcommands.reconcile import main as reconcile_main
 
 
 def _args(kafka, topics, group):

@@ -7,7 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
-from worker.tools.replay import main as replay_main
+from worker.programs.fraud_replay import main as replay_main
 
 ULB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "creditcard.csv.gz"
 

@@ -25,8 +25,8 @@ from tests.integration.conftest import ULB
 from tests.support.broker import REPO
 from tests.support.secured import SecuredKafka, grant
 from tests.support.workers import WorkerProcess, committed, read_topic, wait_committed
-from worker.access import diagnose
-from worker.scoring import load_scorer
+from worker.core.scoring import load_scorer
+from worker.edges.access import diagnose
 
 REFUSED = 4
 BOUND = 30.0  # seconds a refused program may take to say so
@@ -70,7 +70,7 @@ def topic_flags(names: dict[str, str]) -> list[str]:
 
 
 def run_tool(argv: list[str], env: dict[str, str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
-    """``python -m worker <tool> ...`` or ``python -m worker.tools.replay ...`` with only ``env``'s FRAUD_*."""
+    """``python -m worker <tool> ...`` or ``python -m worker.programs.fraud_replay ...`` with only ``env``'s FRAUD_*."""
     import os
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
@@ -107,7 +107,8 @@ def worker(secured: SecuredKafka, models_dir, names: dict[str, str], env: dict[s
 
 def replay(secured: SecuredKafka, names: dict[str, str], count: int, env: dict[str, str] | None = None):
     return run_tool(
-        ["worker.tools.replay", "--bootstrap-servers", secured.bootstrap, "--input-topic", names["input_topic"],
+        ["worker.programs.fraud_replay", "--bootstrap-servers", secured.bootstrap,
+         "--input-topic", names["input_topic"],
          "--data", str(ULB), "--count", str(count), "--id-prefix", "s", "--quiet"],
         env if env is not None else secured.admin_env,
     )  # fmt: skip
@@ -248,7 +249,8 @@ def _tool_argv(tool: str, secured: SecuredKafka, names: dict[str, str]) -> list[
     b = ["--bootstrap-servers", secured.bootstrap]
     return {
         "create-topics": ["worker", "create-topics", *b, *topic_flags(names)],
-        "fraud-replay": ["worker.tools.replay", *b, "--input-topic", names["input_topic"], "--synthetic", "10"],
+        "fraud-replay": ["worker.programs.fraud_replay", *b, "--input-topic", names["input_topic"],
+                         "--synthetic", "10"],
         "tail-alerts": ["worker", "tail-alerts", *b, "--alert-topic", names["alert_topic"], "--max-alerts", "1"],
         "reconcile": ["worker", "reconcile", *b, "--group-id", names["group"], *topic_flags(names)],
     }[tool]

@@ -18,10 +18,10 @@ from tests.conftest import unique
 from tests.support.bundles import corrupt_sha256, make_bundle
 from tests.support.feedback import FeedbackProcess
 from tests.support.workers import WorkerProcess, produce, read_topic, wait_committed
-from worker.bundle import CHALLENGER_FILE, set_current
-from worker.cli import main
+from worker.core.bundle import CHALLENGER_FILE, set_current
+from worker.core.scoring import load_scorer
 from worker.feedback.records import encode_label
-from worker.scoring import load_scorer
+from worker.programs.fraud_worker import main
 
 N = 4_000
 

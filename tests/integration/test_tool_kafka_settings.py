@@ -15,8 +15,10 @@ import uuid
 import kafka as kafka_python
 import pytest
 
-from worker.tools import reconcile, replay, tail
-from worker.tools import topics as create_topics
+from worker.programs import fraud_replay as replay
+from worker.programs.subcommands import create_topics as create_topics
+from worker.programs.subcommands import reconcile
+from worker.programs.subcommands import tail_alerts as tail
 
 TIMEOUT_MS = 41_000  # above every default session timeout, unlike any client's own default
 

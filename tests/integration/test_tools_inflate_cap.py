@@ -8,7 +8,7 @@ import tracemalloc
 
 from tests.conftest import KafkaClients
 from worker.kafka_compat.inflate import DEFAULT_CAP
-from worker.tools import tail
+from worker.programs.subcommands import tail_alerts as tail
 
 
 def _alert(txn: str, pad: int = 0) -> bytes:

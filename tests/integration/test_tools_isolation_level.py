@@ -17,7 +17,7 @@ import sys
 import uuid
 
 from tests.support.broker import REPO
-from worker.tools.reconcile import main as reconcile_main
+from worker.programs.subcommands.reconcile import main as reconcile_main
 
 N = 6
 THRESHOLD = 0.9

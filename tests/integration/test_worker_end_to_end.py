@@ -13,7 +13,7 @@ import numpy as np
 from tests.integration.conftest import SLICE
 from tests.support.bundles import ULB_FEATURES
 from tests.support.workers import WorkerProcess, headers, produce, read_topic, wait_committed
-from worker.scoring import load_scorer
+from worker.core.scoring import load_scorer
 
 
 def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka, ulb, models_dir, topics, workers):
@@ -29,7 +29,8 @@ def test_clean_run_scores_every_event_once_and_alerts_match_offline_scores(kafka
     worker.wait_ready()
     # The first join already knows the input's partitions: no empty assignment to recover from.
     lines = worker.output().splitlines()
-    assigned = [line.split("worker.rebalance: ", 1)[1] for line in lines if "worker.rebalance: assigned" in line]
+    tag = "worker.delivery.rebalance: "
+    assigned = [line.split(tag, 1)[1] for line in lines if f"{tag}assigned" in line]
     assert assigned[:1] == ["assigned [0, 1, 2]"], assigned
     # FRAUD_FAST_PATHS=none make test: the whole suite on kafka-python's own code paths.
     fast_paths = os.environ.get("FRAUD_FAST_PATHS", "all")

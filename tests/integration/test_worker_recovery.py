@@ -2,7 +2,7 @@
 
 A static member (``--group-instance-id``) restarted with the same id takes its partitions back at
 once; a dynamic one waits for the broker to expire the dead member's session (10 s by default,
-worker/clients.py). Each test measures, from the kill, when the replacement answers HTTP (process
+worker/edges/clients.py). Each test measures, from the kill, when the replacement answers HTTP (process
 up), owns partitions (/readyz) and has scored its first event, and checks nothing was lost.
 
 The cost of static membership: a static member that stops cleanly does not leave the group either
@@ -22,7 +22,7 @@ from tests.support.workers import WorkerProcess, wait_committed
 
 N = 15_000
 RATE = 1_000  # events per second
-SESSION_S = 10.0  # the worker's session timeout (worker/clients.py)
+SESSION_S = 10.0  # the worker's session timeout (worker/edges/clients.py)
 HEARTBEAT_S = 3.0  # and its heartbeat interval
 STATIC_BOUND_S = 5.0
 DYNAMIC_BOUND_S = SESSION_S + 2.0

@@ -13,7 +13,7 @@ from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle
 from tests.support.keys import make_keys
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, headers, read_topic, wait_committed
-from worker.bundle import set_current
+from worker.core.bundle import set_current
 
 N = 6000
 

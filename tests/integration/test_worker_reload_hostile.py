@@ -13,7 +13,7 @@ from collections import Counter
 from tests.support.bundles import make_bundle
 from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, read_topic, wait_committed
-from worker.bundle import CURRENT_FILE, MANIFEST_FILE, set_current
+from worker.core.bundle import CURRENT_FILE, MANIFEST_FILE, set_current
 
 N = 3000
 

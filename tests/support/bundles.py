@@ -3,7 +3,7 @@
 ``tflite_for(weights, bias)`` builds ``training.export.dense_model``, sets the weights and converts
 it with ``to_tflite``; TensorFlow is imported in the test process only, and each weight set is
 converted once per session (conversion takes seconds). ``make_bundle`` writes a bundle through
-the real contract (``worker.bundle.write_bundle``), with ``feature_transforms`` (the manifest's
+the real contract (``worker.core.bundle.write_bundle``), with ``feature_transforms`` (the manifest's
 list of ``{"kind", "clip"}``) when given, signed when given a ``signing_key``; helpers below break
 one in a chosen way.
 """
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worker.bundle import MANIFEST_FILE, MODEL_FILE, Manifest, set_current, sha256_hex, write_bundle
-from worker.transforms import read_transforms
+from worker.core.bundle import MANIFEST_FILE, MODEL_FILE, Manifest, set_current, sha256_hex, write_bundle
+from worker.core.transforms import read_transforms
 
 if TYPE_CHECKING:
-    from worker.signing import SigningKey
+    from worker.core.signing import SigningKey
 
 ULB_FEATURES = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")
 _TFLITE: dict[tuple, bytes] = {}

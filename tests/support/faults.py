@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 from tests.support.broker import Broker, free_port_pair, run_launcher
-from worker.config import load_config
-from worker.tools.reconcile import Report, format_report, reconcile
+from worker.edges.config import load_config
+from worker.programs.subcommands.reconcile import Report, format_report, reconcile
 
 
 def reconcile_run(bootstrap: str, group: str, topics: dict, end: str = "committed") -> Report:

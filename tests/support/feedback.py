@@ -1,4 +1,4 @@
-"""Run ``fraud-feedback`` as a real subprocess (``python -m worker.feedback``) and read its metrics."""
+"""Run ``fraud-feedback`` as a real subprocess (``python -m worker.programs.fraud_feedback``) and read its metrics."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class FeedbackProcess(LoggedProcess):
                  extra: Sequence[str] = ()) -> None:  # fmt: skip
         self.port = free_port()
         args = [
-            sys.executable, "-m", "worker.feedback", "--bootstrap-servers", bootstrap, "--scores-topic", scores_topic,
+            sys.executable, "-m", "worker.programs.fraud_feedback", "--bootstrap-servers", bootstrap,
+            "--scores-topic", scores_topic,
             "--labels-topic", labels_topic, "--group-id", group, "--state-dir", str(state_dir),
             "--metrics-port", str(self.port), *extra,
         ]  # fmt: skip

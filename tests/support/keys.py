@@ -2,7 +2,7 @@
 
 ``make_keys(directory, name)`` writes ``<name>.pem`` (PKCS#8, unencrypted: ``openssl genpkey
 -algorithm ed25519``) and ``<name>.pub`` (SubjectPublicKeyInfo: ``openssl pkey -pubout``) and loads
-the signing key through ``worker.signing``, as ``fraud-train --signing-key`` does.
+the signing key through ``worker.core.signing``, as ``fraud-train --signing-key`` does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from worker.signing import SigningKey, TrustedKeys, load_signing_key, load_trusted_keys
+from worker.core.signing import SigningKey, TrustedKeys, load_signing_key, load_trusted_keys
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.signing import load_signing_key, load_trusted_keys
+from worker.core.signing import load_signing_key, load_trusted_keys
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compose-secrets"
 FILES = {  # name -> mode

@@ -3,7 +3,7 @@ Prometheus config and the Kubernetes manifests.
 
 No Docker engine is needed: ``docker-compose config`` (the Debian package, installed here with
 apt-get when missing) validates the compose file, and every command, flag, port and ``FRAUD_*``
-variable in it is checked against the real argument parsers and ``worker.config.load_config``.
+variable in it is checked against the real argument parsers and ``worker.edges.config.load_config``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.prometheus import promtool
 from training.cli import build_parser as train_parser
-from worker.config import load_config
-from worker.tools.replay import build_parser as replay_parser
-from worker.tools.topics import DEFAULT_PARTITIONS, planned_topics
+from worker.edges.config import load_config
+from worker.programs.fraud_replay import build_parser as replay_parser
+from worker.programs.subcommands.create_topics import DEFAULT_PARTITIONS, planned_topics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -146,7 +146,7 @@ def test_worker_image_runs_fraud_worker_as_non_root_without_tensorflow() -> None
     df = dockerfile("worker.Dockerfile")
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert shlex.split(df["ENTRYPOINT"][-1].strip("[]").replace(",", " ")) == ["fraud-worker"]
-    assert scripts["fraud-worker"] == "worker.cli:main"
+    assert scripts["fraud-worker"] == "worker.programs.fraud_worker:main"
     # The image holds worker/ only: every tool it runs must live there (no training import).
     assert scripts["fraud-replay"].startswith("worker.") and not any("training" in c for c in df["COPY"])
     assert "entrypoint" not in service("worker")
@@ -438,8 +438,8 @@ def test_network_policies_admit_only_the_monitoring_namespace_to_the_metrics_por
 
 
 def test_retraining_reads_the_topics_as_its_own_user_and_fails_visibly() -> None:
-    from worker.feedback.cli import build_export_parser
-    from worker.feedback.cli import build_parser as feedback_parser
+    from worker.programs.fraud_feedback import build_export_parser
+    from worker.programs.fraud_feedback import build_parser as feedback_parser
 
     cron = workloads()["fraud-retrain"]
     assert cron["kind"] == "CronJob" and cron["spec"]["concurrencyPolicy"] == "Forbid"

@@ -20,10 +20,10 @@ import yaml
 from tests.unit.test_deploy import COMPOSE, K8S, REPO, commands_in, docker_compose, image_env, k8s, k8s_env, published
 from tests.unit.test_deploy import compose as base_compose
 from training.cli import build_parser as train_parser
-from worker.config import ConfigError, load_config
-from worker.signing import load_signing_key, load_trusted_keys
-from worker.tools.replay import build_parser as replay_parser
-from worker.tools.topics import DEFAULT_PARTITIONS, planned_topics
+from worker.core.signing import load_signing_key, load_trusted_keys
+from worker.edges.config import ConfigError, load_config
+from worker.programs.fraud_replay import build_parser as replay_parser
+from worker.programs.subcommands.create_topics import DEFAULT_PARTITIONS, planned_topics
 
 SECURE = REPO / "docker-compose.secure.yml"
 SECRETS = REPO / "secrets"

@@ -2,8 +2,8 @@
 
 Each list the document holds is compared with the code's own source of truth, both ways (nothing
 missing, nothing stale): the metrics a fresh ``WorkerMetrics`` registers (name, type, labels), the
-decoder's reason codes (``worker.decode.REASONS``), the fields of ``worker.bundle.Manifest`` (and
-which of them a manifest may leave out), and the worker's settings (``worker.config.SETTINGS``).
+decoder's reason codes (``worker.core.decode.REASONS``), the fields of ``worker.core.bundle.Manifest`` (and
+which of them a manifest may leave out), and the worker's settings (``worker.edges.config.SETTINGS``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.bundle import Manifest
-from worker.config import SETTINGS
-from worker.decode import REASONS
-from worker.errors import BundleError
-from worker.metrics import WorkerMetrics
+from worker.core.bundle import Manifest
+from worker.core.decode import REASONS
+from worker.core.errors import BundleError
+from worker.edges.config import SETTINGS
+from worker.edges.metrics import WorkerMetrics
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text(encoding="utf-8")
 HEADING = re.compile(r"^(#{2,6}) (.+)$", re.M)

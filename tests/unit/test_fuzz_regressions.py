@@ -64,7 +64,8 @@ def test_health_http09_request_with_keep_alive_header_is_closed_after_its_bare_a
 
     from prometheus_client import CollectorRegistry
 
-    from worker.health import HealthServer, HealthState, _Conn
+    from worker.edges.health import HealthState
+    from worker.edges.health_server import HealthServer, _Conn
 
     server = HealthServer("127.0.0.1", 0, CollectorRegistry(), HealthState(30.0))
     with socket.create_server(("127.0.0.1", 0)) as listener:

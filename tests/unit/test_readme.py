@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import SUBCOMMANDS
-from worker.config import KAFKA_ENV_PREFIX, SETTINGS, kafka_client_defaults
-from worker.credentials import secret_file_key
+from worker.edges.config import KAFKA_ENV_PREFIX, SETTINGS, kafka_client_defaults
+from worker.edges.credentials import secret_file_key
+from worker.programs.fraud_worker import SUBCOMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

@@ -5,8 +5,8 @@ A source scan (AST) over ``worker/`` and ``training/``: no pickle-like module is
 eval/exec/compile of text, no ``np.load(..., allow_pickle=True)``, no Keras model loading (a
 saved Keras model can carry code), and no subprocess or os.system/exec*/spawn calls, so no path
 from a models directory can reach one. The one process start allowed is the decoder child's
-``os.posix_spawn`` in worker/decoder_process.py, with a fixed command (``python -m
-worker.decoder_process``); the test below pins that.
+``os.posix_spawn`` in worker/pipeline/decoder_process.py, with a fixed command (``python -m
+worker.pipeline.decoder_process``); the test below pins that.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import WorkerConfig, load_config
+from worker.edges.config import WorkerConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for pkg in ("worker", "training") for p in (REPO / pkg).rglob("*.py"))
@@ -39,7 +39,7 @@ def _problems(path: Path) -> list[str]:
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             # __import__ with a constant module name from the fixed subcommand table is allowed.
-            if name == "__import__" and path.name == "cli.py":
+            if name == "__import__" and path.name == "fraud_worker.py":
                 continue
             if name == "posix_spawn" and path.name == "decoder_process.py" and _fixed_decoder_command(tree):
                 continue
@@ -51,13 +51,13 @@ def _problems(path: Path) -> list[str]:
 
 
 def _fixed_decoder_command(tree: ast.AST) -> bool:
-    """The decoder child's argv is the literal [sys.executable, "-m", "worker.decoder_process", fd, fd]."""
+    """The decoder child's argv is the literal [sys.executable, "-m", "worker.pipeline.decoder_process", fd, fd]."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "argv" for t in node.targets):
             v = node.value
             return (isinstance(v, ast.List) and ast.unparse(v.elts[0]) == "sys.executable"
                     and [getattr(e, "value", None) for e in v.elts[1:3]]
-                    == ["-m", "worker.decoder_process"])  # fmt: skip
+                    == ["-m", "worker.pipeline.decoder_process"])  # fmt: skip
     return False
 
 

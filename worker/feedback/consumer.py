@@ -32,13 +32,13 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from worker.errors import AccessError, ConfigError
+from worker.core.errors import AccessError, ConfigError
+from worker.edges.logs import Throttle
 from worker.feedback.metrics import FeedbackMetrics, snapshot
 from worker.feedback.records import BadRecord, decode_label, decode_score
 from worker.feedback.store import Store, StoreError, damaged, move_aside, now_ms, store_path
 from worker.kafka_compat import KafkaCompat
 from worker.kafka_compat.inflate import DEFAULT_CAP
-from worker.logs import Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class FeedbackConsumer:
         self._throttle = Throttle(30.0)
         self._consumer: KafkaConsumer | None = None
         self._fatal: StoreError | None = None  # raised by the loop: a listener's exception would be swallowed
-        self.health: Any = None  # worker.health.HealthState when the metrics server runs
+        self.health: Any = None  # worker.edges.health.HealthState when the metrics server runs
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -214,7 +214,7 @@ class FeedbackConsumer:
         return consumer
 
     def run(self) -> int:
-        from worker.access import diagnose, refusal
+        from worker.edges.access import diagnose, refusal
 
         try:
             consumer = self.connect()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.errors import AccessError, ConfigError
+from worker.core.errors import AccessError, ConfigError
 from worker.feedback.records import FUTURE_MS, BadRecord, decode_label, decode_score
 from worker.feedback.store import Store, StoreError, now_ms, store_path
 
@@ -175,7 +175,7 @@ def read_topics(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    from worker.access import diagnose, refusal
+    from worker.edges.access import diagnose, refusal
     from worker.feedback.consumer import partition_count
     from worker.kafka_compat import KafkaCompat
     from worker.kafka_compat.inflate import DEFAULT_CAP

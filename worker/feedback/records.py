@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from worker.decode import Unread
+from worker.core.decode import Unread
 
 MAX_ID_LENGTH = 256
 MAX_TIME_MS = 2**63 - 1  # a SQLite INTEGER

@@ -5,7 +5,7 @@ kafka-python inflates a compressed batch whole (``DefaultRecordBatch._maybe_unco
 holds 256 MiB. ``CappedBatch`` inflates gzip in steps and stops one byte past the cap. A batch it
 cannot read is not an error that would stop the partition (a poll that fails, then the same fetch
 again for ever): its records are handed on unread, one per offset of the batch, each with no key,
-no headers and an ``Unread`` value (worker/decode.py) holding the batch's 61-byte header, so the
+no headers and an ``Unread`` value (worker/core/decode.py) holding the batch's 61-byte header, so the
 worker dead-letters each (``batch_too_large``: it inflates past the cap; ``batch_unreadable``: its
 codec's library is not installed, or its compressed data is corrupt) and ``reconcile`` accounts
 for every offset. Gzip is bounded as it inflates; snappy, lz4 and zstd (whose libraries the worker
@@ -30,7 +30,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import UnsupportedCodecError
 from kafka.record.default_records import DefaultRecord, DefaultRecordBatch
 
-from worker.decode import Unread
+from worker.core.decode import Unread
 from worker.kafka_compat.counters import TAKEN
 
 HEADER_SIZE = DefaultRecordBatch.HEADER_STRUCT.size  # 61

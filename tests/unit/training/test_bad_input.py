@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import synthetic
 from training.cli import main
+from worker.offline import synthetic
 
 
 def write(tmp_path, mutate=None, n=1500, name="data.csv"):

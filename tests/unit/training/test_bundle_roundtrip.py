@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
-from training import synthetic
 from training.pipeline import fit_scaler
 from training.split import stratified_split
-from worker.bundle import load_bundle, read_current
-from worker.scoring import load_scorer
-from worker.transforms import Transforms
+from worker.core.bundle import load_bundle, read_current
+from worker.core.scoring import load_scorer
+from worker.core.transforms import Transforms
+from worker.offline import synthetic
 
 
 def test_bundle_has_every_part_and_loads(trained):

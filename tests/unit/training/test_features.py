@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from training import synthetic
 from training.data import from_columns, load_csv
+from worker.offline import synthetic
 
 
 def columns(n: int = 2000) -> dict[str, np.ndarray]:

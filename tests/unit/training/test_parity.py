@@ -8,8 +8,8 @@ import pytest
 from training import pipeline
 from training.errors import ParityError
 from training.export import dense_model, to_tflite
-from worker.bundle import Bundle, Manifest, sha256_hex
-from worker.scoring import Scorer
+from worker.core.bundle import Bundle, Manifest, sha256_hex
+from worker.core.scoring import Scorer
 
 
 def test_scorer_matches_keras_on_random_rows(tmp_path):
@@ -59,7 +59,7 @@ def test_parity_failure_writes_no_bundle(tmp_path, monkeypatch):
     """Keras fed other inputs than the served path computes (no transforms, where the manifest has
     them): model and manifest agree, so the probe passes, and the parity check alone must stop the run."""
     import training.export as export
-    from worker.transforms import Transforms
+    from worker.core.transforms import Transforms
 
     real = export.keras_inputs
 
@@ -76,7 +76,7 @@ def test_parity_failure_writes_no_bundle(tmp_path, monkeypatch):
 
 def transformed_model(tmp_path, n=6, seed=1):
     """A random model, a manifest with log1p, signed_log1p and identity features (clipped and not)."""
-    from worker.transforms import FeatureTransform, Transforms
+    from worker.core.transforms import FeatureTransform, Transforms
 
     rng = np.random.default_rng(seed)
     model = dense_model(n)

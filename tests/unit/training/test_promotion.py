@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 
 from tests.unit.training.conftest import train
-from worker.bundle import list_versions, read_current
+from worker.core.bundle import list_versions, read_current
 
 
 def test_worse_model_is_written_but_not_promoted(trained, tmp_path, capsys):
@@ -28,7 +28,7 @@ def test_worse_model_is_written_but_not_promoted(trained, tmp_path, capsys):
 
 
 def test_different_features_are_not_compared(trained, tmp_path, capsys):
-    from training.promote import decide
+    from training.gate import decide
 
     models = tmp_path / "models"
     shutil.copytree(trained, models)
@@ -38,14 +38,14 @@ def test_different_features_are_not_compared(trained, tmp_path, capsys):
 
 
 def test_no_current_promotes(tmp_path):
-    from training.promote import decide
+    from training.gate import decide
 
     d = decide(tmp_path, ("V1",), np.zeros((2, 1)), np.array([0, 1]), 0.5)
     assert d.promote and "no CURRENT" in d.reason
 
 
 def test_a_challenger_is_pointed_at_by_challenger_and_current_stays(trained, tmp_path, capsys):
-    from worker.bundle import CHALLENGER_FILE
+    from worker.core.bundle import CHALLENGER_FILE
 
     models = tmp_path / "models"
     shutil.copytree(trained, models)

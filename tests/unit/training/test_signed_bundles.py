@@ -9,9 +9,9 @@ import pytest
 
 from tests.support.keys import make_keys
 from tests.unit.training.conftest import train
-from worker.bundle import SIGNATURE_FILE, list_versions, load_bundle, read_current
-from worker.errors import SignatureError
-from worker.scoring import load_scorer
+from worker.core.bundle import SIGNATURE_FILE, list_versions, load_bundle, read_current
+from worker.core.errors import SignatureError
+from worker.core.scoring import load_scorer
 
 
 def test_a_signed_training_run_writes_a_bundle_the_worker_accepts(tmp_path, capsys):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import synthetic
 from training.data import from_columns
 from training.export import outside_rows
 from training.pipeline import TRANSFORMS_LOSS_MARGIN, TrainConfig, run
 from training.split import stratified_split
-from worker.bundle import read_manifest
-from worker.scoring import load_scorer
+from worker.core.bundle import read_manifest
+from worker.core.scoring import load_scorer
+from worker.offline import synthetic
 
 from .conftest import train
 
@@ -115,7 +115,7 @@ def test_the_run_summary_says_how_many_features_are_transformed_and_why_the_tran
     from types import SimpleNamespace
 
     from training.cli import transforms_summary
-    from worker.transforms import FeatureTransform
+    from worker.core.transforms import FeatureTransform
 
     kept = SimpleNamespace(
         n_features=3,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.transforms import HEAVY_TAIL_IQR, choose, choose_column
-from worker.transforms import FeatureTransform, Transforms
+from worker.core.transforms import FeatureTransform, Transforms
 
 RNG = np.random.default_rng(11)
 N = 20_000

@@ -109,7 +109,7 @@ class FakeConsumer:
 
 
 class FakeClients:
-    """What ``Worker`` builds its Kafka clients with (worker/clients.py), returning the stand-ins."""
+    """What ``Worker`` builds its Kafka clients with (worker/edges/clients.py), returning the stand-ins."""
 
     def __init__(self, consumer, producer, cannot_read=(), cannot_write=(), refusal=None) -> None:
         self.stand_in_consumer, self.stand_in_producer = consumer, producer

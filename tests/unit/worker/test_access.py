@@ -1,4 +1,4 @@
-"""The pure parts of worker/access.py: the SCRAM messages and the one-line refusals.
+"""The pure parts of worker/edges/access.py: the SCRAM messages and the one-line refusals.
 
 The probe against a real SASL_SSL broker (each misconfiguration and its line) is
 tests/integration/test_secured_kafka.py.
@@ -13,7 +13,7 @@ import threading
 import pytest
 from kafka import errors
 
-from worker.access import _scram_steps, diagnose, refusal
+from worker.edges.access import _scram_steps, diagnose, refusal
 
 
 def test_scram_client_final_message_matches_rfc_7677():

@@ -1,4 +1,4 @@
-"""A polled batch (worker/batch.py): what it keeps once partitions are revoked."""
+"""A polled batch (worker/delivery/batch.py): what it keeps once partitions are revoked."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from kafka import TopicPartition
 
 from tests.unit.worker.conftest import SPEC
 from tests.unit.worker.standins import Record, event
-from worker.batch import Batch, without
-from worker.decode import Decoder
+from worker.core.decode import Decoder
+from worker.delivery.batch import Batch, without
 
 TOPIC = "transactions"
 
@@ -34,7 +34,7 @@ def test_a_batch_loses_the_records_of_revoked_partitions_and_nothing_else():
 
 
 def test_a_rewind_goes_back_to_the_lowest_first_offset_of_each_partition():
-    from worker.batch import first_offsets
+    from worker.delivery.batch import first_offsets
 
     p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 

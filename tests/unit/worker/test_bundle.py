@@ -1,4 +1,4 @@
-"""worker.bundle: round trip and the failures a reader must refuse."""
+"""worker.core.bundle: round trip and the failures a reader must refuse."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from worker.bundle import (
+from worker.core.bundle import (
     Manifest,
     list_versions,
     load_bundle,
@@ -15,8 +15,8 @@ from worker.bundle import (
     sha256_hex,
     write_bundle,
 )
-from worker.errors import BundleError
-from worker.transforms import FeatureTransform
+from worker.core.errors import BundleError
+from worker.core.transforms import FeatureTransform
 
 MODEL = b"not really a flatbuffer, but the bundle layer does not care"
 

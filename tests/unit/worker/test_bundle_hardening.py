@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from tests.support.broker import REPO
 from tests.support.bundles import make_bundle
 from tests.support.keys import make_keys
-from worker.bundle import (
+from worker.core.bundle import (
     CHALLENGER_FILE,
     CURRENT_FILE,
     MANIFEST_FILE,
@@ -31,10 +31,10 @@ from worker.bundle import (
     read_current,
     set_current,
 )
-from worker.errors import BundleError, SignatureError
-from worker.metrics import WorkerMetrics
-from worker.models import ModelWatcher
-from worker.scoring import load_scorer
+from worker.core.errors import BundleError, SignatureError
+from worker.core.scoring import load_scorer
+from worker.edges.metrics import WorkerMetrics
+from worker.models.watcher import ModelWatcher
 
 HUGE = int("9" * 400)
 
@@ -152,8 +152,8 @@ def test_any_json_mutation_of_a_good_manifest_loads_or_is_a_bundle_error(good_ma
         assert "\n" not in str(exc) and len(str(exc)) < 1000
         return
     manifest.validate()
-    from worker.drift import Reference
-    from worker.transforms import Transforms
+    from worker.core.drift import Reference
+    from worker.core.transforms import Transforms
 
     Transforms(manifest.feature_transforms, manifest.n_features)
     try:
@@ -293,7 +293,7 @@ def keys(tmp_path):
 
 def _signed(tmp_path, bundle_spec, keys, version="20261201T000000Z-aaaaaaaa") -> Path:
     from tests.support.bundles import tflite_for
-    from worker.bundle import Manifest, sha256_hex, write_bundle
+    from worker.core.bundle import Manifest, sha256_hex, write_bundle
 
     models = tmp_path / "signed"
     model = tflite_for(bundle_spec["weights"], bundle_spec["bias"])
@@ -356,7 +356,7 @@ def test_an_old_format_signature_is_refused_naming_the_command_that_signs_again(
     error = _refused_signature(models, keys)
     assert error.reason == "old_format" and "fraud-worker sign-bundle" in str(error), error
 
-    from worker.tools.sign import main
+    from worker.programs.subcommands.sign_bundle import main
 
     assert main(["--models-dir", str(models), "--signing-key", str(keys.private), version]) == 0
     assert load_scorer(str(models), trusted_keys=keys.trusted()).bundle.signed_by == keys.key_id
@@ -394,14 +394,14 @@ def test_min_model_version_refuses_an_older_signed_bundle(tmp_path, bundle_spec,
      {"edges": ["a", "b"], "counts": [1]}],
 )  # fmt: skip
 def test_the_drift_reference_turns_any_malformed_histogram_into_a_value_error(histogram):
-    from worker.drift import Reference
+    from worker.core.drift import Reference
 
     with pytest.raises(ValueError):
         Reference.from_histogram(histogram)
 
 
 def test_sign_bundle_refuses_a_bundle_that_fails_its_checks_and_a_bad_key(models, keys, capsys):
-    from worker.tools.sign import main
+    from worker.programs.subcommands.sign_bundle import main
 
     data = _manifest(models)
     data["bias"] = HUGE
@@ -413,8 +413,8 @@ def test_sign_bundle_refuses_a_bundle_that_fails_its_checks_and_a_bad_key(models
 
 
 def test_min_model_version_refuses_an_older_challenger_too(tmp_path, bundle_spec, keys):
-    from worker.bundle import CHALLENGER_FILE
-    from worker.shadow import ChallengerWatcher
+    from worker.core.bundle import CHALLENGER_FILE
+    from worker.pipeline.shadow import ChallengerWatcher
 
     models = _signed(tmp_path, bundle_spec, keys, "20261202T000000Z-bbbbbbbb")
     older = "20261201T000000Z-aaaaaaaa"
@@ -431,7 +431,7 @@ def test_min_model_version_refuses_an_older_challenger_too(tmp_path, bundle_spec
 
 
 def test_a_model_or_bundle_file_past_its_bound_is_refused_unread(tmp_path, bundle_spec, keys):
-    from worker.bundle import MAX_BUNDLE_FILE_BYTES, MAX_MODEL_BYTES, MODEL_FILE
+    from worker.core.bundle import MAX_BUNDLE_FILE_BYTES, MAX_MODEL_BYTES, MODEL_FILE
 
     models = _signed(tmp_path, bundle_spec, keys)
     version = read_current(models)

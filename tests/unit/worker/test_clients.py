@@ -1,4 +1,4 @@
-"""The worker's Kafka clients (worker/clients.py): settings and the output topics' metadata fetched ahead."""
+"""The worker's Kafka clients (worker/edges/clients.py): settings and the output topics' metadata fetched ahead."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 from kafka.errors import KafkaTimeoutError
 
-from worker.clients import KafkaClients, client_configs
-from worker.config import WorkerConfig, load_config
+from worker.edges.clients import KafkaClients, client_configs
+from worker.edges.config import WorkerConfig, load_config
 
 
 def test_the_output_topics_metadata_is_fetched_ahead_and_a_missing_topic_is_left_to_the_first_send():

@@ -1,8 +1,9 @@
-"""The acknowledgement chain (worker/acks.py) and the committer (worker/committer.py), without a worker.
+"""The acknowledgement chain (worker/delivery/acks.py) and the committer (worker/delivery/committer.py),
+without a worker.
 
 Batches are linked in the order they are emitted; each one's sends are stand-in futures the test
 resolves. The consumer's commit is a stand-in that records what it is given. The loop marks a
-batch that sends results as urgent (worker/loop.py ``_emit``); these tests do so by hand.
+batch that sends results as urgent (worker/pipeline/loop.py ``_emit``); these tests do so by hand.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from kafka import TopicPartition
 from kafka.future import Future
 
 from tests.unit.worker.standins import Record
-from worker.acks import AckChain
-from worker.batch import Batch
-from worker.committer import Committer
+from worker.delivery.acks import AckChain
+from worker.delivery.batch import Batch
+from worker.delivery.committer import Committer
 
 TOPIC = "transactions"
 P0 = TopicPartition(TOPIC, 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import SETTINGS, WorkerConfig, build_parser, load_config
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
+from worker.edges.config import SETTINGS, WorkerConfig, build_parser, load_config
 
 
 def test_defaults_work_against_a_local_broker():
@@ -125,7 +125,7 @@ def test_every_setting_is_a_config_field_with_its_one_default():
 def test_a_tool_parser_with_some_settings_gets_the_rest_from_environment_and_defaults():
     import argparse
 
-    from worker.config import add_settings, config_from_args
+    from worker.edges.config import add_settings, config_from_args
 
     parser = argparse.ArgumentParser()
     add_settings(parser, ["input_topic"], aliases={"input_topic": ["--topic"]})
@@ -138,7 +138,7 @@ def test_a_tool_parser_with_some_settings_gets_the_rest_from_environment_and_def
 
 
 def test_client_options_filter_per_client_and_passed_through_settings_win_over_tool_defaults():
-    from worker.config import client_options
+    from worker.edges.config import client_options
 
     argv = ["--bootstrap-servers", "h:1", "--kafka-option", "linger_ms=7", "--kafka-option", "fetch_max_wait_ms=9",
             "--kafka-option", "client_id=mine", "--kafka-option", "security_protocol=SSL"]  # fmt: skip
@@ -162,7 +162,7 @@ def test_a_malformed_command_line_is_one_line_and_exit_2(capsys):
 
 
 def test_a_switch_setting_takes_no_value_as_a_flag_and_true_or_false_as_a_variable():
-    from worker.config import load_config
+    from worker.edges.config import load_config
 
     assert load_config(["--scores-topic", "s", "--scores-include-features"], {}).scores_include_features is True
     env = {"FRAUD_SCORES_TOPIC": "s"}

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from worker.config import WorkerConfig, load_config
-from worker.credentials import MASK, Secret, read_secret_file, redact
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
+from worker.edges.config import WorkerConfig, load_config
+from worker.edges.credentials import MASK, Secret, read_secret_file, redact
 
 PASSWORD = "s3cr3t-Pa55-word"
 
@@ -96,7 +96,7 @@ def test_redact_removes_every_known_secret():
 
 
 def test_the_help_shows_no_secret_value(capsys):
-    from worker.config import build_parser
+    from worker.edges.config import build_parser
 
     build_parser().print_help()
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""worker/decimals.py: the vectorised rounding gives Python's correctly rounded round() exactly."""
+"""worker/core/decimals.py: the vectorised rounding gives Python's correctly rounded round() exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.decimals import rounded
+from worker.core.decimals import rounded
 
 
 @settings(max_examples=300, deadline=None)

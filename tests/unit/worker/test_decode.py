@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.decode import OUT_OF_RANGE, REASONS, Decoder, Unread
-from worker.errors import DecodeError
+from worker.core.decode import OUT_OF_RANGE, REASONS, Decoder, Unread
+from worker.core.errors import DecodeError
 
 FEATURES = ("Time", "V1", "Amount")
 

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from worker.decode import Decoder
-from worker.decoder_process import DecoderProcess, InlineDecoder
+from worker.core.decode import Decoder
+from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 
 NAMES = ("V1", "V2", "Amount")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from worker.config import WorkerConfig
-from worker.decode import DecodedRows
-from worker.errors import DecodeError
-from worker.outputs import DLQ_MAX_BYTES, build_outputs, dlq_limit, truncated_count
+from worker.core.decode import DecodedRows
+from worker.core.errors import DecodeError
+from worker.core.outputs import DLQ_MAX_BYTES, build_outputs, dlq_limit, truncated_count
+from worker.edges.config import WorkerConfig
 
 
 def record(offset: int, value: bytes | None, key: bytes | None = None) -> ConsumerRecord:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.evaluate import histogram
-from worker.drift import DriftWindow, Reference, psi
+from worker.core.drift import DriftWindow, Reference, psi
 
 RNG = np.random.default_rng(7)
 

@@ -3,7 +3,7 @@
 An event may carry any finite float32 (the decoder's bound): at ±3.4e38 a column without a clip
 overflows in ``t - mean`` and the logit used to be ``inf - inf`` (NaN, never an alert, "score":
 null). Scaled values are now clipped to ±SCALED_LIMIT and a bundle whose clipped logit could
-overflow float32 is refused (worker/scoring.py).
+overflow float32 is refused (worker/core/scoring.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 
 from tests.support.bundles import make_bundle, tflite_for
 from tests.unit.worker.test_scoring_contract import transformed
-from worker.bundle import Bundle, load_bundle
-from worker.errors import BundleError
-from worker.probe import reference_scores
-from worker.scoring import Scorer, load_scorer
+from worker.core.bundle import Bundle, load_bundle
+from worker.core.errors import BundleError
+from worker.core.probe import reference_scores
+from worker.core.scoring import Scorer, load_scorer
 
 TOP = float(np.finfo(np.float32).max)  # 3.4028235e38, the largest value the decoder lets through
 
@@ -108,9 +108,9 @@ def test_a_bundle_whose_clipped_logit_can_overflow_float32_is_refused(models):
 
 
 def test_the_probe_in_chunks_still_finds_a_wrong_weight_in_a_later_chunk(tmp_path, bundle_spec, monkeypatch):
-    import worker.probe
+    import worker.core.probe
 
-    monkeypatch.setattr(worker.probe, "PROBE_CHUNK_VALUES", 12)  # two rows of six features per chunk
+    monkeypatch.setattr(worker.core.probe, "PROBE_CHUNK_VALUES", 12)  # two rows of six features per chunk
     spec = dict(bundle_spec, mean=[0.0] * 6)  # raw zeros are the centre: only f5's own row shows its weight
     other = list(spec["weights"])
     other[5] += 0.05  # its one-sd row is row 7, in the fourth chunk

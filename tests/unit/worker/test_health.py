@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support.flood import PARTIAL_HEAD, Flood, probe_while, thread_count
-from worker.health import DROP_REASONS, WORKERS, HealthServer, HealthState
-from worker.metrics import WorkerMetrics
+from worker.edges.health import HealthState
+from worker.edges.health_server import DROP_REASONS, WORKERS, HealthServer
+from worker.edges.metrics import WorkerMetrics
 
 
 class Clock:
@@ -64,7 +65,7 @@ def test_probes_and_metrics():
 
 
 def test_readyz_fails_when_the_serving_model_is_removed_from_disk(models):
-    from worker.models import ModelWatcher
+    from worker.models.watcher import ModelWatcher
 
     watcher = ModelWatcher(str(models), WorkerMetrics(CollectorRegistry()))
     watcher.load_initial()

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from worker.config import load_config
-from worker.errors import ConfigError
-from worker.logs import FORMAT, JsonFormatter
+from worker.core.errors import ConfigError
+from worker.edges.config import load_config
+from worker.edges.logs import FORMAT, JsonFormatter
 
 
 def _emit(formatter: logging.Formatter, *args, **kwargs) -> str:

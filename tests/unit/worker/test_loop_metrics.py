@@ -22,11 +22,11 @@ from tests.support.bundles import make_bundle
 from tests.unit.worker.conftest import SPEC
 from tests.unit.worker.standins import FakeClients, FakeConsumer, FakeProducer, Record, event
 from training.evaluate import histogram
-from worker.config import WorkerConfig
-from worker.health import HealthState
-from worker.loop import Worker
-from worker.metrics import WorkerMetrics
-from worker.models import ModelWatcher
+from worker.edges.config import WorkerConfig
+from worker.edges.health import HealthState
+from worker.edges.metrics import WorkerMetrics
+from worker.models.watcher import ModelWatcher
+from worker.pipeline.loop import Worker
 
 TOPIC = "transactions"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from worker.metrics import WorkerMetrics
+from worker.edges.metrics import WorkerMetrics
 
 DESIGN_NAMES = (
     "fraud_events_consumed_total", "fraud_events_scored_total", "fraud_alerts_total", "fraud_events_invalid_total",
@@ -39,7 +39,7 @@ def test_every_metric_has_help_text():
 
 
 def test_buckets_span_latency_and_resolve_scores_near_thresholds():
-    from worker.metrics import LATENCY_BUCKETS, SCORE_BUCKETS
+    from worker.edges.metrics import LATENCY_BUCKETS, SCORE_BUCKETS
 
     assert LATENCY_BUCKETS[0] == 0.001 and LATENCY_BUCKETS[-1] == 10.0
     assert SCORE_BUCKETS[-1] == 1.0
@@ -84,7 +84,7 @@ def test_lag_per_partition_is_forgotten_on_revoke():
 
 
 def test_health_connection_drops_start_at_zero_for_every_reason():
-    from worker.health import DROP_REASONS
+    from worker.edges.health_server import DROP_REASONS
 
     registry = CollectorRegistry()
     WorkerMetrics(registry)

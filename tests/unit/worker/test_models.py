@@ -6,9 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support.bundles import corrupt_sha256, make_bundle
-from worker.bundle import set_current
-from worker.metrics import WorkerMetrics
-from worker.models import ModelWatcher
+from worker.core.bundle import set_current
+from worker.edges.metrics import WorkerMetrics
+from worker.models.watcher import ModelWatcher
 
 
 class Clock:
@@ -75,8 +75,8 @@ def test_with_trusted_keys_only_signed_bundles_serve_and_each_refusal_is_counted
     untampered one serves."""
     from tests.support.bundles import swap_weights
     from tests.support.keys import make_keys
-    from worker.bundle import SIGNATURE_FILE
-    from worker.errors import SignatureError
+    from worker.core.bundle import SIGNATURE_FILE
+    from worker.core.errors import SignatureError
 
     keys, other = make_keys(tmp_path / "keys", "trainer"), make_keys(tmp_path / "keys", "other")
     models = tmp_path / "models"

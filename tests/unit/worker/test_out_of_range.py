@@ -1,4 +1,4 @@
-"""A feature beyond the model's range is dead-lettered ``out_of_range``, never scored (worker/scoring.py).
+"""A feature beyond the model's range is dead-lettered ``out_of_range``, never scored (worker/core/scoring.py).
 
 The rule: ``|(kind(x) - scaler_mean) / scaler_scale| > SCALED_LIMIT`` for some feature, ``kind`` its
 transform without its clip. ``RawRange`` turns it into raw bounds per feature; these tests hold the
@@ -18,12 +18,12 @@ import pytest
 
 from tests.support.bundles import ULB_FEATURES
 from tests.unit.worker.conftest import SPEC
-from worker.bundle import Manifest
-from worker.decode import OUT_OF_RANGE, DecodedBatch, Decoder, reject_rows, take_rows
-from worker.errors import DecodeError
-from worker.scoring import SCALED_LIMIT, RawRange, load_scorer
-from worker.tools import backtest
-from worker.transforms import FeatureTransform
+from worker.core.bundle import Manifest
+from worker.core.decode import OUT_OF_RANGE, DecodedBatch, Decoder, reject_rows, take_rows
+from worker.core.errors import DecodeError
+from worker.core.scoring import SCALED_LIMIT, RawRange, load_scorer
+from worker.core.transforms import FeatureTransform
+from worker.programs.subcommands import backtest
 
 TOP = float(np.finfo(np.float32).max)
 KINDS = {
@@ -140,7 +140,7 @@ def ulb_rows() -> np.ndarray:
 def test_a_bundle_trained_on_a_ulb_slice_refuses_none_of_the_284807_ulb_rows(ulb_rows, transforms):
     """Fitted on the first 20,000 rows (as the integration tests' model), every row of the data set is scored."""
     from training.transforms import choose
-    from worker.transforms import Transforms
+    from worker.core.transforms import Transforms
 
     train = ulb_rows[:20_000]
     fts = [c.transform for c in choose(train, ULB_FEATURES)] if transforms else [FeatureTransform()] * 30

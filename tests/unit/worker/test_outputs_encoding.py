@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.worker.conftest import SPEC
-from worker.decimals import float32_decimals
-from worker.outputs import encode_results
-from worker.scoring import Scorer, load_scorer
+from worker.core.decimals import float32_decimals
+from worker.core.outputs import encode_results
+from worker.core.scoring import Scorer, load_scorer
 
 N = len(SPEC["feature_names"])
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tests.support.bundles import corrupt_sha256, drop_last_feature, make_bundle, tflite_for
-from worker.bundle import Bundle, load_bundle
-from worker.decimals import float32_decimals
-from worker.errors import BundleError
-from worker.probe import probe_rows, reference_scores
-from worker.scoring import Scorer, load_scorer
-from worker.transforms import FeatureTransform, Transforms
+from worker.core.bundle import Bundle, load_bundle
+from worker.core.decimals import float32_decimals
+from worker.core.errors import BundleError
+from worker.core.probe import probe_rows, reference_scores
+from worker.core.scoring import Scorer, load_scorer
+from worker.core.transforms import FeatureTransform, Transforms
 
 
 def _reference(spec, raw: np.ndarray) -> np.ndarray:

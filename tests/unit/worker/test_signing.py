@@ -1,4 +1,4 @@
-"""Signed bundles (worker/signing.py): the signature format, tamper detection, key files, the setting.
+"""Signed bundles (worker/core/signing.py): the signature format, tamper detection, key files, the setting.
 
 A bundle whose weights were swapped with its sha256 fields fixed up passes every other check (shown
 here first), so only the signature tells it from the one that was trained.
@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.support.bundles import corrupt_sha256, make_bundle, swap_weights
 from tests.support.keys import KeyPair, make_keys
-from worker.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, Manifest, load_bundle, write_bundle
-from worker.config import load_config
-from worker.errors import BundleError, ConfigError, SignatureError
-from worker.scoring import load_scorer
-from worker.signing import (
+from worker.core.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, Manifest, load_bundle, write_bundle
+from worker.core.errors import BundleError, ConfigError, SignatureError
+from worker.core.scoring import load_scorer
+from worker.core.signing import (
     DOMAIN,
     REASONS,
     TrustedKeys,
@@ -32,6 +31,7 @@ from worker.signing import (
     load_trusted_keys,
     signed_message,
 )
+from worker.edges.config import load_config
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_a_signed_bundle_serves_and_names_its_key(signed, keys):
 
 
 def test_signature_file_is_the_documented_format(signed, keys):
-    """Verified here from the documented recipe alone, not through worker.signing's own helpers."""
+    """Verified here from the documented recipe alone, not through worker.core.signing's own helpers."""
     bundle = signed / "v1"
     doc = json.loads((bundle / SIGNATURE_FILE).read_text())
     assert set(doc) == {"algorithm", "files", "format", "key_id", "signature"} and doc["algorithm"] == "ed25519"

@@ -1,4 +1,4 @@
-"""Exactly-once mode without a broker: the transaction's life (worker/transactions.py) and the loop driving it.
+"""Exactly-once mode without a broker: the transaction's life (worker/delivery/transactions.py) and the loop driving it.
 
 The broker-side guarantees (read_committed readers, fencing, crashes) are tested on a real broker
 in tests/integration/test_exactly_once.py and test_exactly_once_faults.py.
@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.worker.conftest import SPEC
 from tests.unit.worker.standins import FakeClients, FakeConsumer, FakeTransactionalProducer, Record, event
-from worker.batch import Batch
-from worker.config import WorkerConfig
-from worker.health import HealthState
-from worker.loop import Worker
-from worker.metrics import WorkerMetrics
-from worker.models import ModelWatcher
-from worker.transactions import PartitionsLost, Transaction
+from worker.delivery.batch import Batch
+from worker.delivery.transactions import PartitionsLost, Transaction
+from worker.edges.config import WorkerConfig
+from worker.edges.health import HealthState
+from worker.edges.metrics import WorkerMetrics
+from worker.models.watcher import ModelWatcher
+from worker.pipeline.loop import Worker
 
 TOPIC = "transactions"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
@@ -210,7 +210,7 @@ def test_a_fenced_worker_does_not_rewind_but_rejoins_the_group(tmp_path):
 
 def test_a_revoked_partition_is_sought_back_to_its_last_commit_in_case_it_comes_straight_back(tmp_path):
     """kafka-python keeps the fetch position of a partition revoked and assigned straight back; the
-    worker drops what it polled and did not commit, so the listener seeks back (worker/rebalance.py)."""
+    worker drops what it polled and did not commit, so the listener seeks back (worker/delivery/rebalance.py)."""
     import asyncio
 
     producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})

@@ -1,4 +1,4 @@
-"""Per-feature transforms (worker/transforms.py) and the scorer that applies them before its scaler.
+"""Per-feature transforms (worker/core/transforms.py) and the scorer that applies them before its scaler.
 
 Each kind and clip against numpy written out by hand; the manifest entries a reader must refuse;
 an old bundle without ``feature_transforms`` scoring exactly as before; and bad input (a negative
@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from tests.support.bundles import make_bundle
-from worker.bundle import MANIFEST_FILE, load_bundle
-from worker.config import WorkerConfig
-from worker.decode import Decoder
-from worker.errors import BundleError
-from worker.outputs import build_outputs
-from worker.probe import reference_scores
-from worker.scoring import load_scorer
-from worker.transforms import FeatureTransform, Transforms, read_transforms
+from worker.core.bundle import MANIFEST_FILE, load_bundle
+from worker.core.decode import Decoder
+from worker.core.errors import BundleError
+from worker.core.outputs import build_outputs
+from worker.core.probe import reference_scores
+from worker.core.scoring import load_scorer
+from worker.core.transforms import FeatureTransform, Transforms, read_transforms
+from worker.edges.config import WorkerConfig
 
 RNG = np.random.default_rng(19)
 # Six features: one of each kind, clipped and not, with one-sided and null bounds.

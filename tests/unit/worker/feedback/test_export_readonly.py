@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import REPO
-from worker.feedback.cli import main
 from worker.feedback.records import Label, Score
 from worker.feedback.store import DAY_MS, Store
+from worker.programs.fraud_feedback import main
 
 NOW = 1_800_000_000_000
 WINDOW = 120 * DAY_MS
@@ -80,7 +80,7 @@ def test_export_on_a_read_only_mount(tmp_path):
     out = tmp_path / "x.csv.gz"
     script = (
         f"mount --bind {state} {state} && mount -o remount,bind,ro {state} && touch {state}/probe 2>/dev/null "
-        f"&& exit 9; exec {sys.executable} -m worker.feedback export --state-dir {state} --out {out}"
+        f"&& exit 9; exec {sys.executable} -m worker.programs.fraud_feedback export --state-dir {state} --out {out}"
     )
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

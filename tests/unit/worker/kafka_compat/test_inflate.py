@@ -16,10 +16,10 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 
 from tests.unit.worker.kafka_compat.test_records import TP, batch
-from worker.decode import Unread
-from worker.decoder_process import DecoderProcess, InlineDecoder, _Submitted
+from worker.core.decode import Unread
 from worker.kafka_compat.inflate import capped, check_cap, gunzip
 from worker.kafka_compat.records import BatchRecords
+from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder, _Submitted
 
 GZIP = DefaultRecordBatch.CODEC_GZIP
 

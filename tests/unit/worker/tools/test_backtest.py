@@ -14,12 +14,12 @@ import pytest
 from tests.support.bundles import make_bundle, swap_weights
 from tests.support.keys import make_keys
 from tests.unit.worker.conftest import SPEC
-from worker.decode import Decoder
-from worker.errors import DecodeError
-from worker.outputs import encode_results
-from worker.scoring import load_scorer
-from worker.tools import backtest
-from worker.tools.backtest_metrics import at_thresholds, label_value
+from worker.core.decode import Decoder
+from worker.core.errors import DecodeError
+from worker.core.outputs import encode_results
+from worker.core.scoring import load_scorer
+from worker.offline.backtest_metrics import at_thresholds, label_value
+from worker.programs.subcommands import backtest
 
 NAMES = SPEC["feature_names"]
 
@@ -270,9 +270,9 @@ def test_scores_include_features_adds_each_events_values_as_the_scores_topic_wou
 
 
 def test_the_subcommand_is_registered():
-    from worker.cli import SUBCOMMANDS
+    from worker.programs.fraud_worker import SUBCOMMANDS
 
-    assert SUBCOMMANDS["backtest"] == "worker.tools.backtest:main"
+    assert SUBCOMMANDS["backtest"] == "worker.programs.subcommands.backtest:main"
 
 
 def test_counts_at_thresholds_match_a_direct_count():

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.tools import reconcile, tail
+from worker.programs.subcommands import reconcile
+from worker.programs.subcommands import tail_alerts as tail
 
 # tool -> (module, argv a run needs besides the flag)
 TOOLS = {"tail-alerts": (tail, []), "reconcile": (reconcile, ["--scores-topic", "s"])}
@@ -34,7 +35,7 @@ def consumers(monkeypatch) -> list[dict]:
 
     built: list[dict] = []
 
-    class Consumer(kafka.KafkaConsumer):  # its DEFAULT_CONFIG is the real one, which worker.config reads
+    class Consumer(kafka.KafkaConsumer):  # its DEFAULT_CONFIG is the real one, which worker.edges.config reads
         def __init__(self, *topics, **config):
             built.append(config)
             raise KafkaConnectionError("no broker here")
@@ -66,7 +67,7 @@ def test_the_flag_reaches_the_consumer(name, level, consumers, capsys):
 
 @pytest.mark.parametrize("name", TOOLS)
 def test_the_options_builders_default_to_read_committed_and_take_the_level(name):
-    from worker.config import config_from_args
+    from worker.edges.config import config_from_args
 
     module, base = TOOLS[name]
     args = module.build_parser().parse_args(base)

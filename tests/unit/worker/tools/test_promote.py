@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from tests.support.bundles import corrupt_sha256, make_bundle
-from worker.bundle import CHALLENGER_FILE, read_current, set_current
-from worker.cli import main
+from worker.core.bundle import CHALLENGER_FILE, read_current, set_current
 from worker.feedback.records import Label, Score
 from worker.feedback.store import DAY_MS, Store
+from worker.programs.fraud_worker import main
 
 SPEC = dict(feature_names=("a", "b"), mean=(0.0, 0.0), scale=(1.0, 1.0), weights=(1.0, -1.0), bias=0.0, threshold=0.5)
 

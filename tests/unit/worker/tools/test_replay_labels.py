@@ -6,7 +6,7 @@ import json
 import time
 
 from worker.feedback.records import decode_label
-from worker.tools.replay import Labels, rows_from_synthetic
+from worker.programs.fraud_replay import Labels, rows_from_synthetic
 
 
 class Producer:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import config_from_args
-from worker.tools import reconcile, replay, tail, topics
+from worker.edges.config import config_from_args
+from worker.programs import fraud_replay as replay
+from worker.programs.subcommands import create_topics as topics
+from worker.programs.subcommands import reconcile
+from worker.programs.subcommands import tail_alerts as tail
 
 # (main, argv a run needs besides the settings, [(options builder, client kind, the tool's own client_id)])
 TOOLS = {

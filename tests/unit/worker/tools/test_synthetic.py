@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.tools.synthetic import HEAVY_COLUMNS, generate
+from worker.offline.synthetic import HEAVY_COLUMNS, generate
 
 
 def test_same_seed_same_rows_and_every_column_in_order():

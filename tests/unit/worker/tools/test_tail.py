@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from worker.edges.metrics import WorkerMetrics
 from worker.feedback.metrics import FeedbackMetrics, Snapshot
-from worker.metrics import WorkerMetrics
-from worker.tools.tail import (
+from worker.programs.subcommands.tail_alerts import (
     build_parser,
     format_alert,
     format_feedback,
@@ -211,7 +211,7 @@ def test_feedback_metrics_url_needs_the_workers_metrics_url(capsys) -> None:
 
 
 def test_parser_defaults_match_the_worker_defaults() -> None:
-    from worker.config import WorkerConfig, config_from_args
+    from worker.edges.config import WorkerConfig, config_from_args
 
     args = build_parser().parse_args([])
     config = config_from_args(args, {})

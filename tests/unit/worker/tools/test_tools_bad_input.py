@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.unit.worker.conftest import SPEC
-from worker.config import load_config
-from worker.errors import ConfigError
-from worker.tools import backtest, reconcile, replay, tail, topics
+from worker.core.errors import ConfigError
+from worker.edges.config import load_config
+from worker.programs import fraud_replay as replay
+from worker.programs.subcommands import backtest, reconcile
+from worker.programs.subcommands import create_topics as topics
+from worker.programs.subcommands import tail_alerts as tail
 
 NAMES = SPEC["feature_names"]
 SECRET = "hunter2-S3cret"

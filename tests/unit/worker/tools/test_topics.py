@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker.cli import main
-from worker.config import load_config
-from worker.tools.topics import planned_topics
+from worker.edges.config import load_config
+from worker.programs.fraud_worker import main
+from worker.programs.subcommands.create_topics import planned_topics
 
 
 def test_default_topics_and_partitions() -> None:

@@ -1,0 +1,3 @@
+"""Libraries for work on files rather than streams: the seeded synthetic generator (used by
+fraud-replay and the training job) and the backtest's label metrics.
+"""
