@@ -14,8 +14,7 @@ import numpy as np
 
 from worker.core.bundle import Manifest
 from worker.core.errors import BundleError
-from worker.core.scoring import SCALED_LIMIT
-from worker.core.transforms import FeatureTransform
+from worker.core.transforms import SCALED_LIMIT, FeatureTransform
 
 PROBE_TOLERANCE = 1e-4  # |served score - reference_scores| allowed on every probe row
 # The probe's rows are made, scored and compared a chunk at a time, each chunk at most this many raw values

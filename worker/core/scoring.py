@@ -33,17 +33,12 @@ from worker.core.bundle import Bundle, Manifest, load_bundle
 from worker.core.decimals import float32_decimals
 from worker.core.decode import OUT_OF_RANGE, DecodedBatch, reject_rows
 from worker.core.errors import BundleError, DecodeError
-from worker.core.transforms import Transforms
+from worker.core.probe import check as probe_check
+from worker.core.transforms import SCALED_LIMIT, Transforms
 
 if TYPE_CHECKING:
     from worker.core.signing import TrustedKeys
 
-# Scaled values are clipped to ±SCALED_LIMIT standard deviations. No training row can lie further than
-# sqrt(n - 1) standard deviations from its column's mean (Samuelson's inequality), so 1e4 leaves every
-# value of up to 10^8 training rows, and every value inside a training clip, as it is; it only bounds
-# values far outside anything the model was fitted on. 1e4 · Σ|w| stays finite in float32 for any
-# kernel whose Σ|w| is below 3.4e34.
-SCALED_LIMIT = 1e4
 TILE_VALUES = 1 << 16  # RawRange's bounds repeated row by row up to this many values
 OUT_OF_RANGE_SCORE = 1.0  # the score of a model output that is not a probability: the event alerts
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -209,9 +204,7 @@ class Scorer:
     def probe(self) -> None:
         """Refuse a bundle whose model, weights, scaler and transforms are not one consistent scorer
         (worker/core/probe.py: probe rows through this scorer against the manifest's float64 scores)."""
-        from worker.core.probe import check
-
-        check(self)
+        probe_check(self)
 
 
 class RawRange:

@@ -31,6 +31,13 @@ KINDS = ("identity", "log1p", "signed_log1p")
 _TILE_VALUES = 1 << 16  # bounds repeated row by row up to this many values (Transforms._bounds_for)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # manifest numbers are served as float32
 
+# Scaled values are clipped to ±SCALED_LIMIT standard deviations. No training row can lie further than
+# sqrt(n - 1) standard deviations from its column's mean (Samuelson's inequality), so 1e4 leaves every
+# value of up to 10^8 training rows, and every value inside a training clip, as it is; it only bounds
+# values far outside anything the model was fitted on. 1e4 · Σ|w| stays finite in float32 for any
+# kernel whose Σ|w| is below 3.4e34.
+SCALED_LIMIT = 1e4
+
 
 @dataclass(frozen=True)
 class FeatureTransform:
