@@ -1,5 +1,5 @@
 import sys
 
-from training.cli import main
+from training.fraud_train import main
 
 sys.exit(main())

@@ -37,7 +37,7 @@ PARITY_OUTSIDE_ROWS = 256  # rows beyond the training range, scored in the parit
 
 
 def _option(default: Any, group: str, help: str, **argparse_options: Any) -> Any:
-    """A TrainConfig field that is also a ``fraud-train`` flag (built by ``training.cli.build_parser``).
+    """A TrainConfig field that is also a ``fraud-train`` flag (built by ``training.fraud_train.build_parser``).
 
     ``argparse_options``: ``flag`` (default ``--<name-with-dashes>``), ``type`` (default the
     default's type; needed where the default is None), ``metavar``, ``choices``, and ``source``
@@ -93,7 +93,7 @@ class TrainConfig:
         "balanced", "training",
         "'balanced' (n / (2 n_class)), 'none', or a number: the fraud class's weight (genuine = 1)",
     )  # fmt: skip
-    # The threshold flags set this Policy's fields (training.cli.POLICY_FLAGS); their defaults are this one's.
+    # The threshold flags set this Policy's fields (training.fraud_train.POLICY_FLAGS); their defaults are this one's.
     policy: Policy = field(
         default_factory=lambda: Policy("max-f1"), metadata={"group": "threshold (chosen on the validation split)"}
     )

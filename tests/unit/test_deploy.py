@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.prometheus import promtool
-from training.cli import build_parser as train_parser
+from training.fraud_train import build_parser as train_parser
 from worker.edges.config import load_config
 from worker.programs.fraud_replay import build_parser as replay_parser
 from worker.programs.subcommands.create_topics import DEFAULT_PARTITIONS, planned_topics

@@ -19,7 +19,7 @@ import yaml
 
 from tests.unit.test_deploy import COMPOSE, K8S, REPO, commands_in, docker_compose, image_env, k8s, k8s_env, published
 from tests.unit.test_deploy import compose as base_compose
-from training.cli import build_parser as train_parser
+from training.fraud_train import build_parser as train_parser
 from worker.core.signing import load_signing_key, load_trusted_keys
 from worker.edges.config import ConfigError, load_config
 from worker.programs.fraud_replay import build_parser as replay_parser

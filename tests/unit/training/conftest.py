@@ -15,7 +15,7 @@ FAST = ["--epochs", "8", "--batch-size", "1024", "--learning-rate", "0.05", "--m
 
 
 def train(models_dir, *extra: str, rows: int = 6000, seed: int = 7, fraud_rate: float = 0.03) -> int:
-    from training.cli import main
+    from training.fraud_train import main
 
     return main(
         ["--synthetic", str(rows), "--fraud-rate", str(fraud_rate), "--seed", str(seed),

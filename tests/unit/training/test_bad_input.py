@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.cli import main
+from training.fraud_train import main
 from worker.offline import synthetic
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from training.cli import POLICY_FLAGS, build_parser, config_from_args
+from training.fraud_train import POLICY_FLAGS, build_parser, config_from_args
 from training.pipeline import TrainConfig
 from training.thresholds import Policy
 

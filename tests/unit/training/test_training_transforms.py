@@ -114,7 +114,7 @@ def test_the_transforms_are_dropped_when_they_lose_on_validation(tmp_path, monke
 def test_the_run_summary_says_how_many_features_are_transformed_and_why_the_transforms_were_kept():
     from types import SimpleNamespace
 
-    from training.cli import transforms_summary
+    from training.fraud_train import transforms_summary
     from worker.core.transforms import FeatureTransform
 
     kept = SimpleNamespace(
