@@ -3,24 +3,48 @@
 ``kafka_broker`` is acquired lazily, so a run of unit tests alone never starts a broker.
 Every client a test opens through ``kafka`` is closed, and every topic it creates deleted, when
 the test ends. Topic and group names carry a uuid4 so tests never see each other's data.
+
+Under pytest-xdist (``make test`` runs ``-n``) the workers share one broker: the controller makes a
+directory for the run and hands it to each worker, the first worker that needs the broker starts it
+there, and the controller stops it when the run ends (tests/support/broker.py).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.broker import Broker, acquire
+from tests.support.broker import Broker, acquire, acquire_shared, release_shared
 
 _broker_line: list[str] = []
+SHARED = "fraud_shared_dir"  # the key of the run's shared directory in an xdist worker's workerinput
+_shared: list[str] = []  # the controller's shared directory, once it has started a worker
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """The xdist controller: one directory for the whole run, passed to every worker."""
+    if not _shared:
+        _shared.append(tempfile.mkdtemp(prefix="fraud-tests-shared-"))
+    node.workerinput[SHARED] = _shared[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _shared and not hasattr(config, "workerinput"):  # the controller, after every worker has ended
+        release_shared(_shared[0])
+        shutil.rmtree(_shared[0], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[Broker]:
-    broker = acquire()
+def kafka_broker(pytestconfig: pytest.Config) -> Iterator[Broker]:
+    shared = getattr(pytestconfig, "workerinput", {}).get(SHARED)
+    broker = acquire_shared(shared) if shared else acquire()
     from kafka import KafkaProducer
 
     probe = KafkaProducer(bootstrap_servers=broker.bootstrap, client_id="fraud-tests-probe")
@@ -30,6 +54,8 @@ def kafka_broker() -> Iterator[Broker]:
         probe.close()
     _broker_line.append(f"Kafka broker: {broker.description} at {broker.bootstrap} (kafka-python sees API {api})")
     print("\n" + _broker_line[-1])
+    if shared:  # for the controller's summary
+        Path(shared, "broker-line.txt").write_text(_broker_line[-1])
     try:
         yield broker
     finally:
@@ -149,3 +175,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in _broker_line:
         terminalreporter.write_line(line)
+    if _shared and Path(_shared[0], "broker-line.txt").exists():
+        terminalreporter.write_line(Path(_shared[0], "broker-line.txt").read_text())

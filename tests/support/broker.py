@@ -5,18 +5,28 @@ Docker engine answers; else ``scripts/local-kafka`` (the Maven Central broker on
 its own state directory and free ports, stopped (and its state directory removed) when the session
 ends. Starting and stopping local brokers is ``scripts/local_kafka.py``, the launcher the benchmarks
 use too; its names are re-exported here for the tests.
+
+Under pytest-xdist the run's workers share one broker (``acquire_shared``): the first worker that
+needs it starts it under a file lock in a directory the controller made, and records it there; the
+others adopt it; the controller stops it once every worker is done (``release_shared``), because a
+worker that runs out of tests ends its session while the others still use the broker.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.local_kafka import LOCAL_KAFKA, LocalKafka, free_port_pair, run_launcher
 
 REPO = Path(__file__).resolve().parents[2]
-__all__ = ["LOCAL_KAFKA", "REPO", "Broker", "acquire", "free_port_pair", "run_launcher"]
+__all__ = [
+    "LOCAL_KAFKA", "REPO", "Broker", "acquire", "acquire_shared", "free_port_pair", "release_shared", "run_launcher",
+]  # fmt: skip
 
 
 @dataclass
@@ -72,11 +82,14 @@ def _docker_answers() -> bool:
         return False
 
 
-def acquire() -> Broker:
+def acquire(*, reap: bool = True) -> Broker:
+    """``reap`` False: a container is not removed when this process ends (another process removes it)."""
     env_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if env_servers:
         return Broker(bootstrap=env_servers, description=f"KAFKA_BOOTSTRAP_SERVERS={env_servers}")
     if _docker_answers():
+        if not reap:
+            os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"  # read when testcontainers is first imported
         from testcontainers.kafka import KafkaContainer
 
         container = KafkaContainer("apache/kafka:4.1.0").with_kraft()
@@ -97,3 +110,49 @@ def acquire() -> Broker:
         _env=local.env,
         _local=local,
     )
+
+
+RECORD = "broker.json"
+
+
+def acquire_shared(shared_dir: str | os.PathLike[str]) -> Broker:
+    """The broker every xdist worker of this run uses: started by the first to ask, adopted by the others.
+
+    ``close`` on the returned object leaves the broker running; ``release_shared`` stops it.
+    """
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return acquire()
+    shared = Path(shared_dir)
+    with open(shared / "broker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while the first one starts it
+        record = shared / RECORD
+        if not record.exists():
+            broker = acquire(reap=False)
+            container = getattr(broker._container, "_container", None)
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps({
+                "bootstrap": broker.bootstrap, "description": broker.description,
+                "state_dir": broker._state_dir, "port": broker._port,
+                "container_id": getattr(container, "id", None),
+            }))  # fmt: skip
+            tmp.replace(record)
+        found = json.loads(record.read_text())
+    return Broker(bootstrap=found["bootstrap"], description=found["description"])
+
+
+def release_shared(shared_dir: str | os.PathLike[str]) -> None:
+    """Stop the broker ``acquire_shared`` started in ``shared_dir`` (if any) and remove its state directory."""
+    record = Path(shared_dir) / RECORD
+    if not record.exists():
+        return
+    found = json.loads(record.read_text())
+    if found.get("container_id"):
+        import docker
+
+        try:
+            docker.from_env().containers.get(found["container_id"]).remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    elif found.get("state_dir"):
+        LocalKafka(found["state_dir"], found["port"]).stop(check=False)
+        shutil.rmtree(found["state_dir"], ignore_errors=True)

@@ -66,9 +66,9 @@ def test_backtest_csv_label_inf_is_a_reject_line(models: Path, tmp_path: Path, c
     "name,content,needle",
     [
         ("empty.csv", b"", "empty, no header row"),
-        ("empty.csv.gz", gzip.compress(b""), "empty, no header row"),
+        ("empty.csv.gz", gzip.compress(b"", mtime=0), "empty, no header row"),
         ("latin1.csv", b"a,b\n1,\xe9t\xe9\n", "not UTF-8 text"),
-        ("cut.csv.gz", gzip.compress(b"a,b\n1,2\n")[:12], "cannot read"),
+        ("cut.csv.gz", gzip.compress(b"a,b\n1,2\n", mtime=0)[:12], "cannot read"),
         ("huge-header.csv", b"a," + b"x" * 200_000 + b"\n1,2\n", "line 1: not a CSV row"),
     ],
 )
