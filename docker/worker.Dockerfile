@@ -1,6 +1,6 @@
 # The streaming worker: base dependencies only (kafka-python, crc32c, prometheus-client, numpy,
-# LiteRT, msgspec, cryptography for bundle signatures). No TensorFlow: see docs/design.md,
-# "Dependency rule". Also runs the operator tools (worker/tools/: fraud-replay, `fraud-worker
+# LiteRT, msgspec, cryptography for bundle signatures). No TensorFlow: see docs/architecture.md,
+# "Dependency rule". Also runs the operator tools (worker/programs/: fraud-replay, `fraud-worker
 # create-topics` / `tail-alerts` / `reconcile`), which need nothing more. training/ is not copied:
 # nothing here imports it (fraud-train is the trainer image's job, and its script in this image
 # would fail at import).
