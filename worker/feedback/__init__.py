@@ -10,5 +10,5 @@ an embedded SQLite store that survives restarts (one file per partition under ``
     consumer.py  the Kafka side: a consumer group over both topics, stores opened per assignment
     metrics.py   the Prometheus metrics, set from the stores
     export.py    the labelled examples as a CSV that ``fraud-train`` reads
-    cli.py       ``fraud-feedback`` and ``fraud-feedback export``
+The program itself (``fraud-feedback`` and ``fraud-feedback export``) is worker/programs/fraud_feedback.py.
 """
