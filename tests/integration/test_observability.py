@@ -150,7 +150,7 @@ def test_healthz_flips_on_a_stalled_loop_and_readyz_on_a_removed_model(kafka, to
 
     # --log-format json: every line the worker logged is one JSON object. The LiteRT runtime itself
     # prints one line per model load ("INFO: Created TensorFlow Lite XNNPACK delegate ...") to stderr
-    # from native code, outside Python's logging (README, "Logs").
+    # from native code, outside Python's logging (docs/metrics.md, "Logs").
     native = "INFO: Created TensorFlow Lite"
     lines = [line for line in w.output().splitlines() if line.strip() and not line.startswith(native)]
     assert lines and all(json.loads(line)["level"] for line in lines), lines[:5]

@@ -5,7 +5,7 @@ training job's parity check and by the tests, so all three transform, scale and 
 worker/core/probe.py writes the same contract out again in float64 from the manifest alone and holds
 the served path to it before a bundle serves (``Scorer.probe``).
 
-Every valid event gets a finite score (docs/design.md, "The data's way through the code"):
+Every valid event gets a finite score (docs/architecture.md, "The data's way through the code"):
 
 - after scaling, every value is clipped to ±``SCALED_LIMIT`` standard deviations, so a raw value
   that overflows float32 in ``t - mean`` (an unclipped column at 3.4e38) becomes finite;

@@ -1,6 +1,6 @@
 """Score and label records as ``fraud-feedback`` reads them. Pure: bytes in, typed values or a reason out.
 
-A score record is the worker's (docs/design.md, "Score record"): ``transaction_id``, ``score``,
+A score record is the worker's (docs/formats.md, "Score record"): ``transaction_id``, ``score``,
 ``threshold``, ``model_version``, ``event_time`` (epoch ms) and, with ``--scores-include-features``,
 ``features`` (name -> raw value). A label is ``{"transaction_id": str, "is_fraud": bool,
 "label_time": epoch ms, "source": str}``. A record that is not one of these is skipped and counted

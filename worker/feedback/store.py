@@ -10,7 +10,7 @@ the same totals. ``offsets`` holds the next offset of each topic partition read 
 also in that transaction: after a crash the store resumes exactly where its last commit ended,
 whatever Kafka's committed offsets say, so no record counts twice or is missed.
 
-The rules (docs/design.md, "Label feedback"): a score record repeated for the same transaction
+The rules (docs/feedback.md): a score record repeated for the same transaction
 and model version is ignored; the label with the latest ``label_time`` wins (a repeat, or an older
 one arriving late, changes nothing; on a tie the one read first stays); a transaction without a
 label is genuine once its event is older than the label window (``expire``); a label overrides

@@ -159,7 +159,7 @@ def test_any_json_mutation_of_a_good_manifest_loads_or_is_a_bundle_error(good_ma
     try:
         Reference.from_histogram(manifest.score_histogram)
     except ValueError:
-        pass  # only turns the drift metric off (docs/design.md)
+        pass  # only turns the drift metric off (docs/metrics.md, "Drift")
 
 
 def _run_worker(models: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -414,7 +414,7 @@ def test_sign_bundle_refuses_a_bundle_that_fails_its_checks_and_a_bad_key(models
 
 def test_min_model_version_refuses_an_older_challenger_too(tmp_path, bundle_spec, keys):
     from worker.core.bundle import CHALLENGER_FILE
-    from worker.pipeline.shadow import ChallengerWatcher
+    from worker.models.challenger import ChallengerWatcher
 
     models = _signed(tmp_path, bundle_spec, keys, "20261202T000000Z-bbbbbbbb")
     older = "20261201T000000Z-aaaaaaaa"

@@ -1,4 +1,4 @@
-"""Metrics: names from docs/design.md ("Metrics"), read from a fresh registry (the full list: test_design_doc)."""
+"""Metrics: names from docs/metrics.md, read from a fresh registry (the full list: test_docs_reference)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ DESIGN_NAMES = (
     "fraud_score", "fraud_batch_size", "fraud_scoring_seconds", "fraud_event_latency_seconds", "fraud_consumer_lag",
     "fraud_model_info", "fraud_model_threshold", "fraud_model_reloads_total",
 )  # fmt: skip
-# Added since the starting contract: health of the loop and the model, and drift (docs/design.md, "Metrics").
+# Added since the starting contract: health of the loop and the model, and drift (docs/metrics.md).
 ADDED_NAMES = (
     "fraud_broker_errors_total", "fraud_last_poll_timestamp_seconds", "fraud_last_commit_timestamp_seconds",
     "fraud_commits_total", "fraud_rebalances_total", "fraud_partitions_assigned", "fraud_model_load_seconds",

@@ -89,7 +89,7 @@ def test_signature_file_is_the_documented_format(signed, keys):
 
 
 def test_openssl_made_keys_sign_and_verify(tmp_path, bundle_spec):
-    """The key files exactly as the README's openssl commands make them."""
+    """The key files exactly as the openssl commands of docs/security.md make them."""
     private, public = tmp_path / "key.pem", tmp_path / "key.pub"
     subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True)
     subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True)
