@@ -6,7 +6,7 @@ acknowledged yet", and each send adds one. The producer's IO thread releases one
 acknowledged send; the last release makes the batch acknowledged, which releases the next batch
 in the chain. So offsets become pending strictly in emission order, whatever order the broker's
 answers come in, and a failed batch fails every batch behind it (their offsets are never
-committed: the loop rewinds to the failed batch). Callbacks run on kafka-python's IO threads.
+committed: worker/delivery/at_least_once.py rewinds to the failed batch). Callbacks run on kafka-python's IO threads.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ calls ``add``). Pending offsets are committed:
   batches without results are committed together at most every ``interval`` (batches come
   every few ms under load; a commit per batch was most of the broker's writes); a batch that
   sent results, or that someone waits for (``hurry``), is committed at once;
-- by the loop, synchronously, to retry a failed commit and on shutdown (``commit_pending``);
+- on the loop's thread (worker/delivery/at_least_once.py), synchronously, to retry a failed commit
+  and on shutdown (``commit_pending``);
 - by the rebalance listener, for the partitions being revoked (``take``, worker/delivery/rebalance.py):
   while it waits for their results in flight to be acknowledged it ``hold``s them, so their
   offsets are committed by it alone, once, before the partitions go.
@@ -161,7 +162,7 @@ class Committer:
                 self._now = False
             last = time.monotonic()
             # Nothing pending: already committed with an earlier batch, or every partition revoked.
-            # A failed commit is retried by the loop, synchronously, with backoff.
+            # A failed commit is retried on the loop's thread, synchronously, with backoff (at_least_once.py).
             _, error = self.commit_pending()
             for b in batches:
                 b.commit_ok = error is None

@@ -20,7 +20,7 @@ ACK_REPORT_SECONDS = 5.0  # results unacknowledged this long count as a broker e
 
 
 class InFlight:
-    """Batches emitted and not yet accounted for by the loop, in emission order."""
+    """Batches emitted and not yet accounted for (at_least_once.py), in emission order."""
 
     def __init__(
         self, committer: Committer, health: HealthState, metrics: WorkerMetrics, trouble: Trouble, ack_timeout: float

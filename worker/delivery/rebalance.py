@@ -5,21 +5,23 @@
 and their offsets not committed (their new owner starts from the last commit).
 
 ``RebalanceListener`` runs on kafka-python's IO loop, so it awaits instead of blocking. On
-revocation it lets the results already on their way be acknowledged and committed while the
-partitions are still ours (or their new owner would score them again), then commits the pending
-offsets of the revoked partitions. On a forced eviction (partitions lost) those offsets are
-dropped: the group no longer accepts this member's commits.
+revocation it asks the delivery guarantee to settle what is in flight for the partitions while
+they are still ours (or their new owner would score them again: at-least-once lets the results on
+their way be acknowledged, exactly-once commits the open transaction), then commits the pending
+offsets the guarantee returns. On a forced eviction (partitions lost) the guarantee drops what
+it holds for them: the group no longer accepts this member's commits.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 
-from worker.delivery.batch import Batch, describe_offsets
-from worker.delivery.committer import Committer, Offsets
+from worker.delivery.batch import describe_offsets
+from worker.delivery.committer import Offsets
+from worker.delivery.consumer import ConsumerSlot
 from worker.edges.health import HealthState
 from worker.edges.metrics import WorkerMetrics
 
@@ -77,60 +79,39 @@ class Restarts:
             self._at.pop(tp, None)
 
 
+class Delivery(Protocol):
+    """What the listener asks of the delivery guarantee (worker/delivery/guarantee.py)."""
+
+    async def on_revocation(self, revoked: set[TopicPartition]) -> Offsets: ...
+
+    def on_lost(self, lost: set[TopicPartition]) -> None: ...
+
+
 class RebalanceListener(AsyncConsumerRebalanceListener):
     """Commits before partitions go; keeps the health state and the partition metrics current."""
 
     def __init__(
         self,
-        revocations: Revocations,
-        committer: Committer,
-        in_flight: Callable[[], Batch | None],  # the last batch emitted
-        commit: Callable[[Offsets], Awaitable[None]],  # a commit that may run on kafka-python's IO loop
-        assignment: Callable[[], set],  # the consumer's assignment now
+        source: ConsumerSlot,  # the consumer: its assignment, seeks and the commit on revocation
+        delivery: Delivery,  # settles what is in flight for the partitions going, and counts them revoked
+        restarts: Restarts,
         health: HealthState,
         metrics: WorkerMetrics,
-        restarts: Restarts,
-        seek: Callable[[TopicPartition, int], None],  # the consumer's seek
-        # Exactly-once: ends the open transaction before partitions go ("revoked": committed,
-        # "lost": given up); None at-least-once.
-        end_transaction: Callable[[str], None] | None = None,
     ) -> None:
-        self.revocations = revocations
-        self.committer = committer
-        self.in_flight = in_flight
-        self.commit = commit
-        self.assignment = assignment
+        self.source = source
+        self.delivery = delivery
+        self.restarts = restarts
         self.health = health
         self.metrics = metrics
-        self.restarts = restarts
-        self.seek = seek
-        self.end_transaction = end_transaction
 
     async def on_partitions_revoked(self, revoked) -> None:
-        if self.end_transaction is not None:
-            # Exactly-once: the open transaction is committed while the partitions are ours
-            # (a blocking wait on this IO thread; the producer's own threads do the work).
-            self.end_transaction("revoked")
-        batch = self.in_flight()
-        if batch is not None and not batch.done.is_done:
-            # Results are on their way: let them be acknowledged while these partitions are still
-            # ours, and commit their offsets below, or their new owner would score them again.
-            # Counted as revoked only then: a batch acknowledged after that keeps no offsets of
-            # theirs. (The loop's thread is inside poll() meanwhile, so it emits nothing for them.)
-            self.committer.hold(revoked)
-            try:
-                self.committer.hurry(batch)
-                await batch.done
-                self.revocations.revoke(revoked)
-                offsets = self.committer.take(revoked)
-            finally:
-                self.committer.release()
-        else:
-            self.revocations.revoke(revoked)
-            offsets = self.committer.take(revoked)
+        # At-least-once: the results on their way are acknowledged first, and their offsets returned;
+        # exactly-once: the open transaction is committed, and nothing is returned.
+        offsets = await self.delivery.on_revocation(revoked)
         if offsets:
             try:
-                await self.commit(offsets)
+                await self.source.commit_on_revocation(offsets)
+                self.restarts.committed(offsets)
                 self.metrics.committed(True)
                 logger.info("committed %s on revocation", describe_offsets(offsets))
             except Exception as exc:  # noqa: BLE001 - their records will be delivered again: at-least-once
@@ -138,23 +119,20 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
                 logger.warning("commit on revocation of %s failed: %s", describe_offsets(offsets), exc)
         for tp, o in self.restarts.take(revoked).items():
             try:
-                self.seek(tp, o)  # in case it comes straight back (Restarts)
+                self.source.seek(tp, o)  # in case it comes straight back (Restarts)
             except (ValueError, AssertionError) as exc:
                 logger.debug("not sought back %s to %s: %s", tp, o, exc)
         self._forget(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
-        self.health.partitions = len(self.assignment())
+        self.health.partitions = len(self.source.assignment())
         self.metrics.rebalances.inc()
         self.metrics.partitions_assigned.set(self.health.partitions)
         logger.info("assigned %s", sorted(tp.partition for tp in assigned) or "no partitions")
 
     async def on_partitions_lost(self, lost) -> None:
         logger.warning("group membership lost; dropping uncommitted offsets of %s", sorted(tp.partition for tp in lost))
-        if self.end_transaction is not None:
-            self.end_transaction("lost")
-        self.revocations.revoke(lost)
-        self.committer.take(lost)
+        self.delivery.on_lost(lost)
         self.restarts.forget(lost)  # kafka-python drops their positions: they start from the last commit
         self._forget(lost)
 

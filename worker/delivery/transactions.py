@@ -7,21 +7,21 @@ the consumer's group metadata, so the group coordinator refuses the offsets of a
 no longer in the group: KIP-447 fencing). A ``read_committed`` reader sees all of a transaction's
 records once it commits, or none of them; the group's offsets move with it.
 
-A transaction's life (worker/pipeline/loop.py drives it):
+A transaction's life (``ExactlyOnce``, worker/delivery/exactly_once.py, drives it on the loop's thread):
 
 - ``begin`` before the first batch's records are sent, ``add`` each batch once they are;
 - ``start_commit`` once the transaction is ``due`` (``commit_interval_ms`` after the last commit
   started, or at once if that is longer ago) or the stream is idle: the commit runs on a thread
   of its own, so the loop polls and decodes the next batch meanwhile; a batch is sent only after
   the commit before it has ended (``wait``);
-- ``wait`` returns the ended commit (``Ended``): the loop accounts for its batches, or, if it
+- ``wait`` returns the ended commit (``Ended``): its batches are accounted for, or, if it
   failed, the producer is dropped (its replacement's ``init_transactions`` ends what is left
   under the same transactional id) and the consumer goes back to the group's committed offsets.
 
 The rebalance listener (worker/delivery/rebalance.py, on kafka-python's IO thread while the loop's thread
 is inside ``poll``) ends the transaction before partitions go: it commits it when they are
 revoked (``commit_now``) and gives it up when they are lost (``give_up``: the group no longer
-accepts this member's offsets), and leaves the outcome to the loop.
+accepts this member's offsets), and leaves the outcome to ``ExactlyOnce``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class Transaction:
         self._group_metadata = group_metadata
 
     def drop(self) -> list[Batch]:
-        """Forget the open transaction (a send failed: the loop rewinds and drops the producer)."""
+        """Forget the open transaction (a send failed: the producer is dropped and the loop starts over)."""
         batches = self.batches
         self.batches, self._offsets, self._group_metadata, self._opened = [], {}, None, None
         return batches
@@ -165,7 +165,7 @@ class Transaction:
                 producer.send_offsets_to_transaction(offsets, metadata)
                 producer.commit_transaction()
                 self._on_committed(offsets)
-            except BaseException as exc:  # noqa: BLE001 - the loop handles it (worker/pipeline/loop.py)
+            except BaseException as exc:  # noqa: BLE001 - handled by worker/delivery/exactly_once.py
                 ended.error = exc
             ended.seconds = time.perf_counter() - t0
             ended.finished_ms = time.time() * 1000
@@ -181,7 +181,7 @@ class Transaction:
             self._ending.finished.wait()
 
     def give_up(self) -> None:
-        """The partitions were lost: the open transaction must never commit (the loop drops the producer)."""
+        """The partitions were lost: the open transaction must never commit (its producer is dropped)."""
         if self._ending is not None:
             self._ending.finished.wait()
         if self._opened is not None:
@@ -195,7 +195,7 @@ class Transaction:
 
         ``beat`` is called every ``step`` seconds while waiting (the worker is alive meanwhile).
         A commit that takes longer than ``timeout`` counts as failed; its thread is left to end
-        on its own (its producer is dropped by the loop).
+        on its own (its producer is dropped).
         """
         ended = self._ending
         if ended is None:

@@ -1,4 +1,8 @@
-"""Broker trouble: counted per stage, logged once per interval, and retried after a growing backoff."""
+"""Broker trouble: counted per stage, logged once per interval, and retried after a growing backoff.
+
+Also the one trouble that is not retried: another instance took this one's ``group_instance_id``
+(``replaced``), so this one stops with exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+from kafka.errors import FencedInstanceIdError
 
 from worker.edges.health import HealthState
 from worker.edges.logs import Throttle
@@ -26,6 +32,7 @@ class Trouble:
         stop: threading.Event,
         max_backoff: float,
         clock: Callable[[], float] = time.monotonic,
+        group: tuple[str, str | None] = ("", None),  # the group id and group_instance_id, for ``replaced``
     ) -> None:
         self.metrics = metrics
         self.health = health
@@ -34,6 +41,8 @@ class Trouble:
         self._max_backoff = max_backoff
         self._clock = clock
         self._backoff = 0.0
+        self._group = group
+        self.exit_code = 0  # 1 once another instance took this one's group_instance_id
 
     def report(self, stage: str, message: str) -> None:
         self.metrics.broker_errors.labels(stage=stage).inc()
@@ -51,3 +60,17 @@ class Trouble:
         if self._backoff:
             logger.info("broker reachable again; resuming")
             self._backoff = 0.0
+
+    def replaced(self, error: BaseException) -> bool:
+        """Another instance joined with this one's group_instance_id: this one stops, exit status 1.
+
+        Rejoining would fence the other in turn, and both would score every event.
+        """
+        if not isinstance(error, FencedInstanceIdError):
+            return False
+        if not self._stop.is_set():
+            logger.error("another worker joined group %s as group_instance_id %r, so this one stops: each "
+                         "instance needs its own id (%s)", *self._group, error)  # fmt: skip
+        self.exit_code = 1
+        self._stop.set()
+        return True

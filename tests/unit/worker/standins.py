@@ -34,15 +34,23 @@ class FakeProducer:
     def flush(self, timeout=None) -> None:
         pass
 
+    def close(self, timeout=None) -> None:
+        pass
+
 
 class FakeTransactionalProducer(FakeProducer):
-    """A transactional producer: records what each transaction held; ``fail_commit`` scripts a failure."""
+    """A transactional producer: records what each transaction held; ``fail_commit``, ``fail_send`` script failures."""
 
-    def __init__(self, fail_commit: BaseException | None = None) -> None:
+    def __init__(self, fail_commit: BaseException | None = None, fail_send: BaseException | None = None) -> None:
         super().__init__()
-        self.fail_commit = fail_commit
+        self.fail_commit, self.fail_send = fail_commit, fail_send
         self.events: list[str] = []
         self.offsets: list[dict] = []  # offsets sent with each committed transaction
+
+    def send(self, topic, key=None, value=None, headers=None):
+        if self.fail_send is not None:
+            raise self.fail_send
+        return super().send(topic, key, value, headers)
 
     def init_transactions(self) -> None:
         self.events.append("init")
@@ -115,6 +123,8 @@ class FakeClients:
         self.stand_in_consumer, self.stand_in_producer = consumer, producer
         # What check_access and diagnose answer: the broker's ACLs and a refusal, as the test sets them.
         self.cannot_read, self.cannot_write, self.refusal = list(cannot_read), list(cannot_write), refusal
+        self.connections = 0  # consumers handed out: 1 after connecting, one more for each rejoin
+        self.discarded: list = []  # the errors producers were discarded for
 
     def check_access(self):
         return self.cannot_read, self.cannot_write
@@ -131,11 +141,12 @@ class FakeClients:
         pass
 
     def discard(self, producer, error, throttle) -> None:
-        pass
+        self.discarded.append(error)
 
     def consumer(self, listener):
         from worker.kafka_compat import KafkaCompat
 
+        self.connections += 1
         return self.stand_in_consumer, KafkaCompat()
 
 

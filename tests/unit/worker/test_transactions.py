@@ -1,11 +1,15 @@
-"""Exactly-once mode without a broker: the transaction's life (worker/delivery/transactions.py) and the loop driving it.
+"""Exactly-once mode without a broker: the transaction's life (worker/delivery/transactions.py) and the worker.
 
-The broker-side guarantees (read_committed readers, fencing, crashes) are tested on a real broker
-in tests/integration/test_exactly_once.py and test_exactly_once_faults.py.
+The worker is driven through its public interface (``process``, ``run`` with a scripted poll, the
+rebalance listener, ``delivery.reposition``) with the stand-in clients of standins.py; the
+guarantee alone: tests/unit/worker/delivery/test_exactly_once.py. The broker-side guarantees
+(read_committed readers, fencing, crashes) are tested on a real broker in
+tests/integration/test_exactly_once.py and test_exactly_once_faults.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -18,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.worker.conftest import SPEC
 from tests.unit.worker.standins import FakeClients, FakeConsumer, FakeTransactionalProducer, Record, event
+from worker.delivery import Next
 from worker.delivery.batch import Batch
 from worker.delivery.transactions import PartitionsLost, Transaction
 from worker.edges.config import WorkerConfig
@@ -143,20 +148,45 @@ def test_a_commit_that_never_ends_counts_as_failed_after_the_timeout_and_the_wai
     assert beats and time.monotonic() - t0 < 2
 
 
-# -- the loop in exactly-once mode, with stand-in clients ------------------------------------------
+# -- the worker in exactly-once mode, with stand-in clients ----------------------------------------
 
 
-def exactly_once_worker(tmp_path, producer, consumer) -> tuple[Worker, WorkerMetrics]:
+def exactly_once_worker(tmp_path, producer, consumer, **settings) -> tuple[Worker, CollectorRegistry]:
     from tests.support.bundles import make_bundle
 
     make_bundle(tmp_path / "models", "v1", **SPEC)
-    metrics = WorkerMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
     watcher = ModelWatcher(str(tmp_path / "models"), metrics)
     watcher.load_initial()
-    config = WorkerConfig(processing_guarantee="exactly-once", scores_topic="scores")
+    config = WorkerConfig(processing_guarantee="exactly-once", scores_topic="scores", decoder_processes=0, **settings)
     worker = Worker(config, watcher, metrics, HealthState(30), clients=FakeClients(consumer, producer))
     assert worker.connect()
-    return worker, metrics
+    return worker, registry
+
+
+def transactions(registry: CollectorRegistry, outcome: str) -> float:
+    return registry.get_sample_value("fraud_transactions_total", {"outcome": outcome}) or 0.0
+
+
+def scored(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("fraud_events_scored_total") or 0.0
+
+
+def run_polling(worker: Worker, polls: list) -> None:
+    """Run ``worker`` with each poll answered by the next of ``polls`` (a callable is called first, then
+    answers with what it returns); it stops when they run out."""
+    script = list(polls)
+
+    def poll(timeout_ms=0, max_records=None):
+        if not script:
+            worker.request_stop()
+            return {}
+        answer = script.pop(0)
+        return answer() if callable(answer) else answer
+
+    worker.consumer.poll = poll
+    assert worker.run() == 0
 
 
 def polled_batch(n: int = 6) -> dict:
@@ -172,31 +202,31 @@ def polled_batch(n: int = 6) -> dict:
 
 def test_the_loop_puts_a_batchs_outputs_and_offsets_in_one_transaction_and_never_commits_itself(tmp_path):
     producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
-    worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
+    worker, registry = exactly_once_worker(tmp_path, producer, consumer)
     assert worker.process(polled_batch())
     assert producer.events == ["init", "begin", "offsets", "commit"]
     assert {tp: m.offset for tp, m in producer.offsets[0].items()} == {P0: 43, P1: 10}
     topics = [t for t, _, _ in producer.sent]
     assert topics.count("scores") == 5 and topics.count(WorkerConfig().dlq_topic) == 1
     assert consumer.commits == []  # the offsets went with the transaction
-    assert metrics.transactions.labels(outcome="committed")._value.get() == 1
-    assert metrics.events_scored._value.get() == 5  # counted once committed
+    assert transactions(registry, "committed") == 1
+    assert scored(registry) == 5  # counted once committed
 
 
 def test_a_failed_commit_starts_over_from_the_committed_offsets_with_a_new_producer(tmp_path):
     producer = FakeTransactionalProducer(fail_commit=KafkaError("coordinator went away"))
     consumer = FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
     consumer.committed_offsets = {P0: 40}  # P1: nothing committed yet
-    worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
-    worker.trouble._max_backoff = 0.01  # the test does not wait out the backoff
+    # The test does not wait out the backoff.
+    worker, registry = exactly_once_worker(tmp_path, producer, consumer, retry_backoff_max_seconds=0.01)
     assert not worker.process(polled_batch())
     assert consumer.seeks == []  # not before the new producer has ended what the old one left
     producer.events.clear()
-    assert worker._reposition_at_committed()
+    assert worker.delivery.reposition() is Next.GO_ON
     assert producer.events == ["init"]
     assert sorted(consumer.seeks, key=str) == [(P0, 40), (P1, "beginning")]
-    assert metrics.transactions.labels(outcome="aborted")._value.get() == 1
-    assert metrics.events_scored._value.get() == 0  # nothing counted: it will be scored again
+    assert transactions(registry, "aborted") == 1
+    assert scored(registry) == 0  # nothing counted: it will be scored again
     assert consumer.commits == []
 
 
@@ -204,44 +234,49 @@ def test_a_fenced_worker_does_not_rewind_but_rejoins_the_group(tmp_path):
     producer = FakeTransactionalProducer(fail_commit=ProducerFencedError())
     consumer = FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
     worker, _ = exactly_once_worker(tmp_path, producer, consumer)
-    assert not worker.process(polled_batch())
-    assert consumer.seeks == [] and worker._rejoin
+    clients = worker.clients
+    assert isinstance(clients, FakeClients)
+    run_polling(worker, [polled_batch(), {}, {}])  # the commit fails at the idle poll after the batch
+    assert consumer.seeks == [] and clients.connections == 3  # connect, run's connect, then the rejoin
 
 
 def test_a_revoked_partition_is_sought_back_to_its_last_commit_in_case_it_comes_straight_back(tmp_path):
     """kafka-python keeps the fetch position of a partition revoked and assigned straight back; the
     worker drops what it polled and did not commit, so the listener seeks back (worker/delivery/rebalance.py)."""
-    import asyncio
-
     producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
-    worker, _ = exactly_once_worker(tmp_path, producer, consumer)
+    # A batch of 6 is more than a third of max_batch_size: it stays in the decoder during the next poll.
+    worker, _ = exactly_once_worker(tmp_path, producer, consumer, max_batch_size=6)
     assert worker.process(polled_batch())  # committed: P0 up to 43, P1 up to 10
     later = polled_batch()
     for records in later.values():  # polled, and still in the decoder when the rebalance comes
         for r in records:
             r.offset += 3
-    worker._step(worker._polled(later))
-    asyncio.run(worker.listener.on_partitions_revoked({P0, P1}))
+
+    def rebalance() -> dict:  # inside the next poll, as kafka-python calls the listener
+        asyncio.run(worker.listener.on_partitions_revoked({P0, P1}))
+        return {}
+
+    run_polling(worker, [later, rebalance])
     assert sorted(consumer.seeks) == [(P0, 43), (P1, 10)]
 
 
 def test_a_batch_polled_after_the_partitions_were_lost_is_polled_again_from_the_committed_offsets(tmp_path):
     """The open transaction is given up; a batch emitted before the loop took that outcome is not skipped."""
-    import asyncio
-
     producer, consumer = FakeTransactionalProducer(), FakeConsumer({P0: 43, P1: 10}, {P0: 43, P1: 10})
-    worker, metrics = exactly_once_worker(tmp_path, producer, consumer)
-    worker.transaction.interval = 60.0  # nothing commits on its own in this test
+    # Nothing commits on its own in this test (but the first transaction, due at once).
+    worker, registry = exactly_once_worker(tmp_path, producer, consumer, commit_interval_ms=60_000)
     assert worker.process(polled_batch())  # the first transaction commits (the first is due at once)
-    worker._step(worker._polled(polled_batch()))
-    worker._step(None)  # a second transaction is open with this batch
-    assert worker.transaction.is_open
-    asyncio.run(worker.listener.on_partitions_lost({P0, P1}))  # inside a poll
-    consumer.committed_offsets = {P0: 43, P1: 10}
-    later = polled_batch()  # polled by that same poll, under the new assignment
-    worker._step(worker._polled(later))
-    worker._step(None)
-    assert metrics.transactions.labels(outcome="aborted")._value.get() == 1
-    assert worker._reposition and not worker.transaction.is_open
-    assert worker._reposition_at_committed()
+    transaction = worker.delivery.transaction  # type: ignore[attr-defined]
+    open_at_rebalance = []
+
+    def lost() -> dict:  # a second transaction is open with the batch before; the partitions are lost in this poll
+        open_at_rebalance.append(transaction.is_open)
+        asyncio.run(worker.listener.on_partitions_lost({P0, P1}))
+        consumer.committed_offsets = {P0: 43, P1: 10}
+        return polled_batch()  # polled by that same poll, under the new assignment
+
+    run_polling(worker, [polled_batch(), lost])
+    assert open_at_rebalance == [True]
+    assert transactions(registry, "aborted") == 1
+    assert not transaction.is_open
     assert sorted(consumer.seeks) == [(P0, 43), (P1, 10)]  # that batch is read again, not skipped
