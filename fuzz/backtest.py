@@ -1,5 +1,6 @@
-"""``fraud-worker backtest`` (worker/programs/subcommands/backtest.py) end to end in this process: generated files
-of events, JSON lines or CSV, plain or gzip (whole or cut), with hostile values and labels.
+"""``fraud-worker backtest`` (worker/programs/subcommands/backtest.py over worker/offline/backtest.py) end to end
+in this process: generated files of events, JSON lines or CSV, plain or gzip (whole or cut), with hostile values and
+labels.
 
 Contract: exit 0 with one output line per scored event (a finite score in [0, 1], never null) and
 one reject line per other record (a reason of ``REASONS`` or ``bad_label``), or exit 1 with one
@@ -40,6 +41,7 @@ def inputs_of(example: Any) -> int:
 
 
 def setup(workdir: Path) -> Any:
+    from worker.offline import backtest as library
     from worker.programs.subcommands import backtest
 
     models, _ = fixtures.models(workdir)
@@ -47,14 +49,16 @@ def setup(workdir: Path) -> Any:
     root = workdir / "backtest-target"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    original = backtest.load_scorer
-    backtest.load_scorer = lambda *a, **k: scorer  # the same bundle each time: load it once
-    return root, models, (backtest, original)
+    # The program checks the bundle, the library scores with it: the same bundle each time, loaded once.
+    originals = [(module, module.load_scorer) for module in (backtest, library)]
+    for module, _ in originals:
+        module.load_scorer = lambda *a, **k: scorer
+    return root, models, (backtest, originals)
 
 
 def teardown(context: Any) -> None:
-    backtest, original = context[2]
-    backtest.load_scorer = original
+    for module, original in context[2][1]:
+        module.load_scorer = original
 
 
 def _file(m: Mutator, records: int, form: str) -> bytes:
@@ -85,6 +89,7 @@ def _file(m: Mutator, records: int, form: str) -> bytes:
 
 def check(context: Any, example: Any) -> int:
     from worker.core.decode import REASONS
+    from worker.offline.backtest import BAD_LABEL
 
     root, models, (backtest, _) = context
     (seed, extra), records, form = example
@@ -114,7 +119,7 @@ def check(context: Any, example: Any) -> int:
         assert isinstance(s, float) and math.isfinite(s) and 0.0 <= s <= 1.0, f"score {s!r}"
     rejects = [json.loads(x) for x in rej.read_bytes().splitlines()]
     for r in rejects:
-        assert r["error"] in (*REASONS, backtest.BAD_LABEL), r
+        assert r["error"] in (*REASONS, BAD_LABEL), r
     summary = stdout.getvalue().splitlines()[0]
     events = int(summary.split(" events")[0].split()[-1].replace(",", ""))
     assert len(scored) + len(rejects) == events, (len(scored), len(rejects), summary)

@@ -8,6 +8,12 @@ by signed contribution to the logit, each with its raw value in the event), ``ev
 ms) and ``scored_at`` (epoch ms). With ``scores_include_features`` a score record also carries
 ``features``: the event's raw feature values by name, in the model's order, each the shortest
 decimal that reads back as the float32 the worker read (as a reason's ``value``).
+
+``score_payloads`` is the one builder of score-record JSON: the worker's score records, the shadow
+challenger's (worker/pipeline/shadow.py) and the backtest's output lines (worker/offline/backtest.py)
+all come from it. What the settings decide (topics, reasons, features, the DLQ size limit) comes in
+an ``OutputSettings``, which the worker's ``WorkerConfig.output_settings`` builds: the core never
+reads the settings object.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from worker.core.decimals import float32_decimals, rounded
 from worker.core.decode import DecodedBatch, Unread
 from worker.core.errors import DecodeError
 from worker.core.scoring import Scorer
-from worker.edges.config import WorkerConfig
 
 _encode = msgspec.json.Encoder().encode
 
@@ -38,6 +43,19 @@ PRODUCER_MAX_REQUEST_SIZE = 1_048_576  # kafka-python's default max_request_size
 DLQ_FRAMING = 16_384  # room left below max_request_size for the batch's and the record's framing
 
 
+@dataclass(frozen=True)
+class OutputSettings:
+    """What the outputs of a batch depend on in the worker's settings (``WorkerConfig.output_settings``)."""
+
+    alert_topic: str
+    dlq_topic: str
+    scores_topic: str  # "" for no score records
+    shadow_topic: str  # "" for no shadow records
+    reasons: int  # reasons per alert or score record
+    scores_include_features: bool
+    max_request_size: int = PRODUCER_MAX_REQUEST_SIZE  # the producer's, passed through or its default
+
+
 @dataclass
 class Outputs:
     """The records to send for one batch, and what the metrics need of it once acknowledged."""
@@ -49,7 +67,7 @@ class Outputs:
 
 
 def build_outputs(
-    config: WorkerConfig,
+    settings: OutputSettings,
     scorer: Scorer,
     records: Sequence,  # the batch's Kafka records (topic, partition, offset, timestamp, key, value)
     decoded: DecodedBatch,
@@ -61,7 +79,7 @@ def build_outputs(
 
     The reasons' raw values are ``decoded.features``, the rows ``scaled`` was computed from.
     """
-    c, out = config, Outputs()
+    c, out = settings, Outputs()
     if decoded.index and scaled is not None and scores is not None:
         ids = decoded.transaction_ids
         hits = np.flatnonzero(scores >= scorer.threshold)
@@ -74,14 +92,9 @@ def build_outputs(
         alerts = encode_results(scorer, hits, ids, times, scaled, raw, scores, scored_at, c.reasons)
         out.records += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
         if c.scores_topic:
-            payloads = encode_results(
-                scorer, range(len(scores)), ids, times, scaled, raw, scores, scored_at, c.reasons,
-                features=c.scores_include_features,
-            )  # fmt: skip
-            for j, payload in enumerate(payloads):
-                r = records[decoded.index[j]]
-                source = source_headers(r.topic, r.partition, r.offset)
-                out.records.append((c.scores_topic, ids[j].encode(), payload, source))
+            payloads = score_payloads(scorer, decoded, scaled, scores, times, scored_at, c.reasons,
+                                      c.scores_include_features)  # fmt: skip
+            out.records += keyed(c.scores_topic, payloads, records, decoded)
     limit = dlq_limit(c)
     for i, err in decoded.errors:
         r = records[i]
@@ -104,11 +117,10 @@ def dlq_record(error: DecodeError, r: Any, limit: int) -> tuple[bytes | None, An
     return key, value, headers
 
 
-def dlq_limit(config: WorkerConfig) -> int:
+def dlq_limit(settings: OutputSettings) -> int:
     """The most bytes of key, value and headers a DLQ record may take whole (``DLQ_MAX_BYTES``, or less
     when a passed-through ``max_request_size`` leaves less room)."""
-    request = dict(config.kafka_options).get("max_request_size", PRODUCER_MAX_REQUEST_SIZE)
-    return max(0, min(DLQ_MAX_BYTES, int(request) - DLQ_FRAMING))
+    return max(0, min(DLQ_MAX_BYTES, int(settings.max_request_size) - DLQ_FRAMING))
 
 
 def dlq_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
@@ -131,9 +143,9 @@ def truncate(
     return key, value[:room] if value is not None else None
 
 
-def truncated_count(config: WorkerConfig, records: Sequence, decoded: DecodedBatch) -> int:
+def truncated_count(settings: OutputSettings, records: Sequence, decoded: DecodedBatch) -> int:
     """How many of ``decoded``'s DLQ records ``build_outputs`` truncates (for the metric, once acknowledged)."""
-    limit = dlq_limit(config)
+    limit = dlq_limit(settings)
     n = 0
     for i, err in decoded.errors:
         r = records[i]
@@ -153,6 +165,34 @@ def event_times(decoded: DecodedBatch, records: Sequence, rows: Sequence[int]) -
 def _event_time(decoded: DecodedBatch, records: Sequence, row: int) -> int:
     t = decoded.event_times[row]
     return t if t is not None else records[decoded.index[row]].timestamp
+
+
+def score_payloads(
+    scorer: Scorer,
+    decoded: DecodedBatch,
+    scaled: np.ndarray,  # decoded.features transformed and scaled (``ScoredBatch.scaled``)
+    scores: np.ndarray,
+    times: Mapping[int, int],  # each row's event time (epoch ms): ``event_times``, or 0 offline
+    scored_at: int,
+    reasons: int,
+    features: bool = False,
+) -> list[bytes]:
+    """The score record's JSON of every valid row of ``decoded``, in order: the one place a score record is
+    built, for the scores topic, the shadow topic and the backtest's output lines alike."""
+    rows = range(len(scores))
+    return encode_results(scorer, rows, decoded.transaction_ids, times, scaled, decoded.features, scores, scored_at,
+                          reasons, features=features)  # fmt: skip
+
+
+def keyed(topic: str, payloads: Sequence[bytes], records: Sequence, decoded: DecodedBatch) -> list[Output]:
+    """Records for ``topic`` of one payload per valid row: keyed by transaction id, with the source headers of
+    the input record the row came from."""
+    ids = decoded.transaction_ids
+    out: list[Output] = []
+    for j, payload in enumerate(payloads):
+        r = records[decoded.index[j]]
+        out.append((topic, ids[j].encode(), payload, source_headers(r.topic, r.partition, r.offset)))
+    return out
 
 
 def encode_results(

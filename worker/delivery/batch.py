@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from kafka import TopicPartition
 from kafka.future import Future as KafkaFuture
 
+from worker.core.batch_scoring import ShadowCounts
 from worker.core.decode import DecodedBatch
 from worker.core.scoring import Scorer
-
-if TYPE_CHECKING:
-    from worker.pipeline.shadow import ShadowCounts
 
 
 @dataclass(eq=False)

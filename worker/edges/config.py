@@ -17,11 +17,14 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from worker.core.errors import ConfigError
 from worker.core.printable import printable
 from worker.edges.credentials import SECRET_KEYS, Secret, read_secret_file, redact, secret_file_key
+
+if TYPE_CHECKING:
+    from worker.core.outputs import OutputSettings
 
 ENV_PREFIX = "FRAUD_"
 _KAFKA_KEY = re.compile(r"[a-z][a-z0-9_]{0,99}")
@@ -270,6 +273,15 @@ class WorkerConfig:
 
     def producer_options(self) -> dict[str, Any]:
         return self.passed_through("producer")
+
+    @property
+    def output_settings(self) -> OutputSettings:
+        """What a batch's outputs take of these settings (worker/core/outputs.py): the core never reads them."""
+        from worker.core.outputs import PRODUCER_MAX_REQUEST_SIZE, OutputSettings  # numpy: only where outputs are
+
+        request = dict(self.kafka_options).get("max_request_size", PRODUCER_MAX_REQUEST_SIZE)
+        return OutputSettings(self.alert_topic, self.dlq_topic, self.scores_topic, self.shadow_topic, self.reasons,
+                              self.scores_include_features, int(request))  # fmt: skip
 
 
 _KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}

@@ -31,6 +31,7 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from worker.core.batch_scoring import score_decoded
 from worker.core.errors import AccessError
 from worker.core.outputs import Output, build_outputs, truncated_count
 from worker.core.scoring import OUT_OF_RANGE_SCORE
@@ -45,10 +46,11 @@ from worker.edges.config import WorkerConfig
 from worker.edges.health import HealthState
 from worker.edges.metrics import WorkerMetrics
 from worker.edges.trouble import Trouble
+from worker.models.challenger import ChallengerWatcher
 from worker.models.watcher import ModelWatcher
 from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 from worker.pipeline.lag import LagReporter
-from worker.pipeline.shadow import ChallengerWatcher, shadow_outputs
+from worker.pipeline.shadow import shadow_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -252,28 +254,25 @@ class Worker:
         self._obey(self.delivery.emit(batch, records, self._decoding))
 
     def _score(self, batch: Batch) -> list[Output]:
-        """Score ``batch`` and build the records to send for it, shadow ones included."""
+        """Score ``batch`` (worker/core/batch_scoring.py) and build the records to send for it, shadow ones included."""
         scorer, decoded = batch.scorer, batch.decoded
         assert scorer is not None and decoded is not None, "emitted before it was decoded"
         # Rows beyond the model's range become out_of_range errors: dead-lettered and counted like the decoder's.
-        decoded = batch.decoded = scorer.admit(decoded)
-        scaled = scores = None
+        scored = score_decoded(scorer, decoded)
+        decoded = batch.decoded = scored.decoded
         if decoded.index:
-            t0 = time.perf_counter()
-            scored = scorer.score_batch(decoded.features)
-            scaled, scores = scored.scaled, scored.scores
-            self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
+            self.metrics.scoring_seconds.observe(scored.seconds)
             self.metrics.observe_guards(scored.clipped_training, scored.clipped_scaled, scored.out_of_range)
             if scored.out_of_range:
                 logger.error("model %s gave %d outputs that are not probabilities (NaN or inf): each published as "
                              "score %g, an alert", scorer.version, scored.out_of_range, OUT_OF_RANGE_SCORE)  # fmt: skip
         scored_at = int(time.time() * 1000)
-        out = build_outputs(self.config, scorer, batch.records, decoded, scaled, scores, scored_at)
+        settings = self.config.output_settings
+        out = build_outputs(settings, scorer, batch.records, decoded, scored.scaled, scored.scores, scored_at)
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
         if batch.challenger is not None and out.hits is not None:
-            c = self.config
-            shadow, batch.shadow = shadow_outputs(c.shadow_topic, batch.challenger, batch.records, decoded, out.hits,
-                                                  scored_at, c.reasons, c.scores_include_features)  # fmt: skip
+            shadow, batch.shadow = shadow_outputs(settings, batch.challenger, batch.records, decoded, out.hits,
+                                                  scored_at)  # fmt: skip
             out.records += shadow
         return out.records
 
@@ -301,7 +300,7 @@ class Worker:
             latency = (batch.acked_ms - np.asarray(batch.times, dtype=np.float64)) / 1000.0
         self.metrics.observe_batch(len(batch.records), batch.scores, latency, [e.reason for _, e in decoded.errors])
         if decoded.errors:
-            truncated = truncated_count(self.config, batch.records, decoded)
+            truncated = truncated_count(self.config.output_settings, batch.records, decoded)
             if truncated:
                 self.metrics.dlq_truncated.inc(truncated)
         if batch.shadow is not None:

@@ -1,137 +1,36 @@
-"""The shadow challenger: ``models/CHALLENGER``, scored beside the champion on every batch, never alerting.
+"""The shadow challenger's scoring: a batch scored beside the champion, never alerting.
 
-``ChallengerWatcher`` watches the CHALLENGER pointer between batches, as ``ModelWatcher`` watches
-CURRENT, with the same checks (``load_scorer``: sha256, probe, signatures with trusted keys). A
-challenger that fails them, or whose features are not the champion's (a batch is decoded once, for
-the champion), is refused, counted (``fraud_shadow_reloads_total{result="failed"}``) and logged;
-the champion is never touched, and a challenger already in shadow keeps its place. Removing
-CHALLENGER ends the shadow.
-
-``shadow_outputs`` scores a decoded batch with the challenger: one score record per valid event
-(the score record's JSON, ``model_version`` the challenger's) for the shadow topic, and the counts
-the metrics take once the batch is acknowledged: scored, would-alert, and agreement with the
-champion (both alert, the champion only, the challenger only).
+``shadow_outputs`` scores a decoded batch with the challenger (``ChallengerWatcher``,
+worker/models/challenger.py, keeps it): the rows the champion admitted, through the same
+``score_decoded`` (worker/core/batch_scoring.py), and one score record per valid event
+(``score_payloads``, the score record's JSON, ``model_version`` the challenger's) for the shadow
+topic, and the counts the metrics take once the batch is acknowledged: scored, would-alert, and
+agreement with the champion (both alert, the champion only, the challenger only).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
-from worker.core.bundle import CHALLENGER_FILE, read_current
-from worker.core.errors import BundleError, SignatureError
-from worker.core.outputs import Output, encode_results, event_times, source_headers
-from worker.core.scoring import Scorer, load_scorer
-from worker.edges.metrics import WorkerMetrics
-from worker.models.watcher import PointerWatch
-
-if TYPE_CHECKING:
-    from worker.core.decode import DecodedBatch
-    from worker.core.signing import TrustedKeys
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ShadowCounts:
-    scored: int = 0
-    alerts: int = 0  # the challenger would have alerted
-    agreement: dict[str, int] = field(default_factory=dict)  # both / champion_only / challenger_only
-
-
-class ChallengerWatcher:
-    def __init__(
-        self,
-        models_dir: str,
-        metrics: WorkerMetrics,
-        interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        trusted_keys: TrustedKeys | None = None,
-        loader: Callable[[str, str | None], Scorer] | None = None,
-        min_version: str | None = None,
-    ) -> None:
-        self.models_dir, self.metrics, self.interval = models_dir, metrics, interval
-        self._loader = loader or functools.partial(load_scorer, trusted_keys=trusted_keys, min_version=min_version)
-        self._scorer: Scorer | None = None
-        self._pointer = PointerWatch(Path(models_dir) / CHALLENGER_FILE, interval, clock)
-
-    @property
-    def scorer(self) -> Scorer | None:
-        return self._scorer
-
-    def for_champion(self, champion: Scorer) -> Scorer | None:
-        """The challenger, if it can score what was decoded for ``champion`` (the same features)."""
-        s = self._scorer
-        return s if s is not None and tuple(s.feature_names) == tuple(champion.feature_names) else None
-
-    def maybe_reload(self, champion: Scorer) -> bool:
-        """Follow CHALLENGER if it changed: True when the challenger in shadow changed (or ended)."""
-        if not self._pointer.changed():
-            return False
-        try:
-            version = read_current(self.models_dir, CHALLENGER_FILE)
-        except BundleError as exc:
-            self._refused(str(exc))
-            return False
-        if version is None:
-            if self._scorer is not None:
-                logger.info("%s removed: challenger %s leaves the shadow", CHALLENGER_FILE, self._scorer.version)
-                self._scorer = None
-                self.metrics.set_shadow_model(None)
-                return True
-            return False
-        if self._scorer is not None and version == self._scorer.version:
-            return False
-        try:
-            scorer = self._loader(self.models_dir, version)
-        except BundleError as exc:
-            if isinstance(exc, SignatureError):
-                self.metrics.model_signature_failures.labels(reason=exc.reason).inc()
-            self._refused(f"challenger {version}: {exc}")
-            return False
-        except Exception as exc:  # noqa: BLE001 - a defect in a check must not stop the worker
-            logger.debug("challenger %s failed to load", version, exc_info=True)
-            self._refused(f"challenger {version}: unexpected {type(exc).__name__}: {str(exc)[:200]!r}")
-            return False
-        if tuple(scorer.feature_names) != tuple(champion.feature_names):
-            self._refused(
-                f"challenger {version} has other features than the champion {champion.version} "
-                f"({len(scorer.feature_names)} vs {len(champion.feature_names)}): a shadow scores the champion's rows"
-            )
-            return False
-        self._scorer = scorer
-        m = scorer.bundle.manifest
-        self.metrics.set_shadow_model((m.version, m.model_sha256))
-        self.metrics.shadow_reloads.labels(result="ok").inc()
-        logger.info("challenger %s in shadow beside %s (threshold %.4f)", version, champion.version, scorer.threshold)
-        return True
-
-    def _refused(self, why: str) -> None:
-        self.metrics.shadow_reloads.labels(result="failed").inc()
-        kept = f"; {self._scorer.version} stays in shadow" if self._scorer is not None else ""
-        logger.error("challenger refused (the champion is untouched%s): %s", kept, why)
+from worker.core.batch_scoring import ShadowCounts, score_decoded
+from worker.core.decode import DecodedBatch
+from worker.core.outputs import Output, OutputSettings, event_times, keyed, score_payloads
+from worker.core.scoring import Scorer
 
 
 def shadow_outputs(
-    shadow_topic: str,
+    settings: OutputSettings,
     challenger: Scorer,
-    records: Sequence,
-    decoded: DecodedBatch,
-    champion_hits: np.ndarray,
+    records: Sequence,  # the batch's Kafka records
+    decoded: DecodedBatch,  # as the champion admitted it
+    champion_hits: np.ndarray,  # the rows the champion alerts on
     scored_at: int,
-    reasons: int,
-    features: bool = False,
 ) -> tuple[list[Output], ShadowCounts]:
     """The challenger's score records of a decoded batch (none without a shadow topic), and its counts."""
-    scaled = challenger.scale(decoded.features)
-    scores = challenger.score_scaled(scaled)
+    scored = score_decoded(challenger, decoded, admit=False)
+    scores = scored.scores if scored.scores is not None else np.empty(0, dtype=np.float32)
     flagged = scores >= challenger.threshold
     champion = np.zeros(len(scores), dtype=bool)
     champion[champion_hits] = True
@@ -144,15 +43,9 @@ def shadow_outputs(
             "challenger_only": int(np.sum(flagged & ~champion)),
         },
     )
-    out: list[Output] = []
-    if shadow_topic:
-        ids = decoded.transaction_ids
-        times = event_times(decoded, records, range(len(scores)))
-        payloads = encode_results(
-            challenger, range(len(scores)), ids, times, scaled, decoded.features, scores, scored_at, reasons,
-            features=features,
-        )  # fmt: skip
-        for j, payload in enumerate(payloads):
-            r = records[decoded.index[j]]
-            out.append((shadow_topic, ids[j].encode(), payload, source_headers(r.topic, r.partition, r.offset)))
-    return out, counts
+    if not settings.shadow_topic or scored.scaled is None:
+        return [], counts
+    times = event_times(decoded, records, range(len(scores)))
+    payloads = score_payloads(challenger, decoded, scored.scaled, scores, times, scored_at, settings.reasons,
+                              settings.scores_include_features)  # fmt: skip
+    return keyed(settings.shadow_topic, payloads, records, decoded), counts

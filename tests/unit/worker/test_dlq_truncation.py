@@ -18,8 +18,9 @@ def record(offset: int, value: bytes | None, key: bytes | None = None) -> Consum
 def dead_letters(config: WorkerConfig, records: list[ConsumerRecord]) -> list:
     errors = [(i, DecodeError("too_large", f"value is {len(r.value or b'')} bytes")) for i, r in enumerate(records)]
     decoded = DecodedRows(b"", 1, [], [], [], errors).to_batch()
-    out = build_outputs(config, None, records, decoded, None, None, 0)  # type: ignore[arg-type]
-    return out.records, truncated_count(config, records, decoded)
+    settings = config.output_settings
+    out = build_outputs(settings, None, records, decoded, None, None, 0)  # type: ignore[arg-type]
+    return out.records, truncated_count(settings, records, decoded)
 
 
 def test_a_record_over_the_bound_is_cut_below_the_producer_and_broker_limits() -> None:
@@ -34,7 +35,7 @@ def test_a_record_over_the_bound_is_cut_below_the_producer_and_broker_limits() -
     assert h["error"] == b"too_large" and h["source_offset"] == b"1" and "original_key_size" not in h
     assert value == big.value[: len(value)]
     size = len(key) + len(value) + sum(len(k) + len(v) for k, v in headers)
-    assert size == DLQ_MAX_BYTES == dlq_limit(c)
+    assert size == DLQ_MAX_BYTES == dlq_limit(c.output_settings)
     # What the producer counts (batch framing included) stays below its 1 MiB max_request_size and
     # the broker's default max.message.bytes (1 MiB + 12).
     assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) < 1_048_576
@@ -42,12 +43,12 @@ def test_a_record_over_the_bound_is_cut_below_the_producer_and_broker_limits() -
 
 def test_a_huge_key_is_cut_too_and_the_limit_follows_max_request_size() -> None:
     c = WorkerConfig(kafka_options=(("max_request_size", 200_000),))
-    assert dlq_limit(c) == 200_000 - 16_384
+    assert dlq_limit(c.output_settings) == 200_000 - 16_384
     (r,), truncated = dead_letters(c, [record(0, b"v" * 10, b"k" * 300_000)])
     _, key, value, headers = r
     h = dict(headers)
     assert truncated == 1 and h["original_key_size"] == b"300000" and h["original_size"] == b"10"
-    assert value == b"" and len(key) + sum(len(k) + len(v) for k, v in headers) == dlq_limit(c)
+    assert value == b"" and len(key) + sum(len(k) + len(v) for k, v in headers) == dlq_limit(c.output_settings)
 
 
 def test_a_null_value_stays_null() -> None:

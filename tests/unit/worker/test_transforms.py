@@ -237,7 +237,7 @@ def test_bad_input_in_a_transformed_column_is_clipped_or_dead_lettered_never_a_n
     np.testing.assert_allclose(scores, reference_scores(scorer.bundle.manifest, decoded.features), atol=1e-5)
     records = [Record("in", 0, n, 1_000 + n, None, v) for n, v in enumerate(values)]
     config = WorkerConfig(scores_topic="scores")
-    out = build_outputs(config, scorer, records, decoded, scaled, scores, 2_000)
+    out = build_outputs(config.output_settings, scorer, records, decoded, scaled, scores, 2_000)
     by_topic: dict[str, list] = {}
     for topic, _, value, headers in out.records:
         by_topic.setdefault(topic, []).append((value, dict(headers or [])))
@@ -249,7 +249,7 @@ def test_bad_input_in_a_transformed_column_is_clipped_or_dead_lettered_never_a_n
     assert all(r["value"] == pytest.approx(raw_of[r["feature"]]) for r in first["reasons"])
     assert "features" not in first, "score records carry the features only when asked"
     with_features = WorkerConfig(scores_topic="scores", scores_include_features=True)
-    out = build_outputs(with_features, scorer, records, decoded, scaled, scores, 2_000)
+    out = build_outputs(with_features.output_settings, scorer, records, decoded, scaled, scores, 2_000)
     docs = [json.loads(v) for topic, _, v, _ in out.records if topic == "scores"]
     assert list(docs[0]["features"]) == list(names), "every feature, in the model's order"
     assert docs[0]["features"]["f2"] == -5.0 and docs[1]["features"]["f5"] == pytest.approx(1e35, rel=1e-7)

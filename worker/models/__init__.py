@@ -1,0 +1,1 @@
+"""Model watching: the serving model (``models/CURRENT``) loaded, checked and hot-reloaded."""
