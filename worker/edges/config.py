@@ -105,7 +105,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 PROCESSING_GUARANTEES = ("at-least-once", "exactly-once")
 # Kafka Streams' defaults are 30 s and 100 ms; at-least-once commits more often here, since the
-# batches behind the last commit are scored again after a crash (docs/design.md, "Delivery semantics").
+# batches behind the last commit are scored again after a crash (docs/delivery.md).
 DEFAULT_COMMIT_INTERVAL_MS = {"at-least-once": 200, "exactly-once": 100}
 
 
@@ -192,7 +192,7 @@ class WorkerConfig:
         default="all",
         metadata={
             "help": "kafka-python fast paths to use (worker/kafka_compat): all, none, or a comma-separated list of "
-            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit, batch_send"
+            "record_reader, handoff_shortcuts, metadata_wait, revocation_commit, batch_send, inflate_cap"
         },
     )
     processing_guarantee: str = field(
