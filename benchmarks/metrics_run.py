@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as a script: the repository root for imports, not benchmarks/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from scripts.local_kafka import LocalKafka  # noqa: E402
-from tests.support.prometheus import DEPLOY, PrometheusServer  # noqa: E402
-from tests.support.workers import WorkerProcess  # noqa: E402
+from benchmarks.harness import DEPLOY, REPO, PrometheusServer, Worker, broker  # noqa: E402
 from worker.core.bundle import read_current, read_manifest  # noqa: E402
 from worker.offline.synthetic import generate  # noqa: E402
 
@@ -179,11 +176,13 @@ def main() -> int:
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)  # fmt: skip
     features = list(read_manifest(models / read_current(models)).feature_names)
 
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    if not bootstrap:
-        broker = LocalKafka(prefix="fraud-metrics-kafka-")
-        bootstrap = broker.start()
+    with broker("fraud-metrics-kafka-") as bootstrap:
+        run(bootstrap, models, features, work, args.out)
+    return 0
+
+
+def run(bootstrap: str, models: Path, features: list[str], work: Path, out: Path) -> None:
+    """One worker and Prometheus scraping it while the phases play; then the plot and its summary."""
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
 
@@ -191,12 +190,17 @@ def main() -> int:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(t, 3 if k == "input_topic" else 1, 1) for k, t in topics.items()])
     admin.close()
-    worker = WorkerProcess(bootstrap, models, group=f"metrics-run-{int(time.time())}",
-                           extra=["--drift-window", "5000"], **topics)  # fmt: skip
-    prom = PrometheusServer(work / "prometheus", [f"127.0.0.1:{worker.port}"], rule_files=(DEPLOY / "alerts.yml",))
+    names = {"input": topics["input_topic"], "alerts": topics["alert_topic"], "dlq": topics["dlq_topic"]}
+    options = ["--scores-topic", "", "--poll-timeout-ms", "200", "--reload-interval-seconds", "0.2",
+               "--drift-window", "5000"]  # fmt: skip
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    worker = Worker(bootstrap, models, names, f"metrics-run-{int(time.time())}", options,
+                    keep_env=("FRAUD_FAST_PATHS",), log=work / "worker.log")  # fmt: skip
+    prom = None
     try:
-        worker.start().wait_ready()
+        prom = PrometheusServer(work / "prometheus", [f"127.0.0.1:{worker.port}"],
+                                rule_files=(DEPLOY / "alerts.yml",))  # fmt: skip
+        worker.wait_ready(timeout=60.0)
         prom.start()
         time.sleep(3)
         start = time.time()
@@ -205,17 +209,14 @@ def main() -> int:
         feeder.start()
         feeder.join()
         time.sleep(10)  # let the last scrapes and the lag refresh land
-        summary = plot(prom, start, time.time(), marks, args.out)
-        print(json.dumps({"image": str(args.out), **summary}, indent=2))
+        summary = plot(prom, start, time.time(), marks, out)
+        print(json.dumps({"image": str(out), **summary}, indent=2))
     finally:
         producer.close()
-        prom.close()
+        if prom is not None:
+            prom.close()
         worker.stop()
         worker.close()
-        if broker is not None:
-            broker.close()
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

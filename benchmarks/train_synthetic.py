@@ -20,9 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as a script: the repository root for imports, not benchmarks/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from train_ulb import compare, machine, table  # noqa: E402
+from benchmarks.train_ulb import compare, machine, table  # noqa: E402
 
 
 def main() -> int:
