@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from worker.core.bundle import CURRENT_FILE, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, read_current
 from worker.core.errors import BundleError, SignatureError
-from worker.edges.metrics import WorkerMetrics
 from worker.core.scoring import Scorer, load_scorer
+from worker.edges.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from worker.core.signing import TrustedKeys
