@@ -2,7 +2,7 @@
 
 ``build_outputs`` turns a decoded batch and its scores into the records to send, in order:
 alerts, then (with a scores topic) one score record per valid event, then a DLQ record per bad
-one. An alert and a score record carry the same JSON (docs/design.md, "Alert"):
+one. An alert and a score record carry the same JSON (docs/formats.md, "Alert"):
 ``transaction_id``, ``score``, ``threshold``, ``model_version``, ``reasons`` (the top features
 by signed contribution to the logit, each with its raw value in the event), ``event_time`` (epoch
 ms) and ``scored_at`` (epoch ms). With ``scores_include_features`` a score record also carries
