@@ -211,6 +211,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if path.endswith(ALONE):
             item.add_marker(pytest.mark.alone)
+    if hasattr(config, "workerinput"):
+        # An ``alone`` test waits for the tests running beside it to end (a broker outage: 80 s). At the
+        # start of the run nothing runs yet, so under xdist they go first (every worker sorts alike).
+        items.sort(key=lambda item: item.get_closest_marker("alone") is None)
     # The soak runs for minutes: only when asked for by marker (`make soak` is `pytest -m soak`).
     if "soak" not in (config.getoption("markexpr", "") or ""):
         soak = [item for item in items if item.get_closest_marker("soak")]
