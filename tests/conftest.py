@@ -198,8 +198,6 @@ def kafka(kafka_bootstrap: str) -> Iterator[KafkaClients]:
 ALONE = (
     "integration/test_worker_recovery.py",  # recovery within 5 s, within the session timeout, a handover
     "integration/test_health_flood.py",  # probe latency under a connection flood
-    "integration/test_kafka_compat_handoffs.py",  # hand-offs skipped while a fetch is in flight
-    "integration/test_worker_reload.py",  # reloads while a 4-second stream still runs
 )
 
 

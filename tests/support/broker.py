@@ -100,7 +100,14 @@ def acquire(*, reap: bool = True) -> Broker:
             _container=container,
         )
     local = LocalKafka(prefix="fraud-test-kafka-")
-    bootstrap = local.start()
+    for attempt in range(3):
+        try:
+            bootstrap = local.start()
+            break
+        except RuntimeError as exc:  # a free port is an ephemeral one: another client may take it first
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+            local.port = free_port_pair()
     return Broker(
         bootstrap=bootstrap,
         description=local.description,

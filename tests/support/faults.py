@@ -36,7 +36,14 @@ class OwnBroker:
 
     def start(self) -> None:
         if self._broker is None:
-            self.bootstrap = run_launcher(["start", "--port", str(self.port)], self.env)
+            for attempt in range(3):
+                try:
+                    self.bootstrap = run_launcher(["start", "--port", str(self.port)], self.env)
+                    break
+                except RuntimeError as exc:  # a free port is an ephemeral one: another client may take it first
+                    if "already in use" not in str(exc) or attempt == 2:
+                        raise
+                    self.port = free_port_pair()
             self._broker = Broker(self.bootstrap, "own local-kafka", restartable=True,
                                   _state_dir=self.state_dir, _port=self.port, _env=self.env)  # fmt: skip
         else:
