@@ -28,8 +28,12 @@ $(LINT_STAMP): $(STAMP)
 	@rm -f $(VENV)/.lint-installed-*
 	@touch $@
 
+# The suite mostly waits (broker outages, session timeouts, killed processes), so pytest-xdist runs it on
+# TEST_WORKERS processes sharing one broker (tests/conftest.py); each file stays on one worker, the files
+# in collection order (the integration files, the slow ones, first). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)  ## run every test, the integration tests against a real Kafka broker
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## run the tests that need no broker
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
