@@ -15,7 +15,7 @@ from tests.support.stream import Stream
 from tests.support.workers import WorkerProcess, headers, read_topic, wait_committed
 from worker.core.bundle import set_current
 
-N = 6000
+N = 12_000  # 8 s at 1,500 events/s: the reloads must come while it still runs, on a busy machine too
 
 
 def _wait(predicate, what: str, worker: WorkerProcess, timeout: float = 30.0) -> None:
