@@ -37,6 +37,12 @@ def pr_auc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(np.asarray(y).astype(np.int64), np.asarray(scores, dtype=np.float64)))
 
 
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(y).astype(np.int64), np.asarray(scores, dtype=np.float64)))
+
+
 def histogram(scores: np.ndarray, bins: int = 20) -> dict[str, list[float]]:
     """The manifest's reference distribution for drift checks (``fraud_score_psi``).
 

@@ -118,9 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.class_weight not in ("balanced", "none"):
             if not float(args.class_weight) > 0:
                 raise ValueError("--class-weight must be 'balanced', 'none' or a positive number")
-        for name in ("epochs", "patience", "batch_size", "min_rows"):
+        for name in ("epochs", "patience", "min_rows"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if args.batch_size < 0:
+            raise ValueError("--batch-size must be 0 (every training row) or more")
         if not (args.l2 >= 0 and args.learning_rate > 0 and 0 < args.lr_decay <= 1):
             raise ValueError("--l2 must be >= 0, --learning-rate > 0 and --lr-decay within (0, 1]")
         if not (0 < args.val_fraction < 1 and 0 < args.test_fraction < 1

@@ -20,11 +20,17 @@ PLOTS = {
 
 
 def render(
-    y: np.ndarray, scores: np.ndarray, metrics: dict[str, Any], version: str, transforms: dict[str, Any] | None = None
+    y: np.ndarray,
+    scores: np.ndarray,
+    metrics: dict[str, Any],
+    version: str,
+    transforms: dict[str, Any] | None = None,
+    optimum: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """File name -> bytes for the plots, ``report.html`` and nothing else.
 
     ``transforms``: the manifest's ``training.transforms`` (rule, used, validation_pr_auc, features).
+    ``optimum``: the manifest's ``training.optimum`` (the fit's objective against the reference optimum).
     """
     import matplotlib
 
@@ -73,7 +79,7 @@ def render(
     out["threshold_curves.png"] = _png(fig)
     plt.close("all")
 
-    out["report.html"] = _html(metrics, version, transforms).encode("utf-8")
+    out["report.html"] = _html(metrics, version, transforms, optimum).encode("utf-8")
     return out
 
 
@@ -113,7 +119,25 @@ Rule (training split only): {html.escape(transforms['rule'])}.</p>
 </table>"""
 
 
-def _html(metrics: dict[str, Any], version: str, transforms: dict[str, Any] | None = None) -> str:
+def _optimum_html(optimum: dict[str, Any] | None, metrics: dict[str, Any]) -> str:
+    if not optimum:
+        return ""
+    return f"""<h2>Distance to the optimum</h2>
+<p>The model is convex (one dense layer, log-loss, L2), so its best weights are knowable. Training objective
+(class-weighted mean log-loss + L2 on the transformed, scaled training rows) {optimum['objective']:.6f};
+the reference optimum ({html.escape(optimum['reference'])}) {optimum['reference_objective']:.6f}:
+a gap of {100 * optimum['gap']:+.3f}&nbsp;%. The fit stopped: {html.escape(optimum['stopped'])}.
+On the test rows the reference's weights score PR AUC {optimum['reference_test_pr_auc']:.4f} and ROC AUC
+{optimum['reference_test_roc_auc']:.4f}; this bundle {metrics['pr_auc']:.4f} and {metrics['roc_auc']:.4f}.</p>
+"""
+
+
+def _html(
+    metrics: dict[str, Any],
+    version: str,
+    transforms: dict[str, Any] | None = None,
+    optimum: dict[str, Any] | None = None,
+) -> str:
     c = metrics["confusion"]
     rows = [
         ("ROC AUC", f"{metrics['roc_auc']:.4f}"),
@@ -140,5 +164,6 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 <table>{table}</table>
 {figures}
 {_transforms_html(transforms)}
+{_optimum_html(optimum, metrics)}
 </body></html>
 """

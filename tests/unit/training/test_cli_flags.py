@@ -60,7 +60,7 @@ def test_each_flag_sets_its_field() -> None:
 def test_help_shows_each_default_and_group() -> None:
     text = " ".join(build_parser().format_help().split())
     defaults = TrainConfig()
-    for shown in ("Class", "0.005", "stratified", "42", "60", "1e-06", "32768", "balanced", "models"):
+    for shown in ("Class", "0.005", "stratified", "42", "5000", "1e-06", "0", "balanced", "models"):
         assert f"(default: {shown})" in text, shown
     for _, attr, _ in POLICY_FLAGS:
         assert f"(default: {getattr(defaults.policy, attr)})" in text, attr
