@@ -200,6 +200,10 @@ ALONE = (
     "integration/test_worker_recovery.py::test_static_member_restarted_with_its_id_scores_again_within_5s",
     "integration/test_worker_recovery.py::test_dynamic_member_replaced_scores_again_within_the_session_timeout",
     "integration/test_health_flood.py",  # probe latency p95 < 100 ms under a connection flood
+    # make run end to end: training, broker topics, worker, replay and fraud-feedback, with labels
+    # resolved within 90 s; beside two busy workers it has missed that (fraud-feedback starting late).
+    "integration/test_run_local.py::test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind",
+    "integration/test_run_local.py::test_make_run_into_tee_in_a_terminal_ends_on_ctrl_c_with_status_0_and_nothing_left",
 )
 
 
