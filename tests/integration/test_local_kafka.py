@@ -178,3 +178,31 @@ def test_secure_start_puts_no_password_on_a_command_line_and_no_secret_in_a_read
         assert not (state / "format.args").exists()  # the argument file with the passwords is gone
     finally:
         broker.close()
+
+
+def test_brokers_starting_at_once_on_an_empty_cache_resolve_it_once(tmp_path):
+    # Test workers start their brokers at once; each used to clear and fill the same cache directory.
+    stub = (
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -DoutputDirectory=*) out="${a#-DoutputDirectory=}";; esac; done\n'
+        f'echo x >> "{tmp_path}/mvn-calls"\n'
+        'mkdir -p "$out" && sleep 1 && echo jar > "$out/kafka.jar"\n'
+    )
+    path = _path_without(tmp_path, "mvn", stub=stub)
+    procs = [
+        subprocess.Popen(
+            [str(LOCAL_KAFKA), "fetch"],
+            env=dict(
+                os.environ, KAFKA_STATE_DIR=str(tmp_path / f"s{i}"), KAFKA_CACHE_DIR=str(tmp_path / "cache"), PATH=path
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0], results
+    assert (tmp_path / "mvn-calls").read_text().count("x") == 1
+    jars = list((tmp_path / "cache").rglob("kafka.jar"))
+    assert len(jars) == 1 and jars[0].read_text() == "jar\n"
