@@ -441,7 +441,7 @@ class FeatureEngine:
             out.extend(hot)
 
     def _features(self, b: _Block, state: EntityState | None, t: int, values: Sequence[Any], out: list[float]) -> None:
-        sums: list[list[float] | None] = [None] * len(b.widths)
+        sums: list[list[Any] | None] = [None] * len(b.widths)
         for kind, w, slot in b.plan:
             if kind == "since_previous":
                 last = None if state is None else state.last

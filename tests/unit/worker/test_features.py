@@ -49,7 +49,7 @@ def _events(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     t = 1_700_000_000_000
     out = []
-    for i in range(n):
+    for _ in range(n):
         t += rng.choice([0, 1000, 60_000, 3_600_000, 20 * 3_600_000])  # ties, seconds, minutes, hours, days
         out.append({
             "event_time": t,
