@@ -22,7 +22,7 @@ import logging
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ class Dataset:
     time_column: str | None = None
     # Numeric columns the default feature set left out: (name, why), in column order.
     excluded: tuple[tuple[str, str], ...] = ()
+    # The columns it was built from, as given (text ones too; a CSV's only as far as they were read).
+    raw: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -239,7 +241,7 @@ def from_columns(
     if X is None:
         raise DataError(f"{source}: no numeric feature columns")
     y = validate(X, label, tuple(features), label_column, source, min_rows, time, time_column)
-    return Dataset(X, y, tuple(features), label_column, source, sha256, time, time_column, tuple(excluded))
+    return Dataset(X, y, tuple(features), label_column, source, sha256, time, time_column, tuple(excluded), columns)
 
 
 def unusable(name: str, values: np.ndarray) -> str | None:

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from training import data
+from training import behaviour, data
 from training.errors import DataError, ParityError
 from training.split import Split, stratified_split, time_split
 from training.thresholds import Policy
 from training.transforms import RULE as TRANSFORM_RULE
 from training.transforms import choose as choose_transforms
 from worker.core.errors import BundleError
+from worker.core.features import FeatureSpec, load_spec
 from worker.core.transforms import FeatureTransform, Transforms
 from worker.offline import synthetic
 
@@ -71,6 +72,24 @@ class TrainConfig:
         type=_feature_names,
     )  # fmt: skip
     synthetic_fraud_rate: float = _option(0.005, "columns", "fraud share of --synthetic data", flag="--fraud-rate")
+    generator: str = _option(
+        "v2", "columns",
+        "--synthetic generator: v2 (ULB-like rows) or v3 (customers and terminals with behavioural fraud, "
+        "event times, categorical fields; for --feature-spec)",
+        choices=("v2", "v3"),
+    )  # fmt: skip
+    feature_spec: str | None = _option(
+        None, "columns",
+        "a feature spec (TOML, docs/features.md): per-entity windowed aggregates and categorical fields, "
+        "computed point-in-time over the file and carried in the bundle",
+        type=str, metavar="SPEC.toml",
+    )  # fmt: skip
+    fit_since: str | None = _option(
+        None, "split",
+        "with --feature-spec: rows before this event time (a date, 2026-01-15, or a number in the spec's time "
+        "unit) only warm the features' state; the split, fit and test use the rows from then on",
+        type=str, metavar="TIME",
+    )  # fmt: skip
     min_rows: int = _option(data.MIN_ROWS, "columns", "refuse data with fewer rows")
     split: str = _option(
         "stratified", "split",
@@ -150,6 +169,21 @@ def time_column(cfg: TrainConfig) -> str:
 
 def load_dataset(cfg: TrainConfig) -> data.Dataset:
     time_col = time_column(cfg) if cfg.split == "time" else None
+    if cfg.synthetic_rows is not None and cfg.generator == "v3":
+        n = cfg.synthetic_rows
+        try:
+            cols = synthetic.generate_behavioural(n, cfg.seed)
+        except ValueError as exc:
+            raise DataError(f"synthetic data: {exc}") from None
+        return data.from_columns(
+            cols,
+            label_column=cfg.label_column,
+            features=cfg.features,
+            source=f"synthetic-v3(n={n}, seed={cfg.seed})",
+            sha256=synthetic.spec_v3_sha256(n, cfg.seed),
+            time_column="event_time" if time_col else None,
+            min_rows=cfg.min_rows,
+        )
     if cfg.synthetic_rows is not None:
         n, rate = cfg.synthetic_rows, cfg.synthetic_fraud_rate
         try:
@@ -168,6 +202,28 @@ def load_dataset(cfg: TrainConfig) -> data.Dataset:
     if cfg.data_path is None:
         raise DataError("no data: give --data PATH or --synthetic N")
     return data.load_csv(cfg.data_path, cfg.label_column, cfg.features, time_col, cfg.min_rows)
+
+
+def _apply_spec(cfg: TrainConfig, dataset: data.Dataset, spec: FeatureSpec) -> behaviour.Applied:
+    """The data set with the feature spec's features, its rows from ``--fit-since`` on, and their split."""
+    needed = tuple(dict.fromkeys((spec.time_field, *spec.input_fields)))
+    numeric = frozenset((spec.time_field, *spec.numeric_fields))
+    if cfg.data_path is not None:
+        columns = behaviour.read_columns(cfg.data_path, needed, numeric)
+    else:
+        missing = [n for n in needed if n not in dataset.raw]
+        if missing:
+            raise DataError(
+                f"{dataset.source}: no column {missing[0]!r} (named by the feature spec); try --generator v3"
+            )
+        columns = {n: dataset.raw[n] for n in needed}
+
+    def split_rows(y: np.ndarray, t: np.ndarray) -> Split:
+        if cfg.split == "time":
+            return time_split(y, t, cfg.val_fraction, cfg.test_fraction, column=spec.time_field)
+        return stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+
+    return behaviour.apply(dataset, spec, columns, cfg.fit_since, split_rows)
 
 
 def prior_correction(model, weights: dict[int, float]) -> float:
@@ -199,6 +255,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
 
     # First: a bad key file should not cost a whole training run (a ConfigError naming the file).
     signing_key = load_signing_key(cfg.signing_key) if cfg.signing_key else None
+    spec = load_spec(cfg.feature_spec) if cfg.feature_spec else None  # a bad spec too (a SpecError)
     from training import evaluate, report
     from training import gate as promote
     from training.export import outside_rows, parity_max_abs_diff, to_tflite
@@ -214,16 +271,27 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     timings["load"] = time.perf_counter() - t0
     logger.info(
         "%d rows, %d frauds, %d features (%.1f s)",
-        dataset.n_rows, dataset.positives, len(dataset.feature_names), timings["load"],
+        dataset.n_rows,
+        dataset.positives,
+        len(dataset.feature_names),
+        timings["load"],
     )
 
+    applied = None
+    if spec is not None:
+        applied = _apply_spec(cfg, dataset, spec)
+        dataset, split = applied.dataset, applied.split
+    elif cfg.fit_since:
+        raise DataError("--fit-since needs --feature-spec (its rows before that time warm the features' state)")
     t = time.perf_counter()
     X, y = dataset.X, dataset.y
-    if cfg.split == "time":
-        assert dataset.time is not None
-        split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=dataset.time_column or "time")
-    else:
-        split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    if applied is None:
+        if cfg.split == "time":
+            assert dataset.time is not None
+            column = dataset.time_column or "time"
+            split = time_split(y, dataset.time, cfg.val_fraction, cfg.test_fraction, column=column)
+        else:
+            split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     y_train, y_val, y_test = y[split.train], y[split.val], y[split.test]
     weights = class_weights(y_train, cfg.class_weight)
 
@@ -244,13 +312,26 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         mean, scale = fit_scaler(X_t[split.train])
         X_train, X_val = ((X_t[idx] - mean) / scale for idx in (split.train, split.val))
         fitted = fit(
-            X_train.astype(np.float32), y_train, X_val.astype(np.float32), y_val,
-            l2=cfg.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
-            weights=weights, seed=cfg.seed, patience=cfg.patience, lr_decay=cfg.lr_decay,
+            X_train.astype(np.float32),
+            y_train,
+            X_val.astype(np.float32),
+            y_val,
+            l2=cfg.l2,
+            epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            weights=weights,
+            seed=cfg.seed,
+            patience=cfg.patience,
+            lr_decay=cfg.lr_decay,
         )
         logger.info(
             "fitted %s transforms: %d epochs (%s), objective %.6f, validation PR AUC %.4f",
-            name, fitted.epochs_run, fitted.stopped, fitted.objective, fitted.best_val_pr_auc,
+            name,
+            fitted.epochs_run,
+            fitted.stopped,
+            fitted.objective,
+            fitted.best_val_pr_auc,
         )
         fits[name] = (fitted, mean, scale)
     val_pr_auc = {name: fits[name][0].best_val_pr_auc for name in fits}
@@ -261,7 +342,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         logger.info(
             "the transforms lose on validation (PR AUC %.4f with, %.4f without, by more than %g): "
             "every feature identity, still clipped to its training range",
-            val_pr_auc["with"], val_pr_auc["without"], TRANSFORMS_LOSS_MARGIN,
+            val_pr_auc["with"],
+            val_pr_auc["without"],
+            TRANSFORMS_LOSS_MARGIN,
         )
     timings["fit"] = time.perf_counter() - t
     logger.info("fitted: %d epochs, %s (%.1f s)", fitted.epochs_run, fitted.stopped, timings["fit"])
@@ -288,7 +371,10 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     timings["reference"] = time.perf_counter() - t
     logger.info(
         "objective %.6f, reference optimum %.6f (gap %+.3f%%, %.1f s)",
-        fitted.objective, ref_objective, 100 * optimum["gap"], timings["reference"],
+        fitted.objective,
+        ref_objective,
+        100 * optimum["gap"],
+        timings["reference"],
     )
     bias_correction = prior_correction(fitted.model, weights)
 
@@ -317,6 +403,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         threshold_policy={},
         model_sha256=model_sha,
         feature_transforms=transforms.transforms,
+        feature_spec=applied.spec.to_manifest() if applied is not None else None,
     )
     scorer = Scorer(Bundle(path=Path(cfg.models_dir) / version, manifest=manifest, model_bytes=model_bytes))
     try:
@@ -326,7 +413,10 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     X_train_raw = X[split.train]
     clipped = np.isfinite(transforms.lo) | np.isfinite(transforms.hi)
     outside = outside_rows(
-        X_train_raw.min(axis=0), X_train_raw.max(axis=0), rows=PARITY_OUTSIDE_ROWS, seed=cfg.seed,
+        X_train_raw.min(axis=0),
+        X_train_raw.max(axis=0),
+        rows=PARITY_OUTSIDE_ROWS,
+        seed=cfg.seed,
         columns=clipped if clipped.any() else None,
     )
     lite_test = scorer.score(X[split.test])
@@ -342,7 +432,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         )
     logger.info(
         "parity: max |TFLite - Keras| = %.2g over %d test rows and %d rows outside the training range",
-        parity, lite_test.size, outside.shape[0],
+        parity,
+        lite_test.size,
+        outside.shape[0],
     )
 
     t = time.perf_counter()
@@ -390,6 +482,27 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         },
         "history": fitted.history,
     }
+    if applied is not None:
+        without = behaviour.lift_without(
+            applied, weights, cfg.l2,
+            lambda s: {"pr_auc": evaluate.pr_auc(y_test, s), "roc_auc": evaluate.roc_auc(y_test, s)},
+        )  # fmt: skip
+        training_facts["behaviour"] = {
+            "spec_features": len(applied.spec.names),
+            "warm_rows": applied.warm_rows,
+            "fit_since": cfg.fit_since,
+            "seconds": applied.seconds,
+            "rows_per_second": (applied.warm_rows + dataset.n_rows) / max(applied.seconds, 1e-9),
+            "lift": {
+                "with": {"pr_auc": test_metrics["pr_auc"], "roc_auc": test_metrics["roc_auc"]},
+                "without": without,
+            },
+            "features": behaviour.feature_table(applied, kernel.reshape(-1)),
+        }
+        logger.info(
+            "with the spec: test PR AUC %.4f, ROC AUC %.4f; without it (same model, own columns): %.4f, %.4f",
+            test_metrics["pr_auc"], test_metrics["roc_auc"], without["pr_auc"], without["roc_auc"],
+        )  # fmt: skip
     manifest = dataclasses.replace(
         manifest,
         threshold=choice.threshold,
@@ -400,8 +513,9 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     )
     manifest.validate()
     files = report.render(
-        y_test, lite_test, test_metrics, version, transforms=training_facts["transforms"], optimum=optimum
-    )
+        y_test, lite_test, test_metrics, version, transforms=training_facts["transforms"], optimum=optimum,
+        behaviour=training_facts.get("behaviour"),
+    )  # fmt: skip
     files["metrics.json"] = (
         json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n"
     ).encode()
@@ -440,4 +554,3 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         manifest=manifest,
         signed_by=signing_key.key_id if signing_key is not None else None,
     )
-

@@ -26,11 +26,13 @@ def render(
     version: str,
     transforms: dict[str, Any] | None = None,
     optimum: dict[str, Any] | None = None,
+    behaviour: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """File name -> bytes for the plots, ``report.html`` and nothing else.
 
     ``transforms``: the manifest's ``training.transforms`` (rule, used, validation_pr_auc, features).
     ``optimum``: the manifest's ``training.optimum`` (the fit's objective against the reference optimum).
+    ``behaviour``: the manifest's ``training.behaviour`` (the feature spec's lift and each of its features).
     """
     import matplotlib
 
@@ -79,7 +81,7 @@ def render(
     out["threshold_curves.png"] = _png(fig)
     plt.close("all")
 
-    out["report.html"] = _html(metrics, version, transforms, optimum).encode("utf-8")
+    out["report.html"] = _html(metrics, version, transforms, optimum, behaviour).encode("utf-8")
     return out
 
 
@@ -102,7 +104,8 @@ def _transforms_html(transforms: dict[str, Any] | None) -> str:
     val = transforms["validation_pr_auc"]
     margin = transforms.get("loss_margin", 0.0)
     used = (
-        f"kept (dropped only when they lose by more than {margin:g})" if transforms["used"]
+        f"kept (dropped only when they lose by more than {margin:g})"
+        if transforms["used"]
         else f"dropped (they lose by more than {margin:g}): every feature is served as identity"
     )
     rows = "\n".join(
@@ -111,9 +114,9 @@ def _transforms_html(transforms: dict[str, Any] | None) -> str:
         for f in transforms["features"]
     )
     return f"""<h2>Feature transforms</h2>
-<p>Validation PR AUC with the transforms {val['with']:.4f}, without {val['without']:.4f}:
+<p>Validation PR AUC with the transforms {val["with"]:.4f}, without {val["without"]:.4f}:
 transforms {html.escape(used)}.
-Rule (training split only): {html.escape(transforms['rule'])}.</p>
+Rule (training split only): {html.escape(transforms["rule"])}.</p>
 <table class="transforms"><tr><th>feature</th><th>transform</th><th>why</th><th>clip</th></tr>
 {rows}
 </table>"""
@@ -124,12 +127,33 @@ def _optimum_html(optimum: dict[str, Any] | None, metrics: dict[str, Any]) -> st
         return ""
     return f"""<h2>Distance to the optimum</h2>
 <p>The model is convex (one dense layer, log-loss, L2), so its best weights are knowable. Training objective
-(class-weighted mean log-loss + L2 on the transformed, scaled training rows) {optimum['objective']:.6f};
-the reference optimum ({html.escape(optimum['reference'])}) {optimum['reference_objective']:.6f}:
-a gap of {100 * optimum['gap']:+.3f}&nbsp;%. The fit stopped: {html.escape(optimum['stopped'])}.
-On the test rows the reference's weights score PR AUC {optimum['reference_test_pr_auc']:.4f} and ROC AUC
-{optimum['reference_test_roc_auc']:.4f}; this bundle {metrics['pr_auc']:.4f} and {metrics['roc_auc']:.4f}.</p>
+(class-weighted mean log-loss + L2 on the transformed, scaled training rows) {optimum["objective"]:.6f};
+the reference optimum ({html.escape(optimum["reference"])}) {optimum["reference_objective"]:.6f}:
+a gap of {100 * optimum["gap"]:+.3f}&nbsp;%. The fit stopped: {html.escape(optimum["stopped"])}.
+On the test rows the reference's weights score PR AUC {optimum["reference_test_pr_auc"]:.4f} and ROC AUC
+{optimum["reference_test_roc_auc"]:.4f}; this bundle {metrics["pr_auc"]:.4f} and {metrics["roc_auc"]:.4f}.</p>
 """
+
+
+def _behaviour_html(behaviour: dict[str, Any] | None) -> str:
+    if not behaviour:
+        return ""
+    lift = behaviour["lift"]
+    rows = "\n".join(
+        f"<tr><td>{html.escape(f['name'])}</td><td>{f['mean_genuine']:.4g}</td><td>{f['mean_fraud']:.4g}</td>"
+        f"<td>{f['weight']:+.4f}</td></tr>"
+        for f in behaviour["features"]
+    )
+    return f"""<h2>Behavioural features (feature spec)</h2>
+<p>On the test rows this bundle scores PR AUC {lift["with"]["pr_auc"]:.4f} and ROC AUC {lift["with"]["roc_auc"]:.4f};
+the same model on the event's own fields only (its optimum on the same rows) {lift["without"]["pr_auc"]:.4f}
+and {lift["without"]["roc_auc"]:.4f}. The spec's {behaviour["spec_features"]} features were computed point-in-time
+over every row in event-time order ({behaviour["warm_rows"]} rows before the fit range only warmed the state)
+at {behaviour["rows_per_second"]:,.0f} rows/s.</p>
+<table class="behaviour"><tr><th>feature</th><th>mean, genuine (train)</th><th>mean, fraud (train)</th>
+<th>weight (scaled)</th></tr>
+{rows}
+</table>"""
 
 
 def _html(
@@ -137,6 +161,7 @@ def _html(
     version: str,
     transforms: dict[str, Any] | None = None,
     optimum: dict[str, Any] | None = None,
+    behaviour: dict[str, Any] | None = None,
 ) -> str:
     c = metrics["confusion"]
     rows = [
@@ -165,5 +190,6 @@ figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
 {figures}
 {_transforms_html(transforms)}
 {_optimum_html(optimum, metrics)}
+{_behaviour_html(behaviour)}
 </body></html>
 """

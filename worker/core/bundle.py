@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.core.errors import BundleError, SignatureError
+from worker.core.features import FeatureSpec
 from worker.core.transforms import FeatureTransform, finite_float, read_transforms
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class Manifest:
     score_histogram: dict[str, list[float]] = field(default_factory=dict)
     # Per-feature transforms applied before the scaler (worker/core/transforms.py); () = all identity.
     feature_transforms: tuple[FeatureTransform, ...] = ()
+    # The feature spec (worker/core/features.py, docs/features.md) whose features are the last of
+    # feature_names; None: the model reads only the event's own fields.
+    feature_spec: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -118,6 +122,7 @@ class Manifest:
                 training=_object(data, "training"),
                 score_histogram=_histogram(data),
                 feature_transforms=read_transforms(data.get("feature_transforms"), len(feature_names)),
+                feature_spec=_feature_spec(data),
                 format_version=FORMAT_VERSION,
             )
         except (TypeError, ValueError, OverflowError) as exc:  # a backstop: every check above is explicit
@@ -145,6 +150,30 @@ class Manifest:
         hist = self.score_histogram
         if hist and len(hist.get("counts", [])) != len(hist.get("edges", [])) - 1:
             raise BundleError("manifest score_histogram needs len(counts) == len(edges) - 1")
+        spec = self.spec
+        if spec is not None:
+            names = spec.names
+            if len(names) >= n or self.feature_names[n - len(names) :] != names:
+                raise BundleError("manifest feature_names must end with the feature_spec's features")
+
+    @property
+    def spec(self) -> FeatureSpec | None:
+        """The parsed ``feature_spec`` (None without one)."""
+        return None if self.feature_spec is None else FeatureSpec.from_manifest(self.feature_spec)
+
+    @property
+    def own_features(self) -> tuple[str, ...]:
+        """The event fields the model reads as they are: ``feature_names`` before the spec's features."""
+        spec = self.spec
+        return self.feature_names if spec is None else self.feature_names[: self.n_features - len(spec.names)]
+
+
+def _feature_spec(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    spec = data.get("feature_spec")
+    if spec is None:
+        return None
+    FeatureSpec.from_manifest(spec)  # a BundleError names what is wrong
+    return dict(spec)
 
 
 @dataclass(frozen=True)

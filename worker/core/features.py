@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import tomllib
@@ -353,18 +354,98 @@ def _number(value: Any) -> float:
     return f if math.isfinite(f) else 0.0
 
 
+class Window:
+    """One window of one entity: its buckets oldest first, ``[index, count, sum_1, min_1, max_1, ...,
+    {value: count}, ...]`` (per numeric field, then per distinct field), the first ``n_in`` of them inside
+    the window, and running totals over those: the count, a sum per numeric field, a value count per
+    distinct field. A bucket enters the totals when the window reaches it and leaves them when the window
+    has passed it; min and max are read from the buckets inside."""
+
+    __slots__ = ("buckets", "count", "distinct", "n_in", "sums")
+
+    def __init__(self, n_numeric: int, n_distinct: int) -> None:
+        self.buckets: deque[list[Any]] = deque()
+        self.n_in = 0
+        self.count = 0.0
+        self.sums = [0.0] * n_numeric
+        self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
+
+    def slide(self, lo: int, hi: int, n_numeric: int) -> None:
+        """Move the window to buckets ``lo`` .. ``hi`` (neither ever goes back)."""
+        buckets = self.buckets
+        while self.n_in < len(buckets) and buckets[self.n_in][0] <= hi:
+            self._total(buckets[self.n_in], 1, n_numeric)
+            self.n_in += 1
+        while buckets and buckets[0][0] < lo:
+            if self.n_in:
+                self._total(buckets[0], -1, n_numeric)
+                self.n_in -= 1
+            buckets.popleft()
+
+    def _total(self, bucket: list[Any], sign: int, n_numeric: int) -> None:
+        self.count += sign * bucket[1]
+        sums = self.sums
+        for j in range(n_numeric):
+            sums[j] += sign * bucket[2 + 3 * j]
+        for j, counts in enumerate(self.distinct):
+            for value, m in bucket[2 + 3 * n_numeric + j].items():
+                left = counts.get(value, 0) + sign * m
+                if left:
+                    counts[value] = left
+                else:
+                    del counts[value]
+
+    def add(self, k: int, nums: Sequence[float], keys: Sequence[str | None], hi: int) -> None:
+        """Add one event in bucket ``k`` (to the totals too when ``k`` is inside the window)."""
+        buckets = self.buckets
+        n_numeric = len(nums)
+        if buckets and buckets[-1][0] == k:
+            bucket = buckets[-1]
+        else:
+            bucket = [k, 0.0]
+            for _ in nums:
+                bucket += [0.0, math.inf, -math.inf]
+            bucket += [{} for _ in keys]
+            buckets.append(bucket)
+        inside = k <= hi
+        if inside and bucket[1] == 0.0:  # a new bucket, inside the window (slide has run for this event)
+            self.n_in += 1
+        bucket[1] += 1.0
+        if inside:
+            self.count += 1.0
+        for j, x in enumerate(nums):
+            i = 2 + 3 * j
+            bucket[i] += x
+            if x < bucket[i + 1]:
+                bucket[i + 1] = x
+            if x > bucket[i + 2]:
+                bucket[i + 2] = x
+            if inside:
+                self.sums[j] += x
+        for j, key in enumerate(keys):
+            if key is not None:
+                counts = bucket[2 + 3 * n_numeric + j]
+                counts[key] = counts.get(key, 0) + 1
+                if inside:
+                    self.distinct[j][key] = self.distinct[j].get(key, 0) + 1
+
+    def extreme(self, slot: int, n_numeric: int, lowest: bool) -> float:
+        i = 2 + 3 * slot + (1 if lowest else 2)
+        values = [self.buckets[j][i] for j in range(self.n_in)]
+        return (min(values) if lowest else max(values)) if values else 0.0
+
+
 @dataclass
 class EntityState:
-    """One entity's history in one block: its latest event time (ms) and, per window, its buckets
-    ``{index: [count, sum_1, min_1, max_1, ..., set_1, ...]}`` (per numeric field, then per distinct field)."""
+    """One entity's history in one block: its latest event time (ms) and one ``Window`` per window."""
 
-    last: int | None = None
-    windows: list[dict[int, list[Any]]] = field(default_factory=list)
+    last: int | None
+    windows: list[Window]
 
 
 class _Block:
     """An entity block compiled for ``step``: positions of its fields in the input tuple, and per
-    window its bucket width and reach."""
+    window its bucket width (ms)."""
 
     def __init__(self, index: int, block: EntityBlock, positions: Mapping[str, int]) -> None:
         self.index = index
@@ -375,24 +456,31 @@ class _Block:
         self.delay = block.delay * 1000  # ms
         self.horizon = float(block.horizon)
         self.n_numeric = len(self.numeric_at)
-        # Per output: (kind, window position, slot in the bucket list)
-        nf = block.numeric_fields
-        df = block.distinct_fields
+        self.n_distinct = len(self.distinct_at)
+        nf, df = block.numeric_fields, block.distinct_fields
+        # Per output: (function, window position, field slot)
         plan: list[tuple[str, int, int]] = []
         for a in block.aggregates:
             w = -1 if a.window is None else block.windows.index(a.window)
-            if a.function in NUMERIC_FUNCTIONS:
-                plan.append((a.function, w, nf.index(a.field or "")))
-            elif a.function == "distinct":
-                plan.append((a.function, w, df.index(a.field or "")))
-            else:
-                plan.append((a.function, w, -1))
+            slot = nf.index(a.field or "") if a.function in NUMERIC_FUNCTIONS else -1
+            plan.append((a.function, w, df.index(a.field or "") if a.function == "distinct" else slot))
         self.plan = plan
-        self.ratio_at = {j: self.numeric_at[j] for kind, _, j in plan if kind == "ratio"}
+
+    def new_state(self) -> EntityState:
+        return EntityState(None, [Window(self.n_numeric, self.n_distinct) for _ in self.widths])
+
+    def bounds(self, w: int, t: int) -> tuple[int, int]:
+        """The first and last bucket window ``w`` covers for an event at ``t``."""
+        width = self.widths[w]
+        if self.delay:
+            top = (t - self.delay) // width - 1  # whole buckets ending at or before t - delay
+        else:
+            top = t // width
+        return top - BUCKETS + 1, top
 
 
 class FeatureEngine:
-    """Computes a spec's features event by event over ``store`` (entity key -> ``EntityState``).
+    """Computes a spec's features event by event over ``store`` (block and entity key -> ``EntityState``).
 
     ``step`` is the one computation: training and the backtest call it over a file sorted by event
     time, the worker over each partition's events as they arrive.
@@ -410,29 +498,30 @@ class FeatureEngine:
         self.to_ms = 1000 if spec.time_unit == "s" else 1
         self.late = 0  # events computed at their entity's latest time instead of their own
 
-    def step(self, time: int, values: Sequence[Any], out: list[float]) -> None:
+    def step(self, time: float, values: Sequence[Any], out: list[float]) -> None:
         """Append the features of one event (``time`` in the spec's unit, ``values`` in
         ``spec.input_fields`` order) to ``out``, then add the event to its entities' state."""
-        t = round(time * self.to_ms)
+        t0 = round(time * self.to_ms)
         store = self.store
         for b in self._blocks:
             key = key_of(values[b.entity_at])
             if key is None:
-                self._features(b, None, t, values, out)
+                self._features(b, b.new_state(), t0, values, out)
                 continue
             skey = f"{b.index}:{key}"
             state = store.get(skey)
             if state is None:
-                state = EntityState(None, [{} for _ in b.widths])
-            elif state.last is not None and t < state.last:
-                t_b = state.last
+                state = b.new_state()
+            t = t0
+            if state.last is not None and t < state.last:
+                t = state.last
                 self.late += 1
-                self._features(b, state, t_b, values, out)
-                self._add(b, state, t_b, values)
-                store[skey] = state
-                continue
             self._features(b, state, t, values, out)
-            self._add(b, state, t, values)
+            nums = [_number(values[i]) for i in b.numeric_at]
+            keys = [key_of(values[i]) for i in b.distinct_at]
+            for w, window in enumerate(state.windows):
+                window.add(t // b.widths[w], nums, keys, b.bounds(w, t)[1])
+            state.last = t
             store[skey] = state
         for at, index, n in self._cats:
             hot = [0.0] * (n + 1)
@@ -440,99 +529,36 @@ class FeatureEngine:
             hot[index.get(key, n) if key is not None else n] = 1.0
             out.extend(hot)
 
-    def _features(self, b: _Block, state: EntityState | None, t: int, values: Sequence[Any], out: list[float]) -> None:
-        sums: list[list[Any] | None] = [None] * len(b.widths)
-        for kind, w, slot in b.plan:
-            if kind == "since_previous":
-                last = None if state is None else state.last
+    def _features(self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float]) -> None:
+        windows = state.windows
+        for w, window in enumerate(windows):
+            lo, hi = b.bounds(w, t)
+            window.slide(lo, hi, b.n_numeric)
+        for fn, w, slot in b.plan:
+            if fn == "since_previous":
+                last = state.last
                 out.append(b.horizon if last is None else min((t - last) / 1000.0, b.horizon))
                 continue
-            agg = sums[w]
-            if agg is None:
-                agg = sums[w] = self._window(b, state, w, t)
-            if kind == "count":
-                out.append(agg[0])
-            elif kind == "distinct":
-                out.append(float(len(agg[1 + 3 * b.n_numeric + slot])))
-            else:
-                count = agg[0]
-                s, lo, hi = agg[1 + 3 * slot], agg[2 + 3 * slot], agg[3 + 3 * slot]
-                if kind == "sum":
-                    out.append(s)
-                elif kind == "mean":
-                    out.append(s / count if count else 0.0)
-                elif kind == "min":
-                    out.append(lo if count else 0.0)
-                elif kind == "max":
-                    out.append(hi if count else 0.0)
-                else:  # ratio
-                    mean = s / count if count else 0.0
-                    out.append(_number(values[b.ratio_at[slot]]) / mean if mean > 0.0 else 1.0)
-
-    def _window(self, b: _Block, state: EntityState | None, w: int, t: int) -> list[Any]:
-        """Count, then (sum, min, max) per numeric field, then a set per distinct field, over window ``w``."""
-        n_num = b.n_numeric
-        agg: list[Any] = [0.0]
-        for _ in range(n_num):
-            agg += [0.0, math.inf, -math.inf]
-        agg += [set() for _ in b.distinct_at]
-        if state is None:
-            return agg
-        buckets = state.windows[w]
-        if not buckets:
-            return agg
-        width = b.widths[w]
-        top = (t - b.delay) // width - 1 if b.delay else t // width
-        for k in range(top - BUCKETS + 1, top + 1):
-            bucket = buckets.get(k)
-            if bucket is None:
-                continue
-            agg[0] += bucket[0]
-            for j in range(n_num):
-                i = 1 + 3 * j
-                agg[i] += bucket[i]
-                if bucket[i + 1] < agg[i + 1]:
-                    agg[i + 1] = bucket[i + 1]
-                if bucket[i + 2] > agg[i + 2]:
-                    agg[i + 2] = bucket[i + 2]
-            for j in range(len(b.distinct_at)):
-                agg[1 + 3 * n_num + j] |= bucket[1 + 3 * n_num + j]
-        return agg
-
-    def _add(self, b: _Block, state: EntityState, t: int, values: Sequence[Any]) -> None:
-        state.last = t
-        nums = [_number(values[i]) for i in b.numeric_at]
-        keys = [key_of(values[i]) for i in b.distinct_at]
-        for w, width in enumerate(b.widths):
-            buckets = state.windows[w]
-            k = t // width
-            bucket = buckets.get(k)
-            if bucket is None:
-                bucket = [0.0]
-                for _ in nums:
-                    bucket += [0.0, math.inf, -math.inf]
-                bucket += [set() for _ in keys]
-                buckets[k] = bucket
-                # Buckets no later event can see (events only move forward per entity) are dropped.
-                oldest = (t - b.delay) // width - BUCKETS if b.delay else k - BUCKETS + 1
-                for old in [i for i in buckets if i < oldest]:
-                    del buckets[old]
-            bucket[0] += 1.0
-            for j, x in enumerate(nums):
-                i = 1 + 3 * j
-                bucket[i] += x
-                if x < bucket[i + 1]:
-                    bucket[i + 1] = x
-                if x > bucket[i + 2]:
-                    bucket[i + 2] = x
-            for j, key in enumerate(keys):
-                if key is not None:
-                    bucket[1 + 3 * len(nums) + j].add(key)
+            window = windows[w]
+            count = window.count
+            if fn == "count":
+                out.append(count)
+            elif fn == "distinct":
+                out.append(float(len(window.distinct[slot])))
+            elif fn == "sum":
+                out.append(window.sums[slot] if count else 0.0)
+            elif fn == "mean":
+                out.append(window.sums[slot] / count if count else 0.0)
+            elif fn == "min" or fn == "max":
+                out.append(window.extreme(slot, b.n_numeric, fn == "min"))
+            else:  # ratio
+                mean = window.sums[slot] / count if count else 0.0
+                out.append(_number(values[b.numeric_at[slot]]) / mean if mean > 0.0 else 1.0)
 
 
 def compute_columns(
-    spec: FeatureSpec, times: Sequence[float], columns: Mapping[str, Sequence[Any]], engine: FeatureEngine | None = None
-):  # noqa: ANN201 - numpy imported lazily
+    spec: FeatureSpec, times: Any, columns: Mapping[str, Any], engine: FeatureEngine | None = None
+) -> Any:  # numpy arrays or sequences in, a numpy matrix out (numpy imported here only)
     """The spec's features for every row of a file, in the file's row order, each computed by ``step`` over
     the rows before it in event-time order (ties in file order): point-in-time correct.
     Returns a float64 matrix (rows x ``len(spec.names)``)."""

@@ -140,3 +140,103 @@ def _as_text(values: np.ndarray, is_label: bool) -> list[str]:
             return [str(int(v)) if v in (0.0, 1.0) else repr(float(v)) for v in values.tolist()]
         return [repr(float(v)) for v in values.tolist()]
     return [str(v) for v in values.tolist()]
+
+
+# --- v3: customers and terminals with behavioural fraud -------------------------------------------------
+
+GENERATOR_V3 = "fraud-scoring-synthetic-v3"
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+CHANNELS = ("pos", "web", "atm")
+MERCHANT_CATEGORIES = ("grocery", "fuel", "restaurant", "travel", "electronics", "digital_goods", "fashion", "health")
+V3_DAYS = 60
+TERMINALS_PER_CUSTOMER = 5
+
+
+def spec_v3(n: int, seed: int) -> dict[str, object]:
+    return {"generator": GENERATOR_V3, "n": int(n), "seed": int(seed)}
+
+
+def spec_v3_sha256(n: int, seed: int) -> str:
+    return hashlib.sha256(json.dumps(spec_v3(n, seed), sort_keys=True).encode()).hexdigest()
+
+
+def generate_behavioural(n: int, seed: int = 0, days: int = V3_DAYS) -> dict[str, np.ndarray]:
+    """``n`` card payments over ``days`` days by customers at terminals, in event-time order, with fraud
+    that shows in history rather than in one payment (after the simulator of Le Borgne et al.,
+    *Reproducible Machine Learning for Credit Card Fraud Detection - Practical Handbook*, 2022):
+
+    - **compromised terminals**: each day a few terminals are compromised; every payment at one in the
+      next 14 days is fraud (seen best through the terminal's confirmed fraud, the label-derived features);
+    - **account takeovers**: a taken-over customer's card pays several times (3-8x) the customer's usual
+      amount, a few payments a day for three days, at terminals the customer never used, mostly on the web;
+    - **card testing**: bursts of 5-15 small payments (0.5-3.00) seconds apart on one card.
+
+    Columns: ``transaction_id``, ``event_time`` (epoch ms), ``customer_id``, ``terminal_id``, ``amount``,
+    ``channel`` and ``merchant_category`` (categorical), ``Class`` (1 = fraud). The amounts alone overlap
+    (a taken-over card's 5x is a big spender's usual); the behaviour is what tells them apart.
+    """
+    if n <= 0:
+        raise ValueError("n must be positive")
+    rng = np.random.default_rng(seed)
+    horizon = days * DAY_SECONDS * 1000
+    n_customers = max(50, n // days)  # about one payment per customer and day
+    n_terminals = max(25, n_customers // 2)
+    mean_amount = rng.uniform(5.0, 100.0, n_customers)
+    rate = rng.uniform(0.2, 1.8, n_customers)  # payments per day
+    terminals = rng.integers(0, n_terminals, (n_customers, TERMINALS_PER_CUSTOMER))
+    web_share = rng.beta(1.5, 4.0, n_customers)
+    category = rng.integers(0, len(MERCHANT_CATEGORIES), n_terminals)
+
+    # Genuine payments: a Poisson process per customer (a little more than n, cut to n by time below).
+    counts = rng.poisson(rate * days * 1.1 * n / (n_customers * days))
+    cust = np.repeat(np.arange(n_customers), counts)
+    m = cust.size
+    time = rng.integers(0, horizon, m)
+    amount = np.maximum(rng.normal(mean_amount[cust], mean_amount[cust] / 2), 0.01)
+    term = terminals[cust, rng.integers(0, TERMINALS_PER_CUSTOMER, m)]
+    channel = np.where(rng.random(m) < web_share[cust], 1, np.where(rng.random(m) < 0.06, 2, 0))
+    label = np.zeros(m, dtype=np.int8)
+    rows = [(cust, time, amount, term, channel, label)]
+    per_day = n / days
+
+    # Account takeovers: extra payments by the fraudster on the customer's card.
+    for day in range(days):
+        for c in rng.integers(0, n_customers, rng.poisson(per_day / 2500)):
+            k = rng.poisson(6) + 1
+            rows.append((
+                np.full(k, c), day * DAY_SECONDS * 1000 + rng.integers(0, 3 * DAY_SECONDS * 1000, k),
+                mean_amount[c] * rng.uniform(3.0, 8.0, k), rng.integers(0, n_terminals, k),
+                np.where(rng.random(k) < 0.7, 1, 0), np.ones(k, dtype=np.int8),
+            ))  # fmt: skip
+    # Card testing: a burst of small payments seconds apart.
+    for day in range(days):
+        for c in rng.integers(0, n_customers, rng.poisson(per_day / 4000)):
+            k = int(rng.integers(5, 16))
+            start = day * DAY_SECONDS * 1000 + int(rng.integers(0, DAY_SECONDS * 1000))
+            rows.append((
+                np.full(k, c), start + np.cumsum(rng.exponential(40_000, k)).astype(np.int64),
+                rng.uniform(0.5, 3.0, k), rng.integers(0, n_terminals, k), np.ones(k, dtype=np.int64),
+                np.ones(k, dtype=np.int8),
+            ))  # fmt: skip
+    joined: list[np.ndarray] = [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+    cust, time, amount, term, channel, label = joined
+    # Compromised terminals: every payment there for 14 days is fraud.
+    for day in range(days):
+        for t in rng.integers(0, n_terminals, rng.poisson(per_day / 15000)):
+            start = day * DAY_SECONDS * 1000
+            label[(term == t) & (time >= start) & (time < start + 14 * DAY_SECONDS * 1000)] = 1
+
+    order = np.argsort(time, kind="stable")[:n]
+    if order.size < n:
+        raise ValueError(f"n={n} is more than {days} days of this generator's traffic; use more days")
+    cust, time, amount, term, channel, label = (a[order] for a in joined)
+    return {
+        "transaction_id": np.array([f"tx-{seed}-{i:08d}" for i in range(n)]),
+        "event_time": START_MS + time.astype(np.int64),
+        "customer_id": np.array([f"c-{c:06d}" for c in cust.tolist()]),
+        "terminal_id": np.array([f"t-{t:06d}" for t in term.tolist()]),
+        "amount": np.round(amount, 2),
+        "channel": np.array(CHANNELS)[channel],
+        "merchant_category": np.array(MERCHANT_CATEGORIES)[category[term]],
+        "Class": label.astype(np.float64),
+    }

@@ -15,7 +15,7 @@ FLAGS = {
     "--time-column", "--val-fraction", "--test-fraction", "--seed", "--epochs", "--patience", "--l2",
     "--learning-rate", "--lr-decay", "--batch-size", "--class-weight", "--threshold-policy", "--target-precision",
     "--cost-missed-fraud", "--cost-false-alarm", "--models-dir", "--promote-tolerance", "--force", "--challenger",
-    "--signing-key",
+    "--signing-key", "--generator", "--feature-spec", "--fit-since",
     "-q", "--quiet",
 }  # fmt: skip
 
@@ -30,7 +30,7 @@ def test_the_parser_defaults_are_trainconfigs() -> None:
     args = build_parser().parse_args(["--synthetic", "1000"])
     defaults = TrainConfig()
     flagged = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
-    assert len(flagged) == 23  # every field but policy (four flags of its own) and histogram_bins
+    assert len(flagged) == 26  # every field but policy (four flags of its own) and histogram_bins
     for f in flagged:
         if f.name != "synthetic_rows":
             assert getattr(args, f.name) == getattr(defaults, f.name), f.name
@@ -45,7 +45,7 @@ def test_each_flag_sets_its_field() -> None:
         "--learning-rate", "0.01", "--lr-decay", "0.5", "--batch-size", "64", "--class-weight", "7",
         "--threshold-policy", "cost", "--target-precision", "0.8", "--cost-missed-fraud", "50",
         "--cost-false-alarm", "2", "--models-dir", "m", "--promote-tolerance", "0.1", "--force",
-        "--signing-key", "k.pem",
+        "--signing-key", "k.pem", "--generator", "v3", "--feature-spec", "s.toml", "--fit-since", "2026-01-15",
     ]  # fmt: skip
     cfg = config_from_args(build_parser().parse_args(argv))
     assert cfg == TrainConfig(
@@ -53,7 +53,8 @@ def test_each_flag_sets_its_field() -> None:
         split="time", time_column="T", val_fraction=0.1, test_fraction=0.3, seed=1, epochs=2, patience=3, l2=0.5,
         learning_rate=0.01, lr_decay=0.5, batch_size=64, class_weight="7",
         policy=Policy("cost", target_precision=0.8, cost_missed_fraud=50.0, cost_false_alarm=2.0),
-        models_dir="m", promote_tolerance=0.1, force=True, signing_key="k.pem",
+        models_dir="m", promote_tolerance=0.1, force=True, signing_key="k.pem", generator="v3",
+        feature_spec="s.toml", fit_since="2026-01-15",
     )  # fmt: skip
 
 

@@ -152,7 +152,7 @@ def test_state_keeps_only_the_buckets_a_later_event_can_see():
     for i in range(1000):
         engine.step(i * 600_000, ["a"], out)  # every 10 minutes for a week: 4 buckets of 2.5 min each hour
     (state,) = engine.store.values()
-    assert len(state.windows[0]) <= BUCKETS
+    assert len(state.windows[0].buckets) <= BUCKETS
 
 
 def test_the_spec_names_its_features_and_round_trips_through_the_manifest(tmp_path):
