@@ -57,6 +57,7 @@ def make_bundle(
     score_histogram: dict | None = None,
     feature_transforms: Sequence[dict] | None = None,
     signing_key: SigningKey | None = None,
+    feature_spec: dict | None = None,
 ) -> Path:
     """Write (and by default promote) a bundle; ``feature_transforms`` None or [] means none (all identity)."""
     model_bytes = model_bytes if model_bytes is not None else tflite_for(weights, bias)
@@ -73,7 +74,9 @@ def make_bundle(
         model_sha256=sha256_hex(model_bytes),
         score_histogram=dict(score_histogram or {}),
         feature_transforms=read_transforms(list(feature_transforms or []), len(feature_names)),
+        feature_spec=feature_spec,
     )
+    manifest.validate()
     path = write_bundle(models_dir, manifest, model_bytes, signing_key=signing_key)
     if promote:
         set_current(models_dir, version)

@@ -30,6 +30,7 @@ The rules, the same everywhere:
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections import deque
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -247,6 +248,8 @@ def from_mapping(data: Mapping[str, Any], where: str) -> FeatureSpec:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise SpecError(f"{where}: feature {dup!r} is declared twice")
+    if time_field == "event_time" and time_unit != "ms":
+        raise SpecError(f"{where}: event_time is epoch milliseconds: time_unit must be 'ms' for it")
     if time_field in spec.input_fields:
         raise SpecError(f"{where}: time field {time_field!r} cannot also be an entity or aggregated field")
     return spec
@@ -498,9 +501,10 @@ class FeatureEngine:
         self.to_ms = 1000 if spec.time_unit == "s" else 1
         self.late = 0  # events computed at their entity's latest time instead of their own
 
-    def step(self, time: float, values: Sequence[Any], out: list[float]) -> None:
+    def step(self, time: float, values: Sequence[Any], out: list[float], apply: bool = True) -> None:
         """Append the features of one event (``time`` in the spec's unit, ``values`` in
-        ``spec.input_fields`` order) to ``out``, then add the event to its entities' state."""
+        ``spec.input_fields`` order) to ``out``, then add the event to its entities' state (unless
+        ``apply`` is false: an event seen before, whose state change is in already)."""
         t0 = round(time * self.to_ms)
         store = self.store
         for b in self._blocks:
@@ -515,8 +519,10 @@ class FeatureEngine:
             t = t0
             if state.last is not None and t < state.last:
                 t = state.last
-                self.late += 1
+                self.late += apply
             self._features(b, state, t, values, out)
+            if not apply:
+                continue
             nums = [_number(values[i]) for i in b.numeric_at]
             keys = [key_of(values[i]) for i in b.distinct_at]
             for w, window in enumerate(state.windows):
@@ -582,3 +588,35 @@ def compute_columns(
 def _as_list(values: Sequence[Any]) -> list[Any]:
     tolist = getattr(values, "tolist", None)
     return tolist() if tolist is not None else list(values)
+
+
+class InputReader:
+    """The spec's input fields and time field of JSON event values: one msgspec decode per value (the
+    event has passed the decoder already, so it is a JSON object). A field absent or null reads as None."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        import msgspec
+
+        names = (*spec.input_fields, spec.time_field)
+        fields = [(f"f{j}", Any, msgspec.field(name=name, default=None)) for j, name in enumerate(names)]
+        struct = msgspec.defstruct("FeatureInputs", fields)  # type: ignore[arg-type]
+        self._decode = msgspec.json.Decoder(struct).decode
+        n = len(spec.input_fields)
+        get_inputs = operator.attrgetter(*(f"f{j}" for j in range(n)))
+        self._inputs = get_inputs if n > 1 else (lambda s: (get_inputs(s),))
+        self._time = operator.attrgetter(f"f{n}")
+
+    def read(self, value: bytes) -> tuple[Any, tuple[Any, ...]]:
+        """(the time field's value, the input fields' values in ``spec.input_fields`` order)."""
+        s = self._decode(value)
+        return self._time(s), self._inputs(s)
+
+
+def valid_time(value: Any, unit: str) -> float | None:
+    """An event time the spec can use: a finite number >= 0 (bool is not one); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    f = float(value)
+    if not math.isfinite(f) or f < 0 or f * (1000 if unit == "s" else 1) > 2**62:
+        return None
+    return f

@@ -66,6 +66,12 @@ class Scorer:
         self.version = m.version
         self.threshold = float(m.threshold)
         self.feature_names = m.feature_names
+        # The event's own fields the decoder reads; the feature spec's features (if any) follow them.
+        self.spec = m.spec
+        self.input_names = m.own_features
+        # Every event field it reads: its own numeric ones, then the spec's (entities, categories, time).
+        spec_fields = () if self.spec is None else (*self.spec.input_fields, self.spec.time_field)
+        self.event_fields = tuple(dict.fromkeys((*self.input_names, *spec_fields)))
         with np.errstate(over="ignore"):  # a float32 overflow here is refused by _check_finite
             self.mean = np.asarray(m.scaler_mean, dtype=np.float32)
             self.inv_scale = (1.0 / np.asarray(m.scaler_scale, dtype=np.float64)).astype(np.float32)
@@ -216,6 +222,8 @@ class RawRange:
     - log1p: ``expm1(t)`` (inf where it overflows); the lower bound only where it is above 0: a log1p
       column is never negative in training, and a value below its clip (at least 0) is clipped;
     - signed_log1p: ``sign(t) · expm1(|t|)`` (±inf where it overflows).
+
+    A feature spec's features (docs/features.md) have no bounds: the worker computes them.
     """
 
     def __init__(self, m: Manifest) -> None:
@@ -231,6 +239,10 @@ class RawRange:
             signed = kinds == "signed_log1p"
             for t in (lo, hi):
                 t[signed] = np.copysign(np.expm1(np.abs(t[signed])), t[signed])
+        # The feature spec's features are computed here, not sent: an extreme one (a ratio over a tiny mean)
+        # is no bad input. The training clip and the scaled limit bound it; its event is scored.
+        n_own = len(m.own_features)
+        lo[n_own:], hi[n_own:] = -np.inf, np.inf
         self.lo, self.hi = lo, hi
         # The float32 bounds rounded outwards: a float32 is beyond one exactly when it is beyond the float64 one.
         self._float32 = (_float32_above(lo), _float32_below(hi))

@@ -118,6 +118,25 @@ class WorkerMetrics:
         self.scoring_seconds = Histogram(
             "fraud_scoring_seconds", "Time to scale and score one batch.", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.feature_seconds = Histogram(
+            "fraud_feature_seconds",
+            "With a feature spec: time to compute one batch's behavioural features.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_entities = Gauge(
+            "fraud_feature_entities", "With a feature spec: entities in the worker's feature state.", registry=r
+        )
+        self.feature_late_events = Counter(
+            "fraud_feature_late_events",
+            "With a feature spec: events older than their entity's latest, computed at that latest time.",
+            registry=r,
+        )
+        self.feature_replayed_events = Counter(
+            "fraud_feature_replayed_events",
+            "With a feature spec: events polled again (after a rewind) whose state change was in already.",
+            registry=r,
+        )
         self.event_latency = ArrayHistogram(
             "fraud_event_latency_seconds",
             "From event time (or the record timestamp) to the alert being acknowledged.",
@@ -307,6 +326,15 @@ class WorkerMetrics:
             self.feature_values_clipped.labels(bound="scaled").inc(clipped_scaled)
         if out_of_range:
             self.scores_out_of_range.inc(out_of_range)
+
+    def observe_features(self, late: int, replayed: int, seconds: float, entities: int) -> None:
+        """One batch's behavioural features (worker/core/batch_features.py)."""
+        self.feature_seconds.observe(seconds)
+        self.feature_entities.set(entities)
+        if late:
+            self.feature_late_events.inc(late)
+        if replayed:
+            self.feature_replayed_events.inc(replayed)
 
     def observe_batch(
         self, records: int, scores: np.ndarray | None, alert_latency: np.ndarray | None, invalid: Sequence[str]

@@ -44,6 +44,7 @@ from typing import IO, Any, NamedTuple
 import msgspec
 import numpy as np
 
+from worker.core.batch_features import BatchFeatures
 from worker.core.batch_scoring import score_decoded
 from worker.core.decode import Decoder
 from worker.core.outputs import score_payloads
@@ -99,7 +100,9 @@ class BatchScorer:
         keys = load_trusted_keys(trusted_keys, "--trusted-keys") if trusted_keys else None
         self.scorer = load_scorer(models_dir, version, trusted_keys=keys)
         self.features = features
-        self.decoder = Decoder(self.scorer.feature_names, max_bytes)
+        self.decoder = Decoder(self.scorer.input_names, max_bytes)
+        spec = self.scorer.spec
+        self.behaviour = BatchFeatures(spec) if spec is not None else None  # state across the file's chunks
         self.reasons = reasons
         self.label_columns = tuple(label_columns)
         fields = [(f"l{i}", Any, msgspec.field(name=c, default=None)) for i, c in enumerate(self.label_columns)]
@@ -110,7 +113,10 @@ class BatchScorer:
     def run(self, chunk: Chunk) -> Result:
         scorer = self.scorer
         # The worker's own scoring of a decoded batch: out_of_range rows become reject lines.
-        scored = score_decoded(scorer, self.decoder.decode_batch(chunk.lines))
+        decoded = self.decoder.decode_batch(chunk.lines)
+        if self.behaviour is not None:
+            decoded = self.behaviour.extend(decoded, [chunk.lines[i] for i in decoded.index])
+        scored = score_decoded(scorer, decoded)
         decoded = scored.decoded
         numbers = chunk.line_numbers
         rejects = [

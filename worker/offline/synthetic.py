@@ -135,6 +135,8 @@ def write_csv(path: str | Path, columns: Mapping[str, np.ndarray], quote_header:
 
 
 def _as_text(values: np.ndarray, is_label: bool) -> list[str]:
+    if values.dtype.kind in "iu":  # integers as integers (event_time in ms must stay one)
+        return [str(v) for v in values.tolist()]
     if values.dtype.kind in "biuf":
         if is_label:
             return [str(int(v)) if v in (0.0, 1.0) else repr(float(v)) for v in values.tolist()]

@@ -31,8 +31,11 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from worker.core.batch_features import BatchFeatures
 from worker.core.batch_scoring import score_decoded
+from worker.core.decode import DecodedBatch
 from worker.core.errors import AccessError
+from worker.core.features import FeatureSpec
 from worker.core.outputs import Output, build_outputs, truncated_count
 from worker.core.scoring import OUT_OF_RANGE_SCORE
 from worker.delivery import Next, Shared, guarantee_for
@@ -89,6 +92,7 @@ class Worker:
         self._access_checked = False  # the topics' ACLs, asked once before the first poll
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
         self._decoding: Batch | None = None  # submitted to the decoder
+        self._features: dict[FeatureSpec, BatchFeatures] = {}  # per feature spec of the bundles served
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -234,7 +238,7 @@ class Worker:
             new.scorer = self.models.scorer
             new.challenger = self.shadow.for_champion(new.scorer)
             values = [r.value for r in new.records]
-            self._decoder.submit(values, new.scorer.feature_names, self.config.max_message_bytes)
+            self._decoder.submit(values, new.scorer.input_names, self.config.max_message_bytes)
             self._decoding = new  # until emitted: a rewind before then drops it too
         if prev is not None and prev.decoded is None:
             prev.decoded = self._decoder.result()
@@ -257,6 +261,8 @@ class Worker:
         """Score ``batch`` (worker/core/batch_scoring.py) and build the records to send for it, shadow ones included."""
         scorer, decoded = batch.scorer, batch.decoded
         assert scorer is not None and decoded is not None, "emitted before it was decoded"
+        if scorer.spec is not None:
+            decoded = batch.decoded = self._with_features(scorer.spec, batch.records, decoded)
         # Rows beyond the model's range become out_of_range errors: dead-lettered and counted like the decoder's.
         scored = score_decoded(scorer, decoded)
         decoded = batch.decoded = scored.decoded
@@ -275,6 +281,22 @@ class Worker:
                                                   scored_at)  # fmt: skip
             out.records += shadow
         return out.records
+
+    def _with_features(self, spec: FeatureSpec, records: list, decoded: DecodedBatch) -> DecodedBatch:
+        """The batch's behavioural features appended to its rows (worker/core/batch_features.py)."""
+        features = self._features.get(spec)
+        if features is None:
+            features = self._features[spec] = BatchFeatures(spec)
+        rows = [records[i] for i in decoded.index]
+        late, replayed, seconds = features.engine.late, features.replayed, features.seconds
+        extended = features.extend(
+            decoded, [r.value for r in rows], [(r.topic, r.partition) for r in rows], [r.offset for r in rows]
+        )
+        self.metrics.observe_features(
+            features.engine.late - late, features.replayed - replayed, features.seconds - seconds,
+            len(features.engine.store),
+        )  # fmt: skip
+        return extended
 
     def _obey(self, then: Next) -> bool:
         """Do what the delivery guarantee answered; False if the batches in hand are dropped (polled again)."""

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reco
     "tail-alerts": "worker.programs.subcommands.tail_alerts:main",
     "promote": "worker.programs.subcommands.promote:main",
     "sign-bundle": "worker.programs.subcommands.sign_bundle:main",
+    "parity": "worker.programs.subcommands.parity:main",
 }
 
 

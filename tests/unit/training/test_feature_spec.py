@@ -130,3 +130,39 @@ def test_fit_since_needs_a_spec(tmp_path, capsys):
     code = main(["--synthetic", "5000", "--fit-since", "100", "--models-dir", str(tmp_path), *FAST])
     assert code == 1
     assert "--fit-since needs --feature-spec" in capsys.readouterr().err
+
+
+def test_backtest_and_parity_compute_the_training_features(trained, tmp_path, capsys):
+    # The worker's online path (decode, then BatchFeatures) over a v3 file in event-time order gives the
+    # offline values; so do the score records the backtest writes with their features.
+    from worker.programs.fraud_worker import main as worker_main
+
+    data = synthetic.write_csv(tmp_path / "v3.csv", synthetic.generate_behavioural(8000, 3), quote_header=False)
+    models = str(trained.path.parent)
+    out = tmp_path / "scores.jsonl"
+    assert worker_main(["backtest", "--input", str(data), "--models-dir", models, "--output", str(out),
+                        "--scores-include-features", "--quiet"]) == 0  # fmt: skip
+    assert sum(1 for _ in open(out)) == 8000  # no event rejected: spec features are never out of range
+    capsys.readouterr()
+    assert worker_main(["parity", "--input", str(data), "--models-dir", models, "--scores", str(out)]) == 0
+    assert "online equal; 8,000 score records equal" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    record = json.loads(lines[4000])
+    record["features"]["customer_id.mean_amount.30d"] += 0.5
+    lines[4000] = json.dumps(record)
+    out.write_text("\n".join(lines) + "\n")
+    assert worker_main(["parity", "--input", str(data), "--models-dir", models, "--scores", str(out)]) == 1
+    assert f"customer_id.mean_amount.30d: 1 values differ ({record['transaction_id']}" in capsys.readouterr().out
+
+
+def test_an_extreme_spec_feature_is_scored_not_rejected(trained):
+    # A ratio over a tiny mean is far beyond the training rows; the worker computed it, so the event is
+    # scored (the value clipped to its training range), never dead-lettered as out_of_range.
+    from worker.core.scoring import Scorer
+
+    scorer = Scorer(trained)
+    row = np.zeros((1, trained.manifest.n_features), dtype=np.float32)
+    row[0, trained.manifest.feature_names.index("customer_id.ratio_amount.30d")] = 1e12
+    assert scorer.out_of_range_rows(row) == []
+    row[0, 0] = 1e30  # the event's own amount still is checked
+    assert [e.reason for _, e in scorer.out_of_range_rows(row)] == ["out_of_range"]

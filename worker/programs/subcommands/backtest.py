@@ -175,13 +175,14 @@ def _backtest(args: argparse.Namespace, scorer: Any, source: Source) -> int:
         print(f"{PROG}: bad setting: --label-column {args.label_column}: not a column of {args.input}",
               file=sys.stderr)  # fmt: skip
         return EXIT_CONFIG
-    jobs = args.jobs or os.cpu_count() or 1
+    # Behavioural features are computed event after event over one state: one process, in file order.
+    jobs = 1 if scorer.spec is not None else args.jobs or os.cpu_count() or 1
     scorer_args = ScorerArgs(args.models_dir, scorer.version, args.reasons, args.max_message_bytes,
                              label_columns_of(source, args.label_column), args.trusted_keys,
                              args.scores_include_features)  # fmt: skip
     progress = Progress(source, not args.quiet)
     try:
-        totals = backtest(source, args.output, args.rejects, scorer_args, scorer.feature_names, args.batch_size, jobs,
+        totals = backtest(source, args.output, args.rejects, scorer_args, scorer.event_fields, args.batch_size, jobs,
                           progress.update)  # fmt: skip
     finally:
         progress.close()
