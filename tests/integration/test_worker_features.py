@@ -46,7 +46,8 @@ def test_a_worker_computes_the_offline_features(kafka, topics, workers, tmp_path
     events = _events(columns)
     assert produce(kafka.producer(linger_ms=20), topics["input_topic"], events) == N
     group = kafka.group()
-    worker = WorkerProcess(kafka.bootstrap, models, group=group, extra=("--scores-include-features",), **topics).start()
+    extra = ("--scores-include-features", "--feature-state-dir", str(tmp_path / "state"))
+    worker = WorkerProcess(kafka.bootstrap, models, group=group, extra=extra, **topics).start()
     workers.append(worker)
     worker.wait_ready()
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
@@ -68,7 +69,8 @@ def test_a_worker_computes_the_offline_features(kafka, topics, workers, tmp_path
                scores_topic=kafka.topic(partitions=1, prefix="scores"))  # fmt: skip
     produce(kafka.producer(linger_ms=20), one["input_topic"], events)
     group = kafka.group()
-    second = WorkerProcess(kafka.bootstrap, models, group=group, extra=("--scores-include-features",), **one).start()
+    extra = ("--scores-include-features", "--feature-state-dir", str(tmp_path / "state2"))
+    second = WorkerProcess(kafka.bootstrap, models, group=group, extra=extra, **one).start()
     workers.append(second)
     second.wait_ready()
     wait_committed(kafka, group, one["input_topic"], workers=[second])

@@ -1,5 +1,5 @@
 """A decoded batch's behavioural features (docs/features.md): the worker's step between decoding and
-scoring when its bundle carries a feature spec. Pure: no Kafka; the state is the store it is given.
+scoring when its bundle carries a feature spec. Pure: no Kafka; the state is what it is given.
 
 ``BatchFeatures.extend`` reads each valid event's spec fields from its JSON (``InputReader``), computes
 its features with ``FeatureEngine.step`` in the batch's order (the order of each partition), and returns
@@ -7,33 +7,92 @@ the batch with them appended to the event's own fields: the model's input, float
 An event without a usable time field is moved to the batch's errors (``missing_field`` when absent or
 null, ``bad_event_time`` when not a number >= 0), dead-lettered like any other.
 
-Each event's (partition, offset) is remembered per partition: an event at an offset below the next one
-already applied (polled again after a rewind) gets its features from the state as it is and changes
-nothing, so no event counts twice.
+Events from a partition go through that partition's state (``PartitionState``: a ``MemoryPartition``
+here, the worker's SQLite store in worker/state/), which knows the offset after the last event it
+applied and the features it computed for each event since the last commit. An event at an offset below
+it (polled again, after a rewind or a crash) gets the features it had the first time and changes
+nothing; so no event counts twice and a replayed event's features equal the first ones. Events without
+a partition (a file: the backtest) share one state in memory.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, MutableMapping, Sequence
+from array import array
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from worker.core.decode import DecodedBatch, reject_rows
 from worker.core.errors import DecodeError
-from worker.core.features import EntityState, FeatureEngine, FeatureSpec, InputReader, valid_time
+from worker.core.features import EntityState, FeatureEngine, FeatureSpec, InputReader, StateMap, valid_time
+
+
+class PartitionState(StateMap, Protocol):
+    """One partition's entity states, and what it knows of the events applied to them."""
+
+    next_offset: int  # the offset after the last event applied; -1: none yet
+
+    def record(self, offset: int, features: bytes) -> None: ...  # an event applied, its features (float32)
+
+    def recorded(self, offset: int) -> bytes | None: ...  # the features of an event applied, if still kept
+
+
+class MemoryPartition(dict[str, EntityState]):
+    """A ``PartitionState`` in memory only (nothing survives the process): the recorded features are
+    kept until ``flush`` is told the offset being committed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_offset = -1
+        self._recorded: dict[int, bytes] = {}
+
+    def record(self, offset: int, features: bytes) -> None:
+        self._recorded[offset] = features
+        self.next_offset = offset + 1
+
+    def recorded(self, offset: int) -> bytes | None:
+        return self._recorded.get(offset)
+
+    def flush(self, committing: int | None = None) -> int:
+        if committing is not None:
+            self._recorded = {o: f for o, f in self._recorded.items() if o >= committing}
+        return 0
 
 
 class BatchFeatures:
-    """One spec's features over a stream of decoded batches, its state in ``store``."""
+    """One spec's features over a stream of decoded batches."""
 
-    def __init__(self, spec: FeatureSpec, store: MutableMapping[str, EntityState] | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, state_for: Callable[[Hashable], PartitionState] | None = None) -> None:
         self.spec = spec
-        self.engine = FeatureEngine(spec, store)
         self.reader = InputReader(spec)
-        self.applied: dict[Hashable, int] = {}  # partition -> the offset after the last event applied
+        self.state_for = state_for or (lambda _: MemoryPartition())
+        self.partitions: dict[Hashable, tuple[FeatureEngine, PartitionState]] = {}
+        self.unpartitioned = FeatureEngine(spec)  # a file's events
         self.seconds = 0.0  # time spent computing features (a metric)
-        self.replayed = 0  # events seen before: features computed, state left as it was
+        self.replayed = 0  # events polled again: their recorded features, nothing applied
+        self.unrecorded = 0  # of those, ones whose features were no longer kept: computed from the state as it is
+
+    def partition(self, p: Hashable) -> tuple[FeatureEngine, PartitionState]:
+        entry = self.partitions.get(p)
+        if entry is None:
+            state = self.state_for(p)
+            entry = self.partitions[p] = (FeatureEngine(self.spec, state), state)
+        return entry
+
+    def drop(self, p: Hashable) -> PartitionState | None:
+        """Forget partition ``p`` (revoked); its state, to be closed by whoever made it."""
+        entry = self.partitions.pop(p, None)
+        return None if entry is None else entry[1]
+
+    @property
+    def late(self) -> int:
+        return self.unpartitioned.late + sum(e.late for e, _ in self.partitions.values())
+
+    @property
+    def entities(self) -> int:
+        return len(self.unpartitioned.store) + sum(len(s) for _, s in self.partitions.values())
 
     def extend(
         self,
@@ -44,14 +103,13 @@ class BatchFeatures:
     ) -> DecodedBatch:
         """``decoded`` with each valid row's spec features appended. ``values``: the raw value of each valid
         row (aligned with ``decoded.index``); ``partitions`` and ``offsets``: where each came from (None:
-        a file, every event new)."""
+        a file)."""
         start = time.perf_counter()
-        spec, engine, read = self.spec, self.engine, self.reader.read
-        unit, width = spec.time_unit, engine.width
+        spec, read = self.spec, self.reader.read
+        unit, width = spec.time_unit, self.unpartitioned.width
         use_event_time = spec.time_field == "event_time"
         out: list[float] = []
         rejected: list[tuple[int, DecodeError]] = []
-        applied = self.applied
         for j, value in enumerate(values):
             raw_time, inputs = read(value)
             t = decoded.event_times[j] if use_event_time else valid_time(raw_time, unit)
@@ -59,15 +117,23 @@ class BatchFeatures:
                 rejected.append((j, _time_error(spec.time_field, unit, raw_time)))
                 out.extend([0.0] * width)  # a placeholder row, moved to the errors below
                 continue
-            fresh = True
-            if partitions is not None and offsets is not None:
-                p, o = partitions[j], offsets[j]
-                fresh = o >= applied.get(p, -1)
-                if fresh:
-                    applied[p] = o + 1
+            if partitions is None or offsets is None:
+                self.unpartitioned.step(t, inputs, out)
+                continue
+            engine, state = self.partition(partitions[j])
+            offset = offsets[j]
+            if offset < state.next_offset:  # applied already: polled again
+                self.replayed += 1
+                seen = state.recorded(offset)
+                if seen is not None:
+                    out.extend(array("f", seen))
                 else:
-                    self.replayed += 1
-            engine.step(t, inputs, out, apply=fresh)
+                    self.unrecorded += 1
+                    engine.step(t, inputs, out, apply=False)
+                continue
+            first = len(out)
+            engine.step(t, inputs, out)
+            state.record(offset, array("f", out[first:]).tobytes())
         derived = np.asarray(out, dtype=np.float32).reshape(len(values), width)
         extended = DecodedBatch(
             np.hstack([decoded.features, derived]), decoded.transaction_ids, decoded.event_times, decoded.index,

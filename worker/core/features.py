@@ -33,9 +33,9 @@ import math
 import operator
 import re
 from collections import deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import tomllib
 
@@ -482,6 +482,16 @@ class _Block:
         return top - BUCKETS + 1, top
 
 
+class StateMap(Protocol):
+    """What the engine needs of its state: entity key -> ``EntityState`` (a dict will do)."""
+
+    def get(self, key: str, /) -> EntityState | None: ...
+
+    def __setitem__(self, key: str, value: EntityState, /) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
 class FeatureEngine:
     """Computes a spec's features event by event over ``store`` (block and entity key -> ``EntityState``).
 
@@ -489,9 +499,9 @@ class FeatureEngine:
     time, the worker over each partition's events as they arrive.
     """
 
-    def __init__(self, spec: FeatureSpec, store: MutableMapping[str, EntityState] | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, store: StateMap | None = None) -> None:
         self.spec = spec
-        self.store: MutableMapping[str, EntityState] = {} if store is None else store
+        self.store: StateMap = {} if store is None else store
         positions = {name: i for i, name in enumerate(spec.input_fields)}
         self._blocks = [_Block(i, b, positions) for i, b in enumerate(spec.entities)]
         self._cats = [

@@ -8,6 +8,8 @@ reach the current one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -17,12 +19,30 @@ from worker.kafka_compat import KafkaCompat
 logger = logging.getLogger(__name__)
 
 
+class StateHook(Protocol):
+    def before_commit(self, offsets: Offsets) -> None: ...
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+
 class ConsumerSlot:
     """The current consumer (None until connected) and its kafka-python fast paths (``compat``)."""
 
     def __init__(self) -> None:
         self._consumer: KafkaConsumer | None = None
         self.compat = KafkaCompat()  # the connected consumer's fast paths (the producer's batch_send too)
+        # State kept beside the input offsets (the behavioural features' stores, worker/state/): made
+        # durable before any offset is committed, forgotten when partitions go. None: no such state.
+        self.state: StateHook | None = None
+
+    def before_commit(self, offsets: Offsets) -> None:
+        """Called before ``offsets`` are committed, by the consumer or in a transaction."""
+        if self.state is not None:
+            self.state.before_commit(offsets)
+
+    def forget_state(self, partitions: Iterable[TopicPartition]) -> None:
+        if self.state is not None:
+            self.state.forget(partitions)
 
     @property
     def consumer(self) -> KafkaConsumer:
@@ -57,10 +77,12 @@ class ConsumerSlot:
 
     def commit(self, offsets: Offsets) -> None:
         """Commit ``offsets`` and wait for the broker's answer; raises on failure."""
+        self.before_commit(offsets)
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
 
     async def commit_on_revocation(self, offsets: Offsets) -> None:
         """Commit from inside the rebalance listener, on kafka-python's IO loop; raises on failure."""
+        self.before_commit(offsets)
         await self.compat.commit_on_revocation(self.consumer, offsets, COMMIT_TIMEOUT_MS)
 
     def group_metadata(self) -> object:

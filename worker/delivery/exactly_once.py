@@ -38,7 +38,9 @@ class ExactlyOnce(Guarantee):
         super().__init__(shared)
         self._account = account
         self._ack_timeout = ack_timeout
-        self.transaction = Transaction(commit_interval, self.restarts.committed)
+        self.transaction = Transaction(
+            commit_interval, self.restarts.committed, before_commit=self.source.before_commit
+        )
 
     def poll_timeout(self, default_ms: int) -> int:
         if self.transaction.is_open:

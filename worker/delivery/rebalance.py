@@ -137,6 +137,7 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         self._forget(lost)
 
     def _forget(self, partitions) -> None:
+        self.source.forget_state(partitions)
         self.metrics.forget_partitions(tp.partition for tp in partitions)
         self.health.partitions = max(0, self.health.partitions - len(partitions))
         self.metrics.partitions_assigned.set(self.health.partitions)

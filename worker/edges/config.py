@@ -148,6 +148,16 @@ class WorkerConfig:
     models_dir: str = field(
         default="models", metadata={"help": "models directory holding <version>/ bundles and CURRENT"}
     )
+    feature_state_dir: str = field(
+        default="feature-state",
+        metadata={"help": "with a bundle's feature spec: where each input partition's feature state lives "
+                  "(a SQLite file per partition; give it a volume: docs/features.md)"},
+    )  # fmt: skip
+    feature_cache_entities: int = field(
+        default=20_000,
+        metadata={"help": "with a feature spec: entities kept in memory per partition between commits "
+                  "(the rest are read from the state files when needed)"},
+    )  # fmt: skip
     max_batch_size: int = field(
         default=500, metadata={"help": "most records taken per poll and scored in one invocation"}
     )
@@ -427,7 +437,8 @@ def _convert(s: Setting, raw: str, source: str) -> Any:
 
 
 def _check(c: WorkerConfig) -> None:
-    for name in ("bootstrap_servers", "input_topic", "alert_topic", "dlq_topic", "group_id", "models_dir"):
+    for name in ("bootstrap_servers", "input_topic", "alert_topic", "dlq_topic", "group_id", "models_dir",
+                 "feature_state_dir"):
         if not getattr(c, name).strip():
             raise ConfigError(f"{name} must not be empty")
     outputs = {"alert_topic": c.alert_topic, "dlq_topic": c.dlq_topic}
@@ -445,7 +456,8 @@ def _check(c: WorkerConfig) -> None:
         if topic in seen:
             raise ConfigError(f"{seen[topic]} and {name} are both {topic!r}: they carry different records")
         seen[topic] = name
-    for name in ("max_batch_size", "poll_timeout_ms", "max_message_bytes", "reasons", "drift_window"):
+    for name in ("max_batch_size", "poll_timeout_ms", "max_message_bytes", "reasons", "drift_window",
+                 "feature_cache_entities"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be > 0 (got {getattr(c, name)})")
     for name in ("health_stall_seconds", "reload_interval_seconds", "retry_backoff_max_seconds"):

@@ -134,7 +134,7 @@ class WorkerMetrics:
         )
         self.feature_replayed_events = Counter(
             "fraud_feature_replayed_events",
-            "With a feature spec: events polled again (after a rewind) whose state change was in already.",
+            "With a feature spec: events polled again that the state held already (their first features reused).",
             registry=r,
         )
         self.event_latency = ArrayHistogram(

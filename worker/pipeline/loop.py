@@ -31,7 +31,6 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from worker.core.batch_features import BatchFeatures
 from worker.core.batch_scoring import score_decoded
 from worker.core.decode import DecodedBatch
 from worker.core.errors import AccessError
@@ -54,6 +53,7 @@ from worker.models.watcher import ModelWatcher
 from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 from worker.pipeline.lag import LagReporter
 from worker.pipeline.shadow import shadow_outputs
+from worker.state.feature_state import FeatureState
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class Worker:
         self._access_checked = False  # the topics' ACLs, asked once before the first poll
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
         self._decoding: Batch | None = None  # submitted to the decoder
-        self._features: dict[FeatureSpec, BatchFeatures] = {}  # per feature spec of the bundles served
+        # Behavioural features' state (worker/state/), flushed before every commit of input offsets.
+        self.feature_state = FeatureState(config.feature_state_dir, config.feature_cache_entities)
+        self.source.state = self.feature_state
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -191,6 +193,7 @@ class Worker:
         self.delivery.close()
         self.source.close()
         self.producer.close()
+        self.feature_state.close()
         logger.info("worker stopped")
 
     def _rejoin_group(self) -> bool:
@@ -284,18 +287,13 @@ class Worker:
 
     def _with_features(self, spec: FeatureSpec, records: list, decoded: DecodedBatch) -> DecodedBatch:
         """The batch's behavioural features appended to its rows (worker/core/batch_features.py)."""
-        features = self._features.get(spec)
-        if features is None:
-            features = self._features[spec] = BatchFeatures(spec)
-        rows = [records[i] for i in decoded.index]
-        late, replayed, seconds = features.engine.late, features.replayed, features.seconds
-        extended = features.extend(
-            decoded, [r.value for r in rows], [(r.topic, r.partition) for r in rows], [r.offset for r in rows]
-        )
+        state = self.feature_state
+        features = state.features_for(spec)
+        late, replayed, seconds = features.late, features.replayed, features.seconds
+        extended = state.extend(spec, records, decoded)
         self.metrics.observe_features(
-            features.engine.late - late, features.replayed - replayed, features.seconds - seconds,
-            len(features.engine.store),
-        )  # fmt: skip
+            features.late - late, features.replayed - replayed, features.seconds - seconds, state.entities
+        )
         return extended
 
     def _obey(self, then: Next) -> bool:

@@ -38,7 +38,7 @@ def test_an_event_polled_again_is_not_counted_twice():
     assert features.replayed == 2
     after = _run(features, _events((4000, "a", 2.0)), offsets=[13])
     assert after.features.tolist() == [[2.0, 3.0, 13.0]]  # three events before it, each once
-    assert again.features[:, 1].tolist() == [3.0, 3.0]  # the replayed ones see the state as it is
+    assert again.features[:, 1].tolist() == [1.0, 2.0]  # the replayed ones get their first features back
 
 
 def test_an_event_without_its_time_goes_to_the_errors_and_changes_nothing():

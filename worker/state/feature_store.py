@@ -1,0 +1,188 @@
+"""The behavioural features' state of one input partition, in a SQLite file that survives restarts
+(docs/features.md, "State").
+
+What the engine (worker/core/features.py) reads and writes is a mapping of entity keys to
+``EntityState``; ``PartitionStore`` is that mapping: a dict in memory in front of the file's ``state``
+table, each entity read from the file the first time it is needed. Changes stay in memory, marked
+dirty, until ``flush``, which writes them in one SQLite transaction together with
+
+- ``position``: the offset after the last event applied, so the store knows which events are in it;
+- ``recorded``: the features computed for each event since the last commit, by offset.
+
+The worker flushes right before it commits the input offsets (at-least-once: the consumer's commit;
+exactly-once: the transaction's), so the committed offset is never past the state: after a crash the
+events from the committed offset on are polled again, the ones the state already holds get their
+recorded features back (the values they had the first time) and change nothing, and the ones after
+them are computed and applied as new. Rows of ``recorded`` below the committed offset are deleted at
+the next flush.
+
+After a flush the memory holds only the entities read since, up to ``cache_entities`` (the oldest
+are dropped first), so memory does not grow with the number of entities; the file does. A file
+SQLite cannot open or finds damaged is moved aside and the partition starts with no state (a log
+line and ``fraud_feature_state_reset_total`` say so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from worker.core.features import EntityState, Window
+
+logger = logging.getLogger(__name__)
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 0), next_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recorded (offset INTEGER PRIMARY KEY, features BLOB NOT NULL);
+"""
+
+
+def encode_state(state: EntityState) -> bytes:
+    return _encode([state.last, [[list(w.buckets), w.n_in, w.count, w.sums, w.distinct] for w in state.windows]])
+
+
+def decode_state(data: bytes) -> EntityState:
+    last, windows = _decode(data)
+    out = []
+    for buckets, n_in, count, sums, distinct in windows:
+        w = Window(len(sums), len(distinct))
+        w.buckets = deque(_floats(b) for b in buckets)
+        w.n_in, w.count, w.sums, w.distinct = n_in, float(count), [float(s) for s in sums], distinct
+        out.append(w)
+    return EntityState(last, out)
+
+
+def _floats(bucket: list[Any]) -> list[Any]:
+    # msgpack keeps ints and floats apart; a bucket's numbers are floats but for its index.
+    return [bucket[0], *(float(x) if isinstance(x, (int, float)) else x for x in bucket[1:])]
+
+
+class PartitionStore(MutableMapping[str, EntityState]):
+    """One input partition's feature state: a cache in memory over a SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], cache_entities: int = 20_000) -> None:
+        self.path = Path(path)
+        self.cache_entities = cache_entities
+        self.reset = False  # the file was damaged and moved aside: the partition starts with no state
+        self.db = self._open()
+        self._cache: dict[str, EntityState] = {}
+        self._dirty: set[str] = set()
+        self._recorded: list[tuple[int, bytes]] = []
+        row = self.db.execute("SELECT next_offset FROM position").fetchone()
+        self.next_offset: int = row[0] if row else -1  # the offset after the last event applied; -1: none
+        self.flushed_offset = self.next_offset
+        self.entities: int = self.db.execute("SELECT COUNT(*) FROM state").fetchone()[0]
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            logger.error("feature state %s cannot be used (%s): moved to %s; the partition starts with no state",
+                         self.path, exc, aside.name)  # fmt: skip
+            os.replace(self.path, aside)
+            self.reset = True
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing written; see the docs
+            db.executescript(SCHEMA)
+            db.execute("SELECT COUNT(*) FROM state").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    # -- the mapping the engine uses ---------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> EntityState:
+        state = self.get(key)
+        if state is None:
+            raise KeyError(key)
+        return state
+
+    def get(self, key: str, default: Any = None) -> Any:
+        state = self._cache.get(key)
+        if state is not None:
+            return state
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        state = self._cache[key] = decode_state(row[0])
+        return state
+
+    def __setitem__(self, key: str, state: EntityState) -> None:
+        if key not in self._cache and key not in self._dirty:
+            if self.db.execute("SELECT 1 FROM state WHERE key = ?", (key,)).fetchone() is None:
+                self.entities += 1
+        self._cache[key] = state
+        self._dirty.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("feature state is never deleted by the engine")
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for (k,) in self.db.execute("SELECT key FROM state"))
+
+    def __len__(self) -> int:
+        return self.entities
+
+    # -- positions, recorded features, flush --------------------------------------------------------
+
+    def record(self, offset: int, features: bytes) -> None:
+        """The features computed for the event at ``offset`` (applied: ``next_offset`` moves past it)."""
+        self._recorded.append((offset, features))
+        self.next_offset = offset + 1
+
+    def recorded(self, offset: int) -> bytes | None:
+        """The features recorded for the event at ``offset`` (one the state holds), or None."""
+        for o, f in reversed(self._recorded):
+            if o == offset:
+                return f
+        row = self.db.execute("SELECT features FROM recorded WHERE offset = ?", (offset,)).fetchone()
+        return None if row is None else row[0]
+
+    def flush(self, committing: int | None = None) -> int:
+        """Write every change since the last flush in one transaction; ``committing``: the offset about to
+        be committed (recorded features below it are no longer needed). Returns the entities written."""
+        dirty = [(k, encode_state(self._cache[k])) for k in self._dirty]
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if dirty:
+                db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", dirty)
+            if self._recorded:
+                db.executemany("INSERT OR REPLACE INTO recorded (offset, features) VALUES (?, ?)", self._recorded)
+            if self.next_offset >= 0:
+                db.execute("INSERT OR REPLACE INTO position (id, next_offset) VALUES (0, ?)", (self.next_offset,))
+            if committing is not None:
+                db.execute("DELETE FROM recorded WHERE offset < ?", (committing,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._dirty.clear()
+        self._recorded.clear()
+        self.flushed_offset = self.next_offset
+        if len(self._cache) > self.cache_entities:  # every entry is clean now: keep the newest half
+            keep = list(self._cache)[-(self.cache_entities // 2) :]
+            self._cache = {k: self._cache[k] for k in keep}
+        return len(dirty)
+
+    def close(self) -> None:
+        self.db.close()
