@@ -1,5 +1,7 @@
-"""Behavioural features survive SIGKILLs (docs/features.md, "State"): synthetic v3 payments streamed into a
-3-partition topic while the worker is killed three times and replaced at once, under each guarantee.
+"""Behavioural features survive SIGKILLs and rebalances (docs/features.md, "State"): synthetic v3 payments
+streamed into a 3-partition topic while the worker is killed three times, each time replaced at once by a
+worker with an empty state directory (it restores from the changelog topic), and a second instance joins
+midway (a rebalance moves partitions to it), under each guarantee.
 
 Every score record, those repeated after a kill included, carries exactly the features of the offline
 computation over its partition's events in order (entities other than the key are per partition: docs), so
@@ -42,11 +44,13 @@ def test_features_after_three_sigkills_equal_the_offline_ones(kafka, topics, wor
     events = [(r[2].encode(), json.dumps(dict(zip(FIELDS, r, strict=True))).encode()) for r in rows]
     group = kafka.group()
     extra = ["--scores-include-features", "--max-batch-size", "200", "--processing-guarantee", guarantee,
-             "--feature-state-dir", str(tmp_path / "state"), "--kafka-option", "session_timeout_ms=6000",
+             "--feature-changelog-topic", f"{group}-changelog", "--kafka-option", "session_timeout_ms=6000",
              "--kafka-option", "heartbeat_interval_ms=1000"]  # fmt: skip
+    disks = iter(range(100))
 
-    def start() -> WorkerProcess:
-        w = WorkerProcess(kafka.bootstrap, models, group=group, extra=extra, **topics).start()
+    def start() -> WorkerProcess:  # each on an empty disk of its own
+        state = ["--feature-state-dir", str(tmp_path / f"state-{next(disks)}")]
+        w = WorkerProcess(kafka.bootstrap, models, group=group, extra=[*extra, *state], **topics).start()
         workers.append(w)
         return w
 
@@ -54,16 +58,22 @@ def test_features_after_three_sigkills_equal_the_offline_ones(kafka, topics, wor
     worker = start()
     stream = Stream(kafka.producer(linger_ms=50), topics["input_topic"], events, rate=3000)
     stream.start()
-    for _ in range(KILLS):
+    second = None
+    for k in range(KILLS):
         worker.wait_ready(timeout=90)
         worker.wait_metric("fraud_events_scored_total", 1, timeout=90)
         time.sleep(rng.uniform(0.5, 2.5))
+        if k == 1:  # a second instance joins: some partitions move to it, restored from the changelog
+            second = start()
+            second.wait_ready(timeout=90)
+            time.sleep(1.0)
         worker.stop(signal.SIGKILL)
         worker = start()
     stream.finish()
-    wait_committed(kafka, group, topics["input_topic"], timeout=180, workers=[worker])
-    replayed = worker.metric("fraud_feature_replayed_events_total")
-    assert worker.stop() == 0
+    assert second is not None
+    wait_committed(kafka, group, topics["input_topic"], timeout=180, workers=[worker, second])
+    replayed = sum(w.metric("fraud_feature_replayed_events_total") for w in (worker, second))
+    assert worker.stop() == 0 and second.stop() == 0
 
     if guarantee == "exactly-once":
         stable(kafka.bootstrap, topics["scores_topic"], timeout=120)  # a killed worker's transaction aborted
@@ -92,4 +102,4 @@ def test_features_after_three_sigkills_equal_the_offline_ones(kafka, topics, wor
     bad = np.flatnonzero((got != want).any(axis=1))
     assert bad.size == 0, [(seen[b][0], spec.names[int(np.flatnonzero(got[b] != want[b])[0])]) for b in bad[:5]]
     print(f"\n{guarantee}: {KILLS} SIGKILLs over {N:,} events, {len(seen) - N} score records repeated, "
-          f"{replayed:.0f} events polled again by the last worker; every feature equals the offline one")
+          f"{replayed:.0f} events polled again by the last two workers; every feature equals the offline one")

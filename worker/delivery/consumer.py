@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -20,9 +20,11 @@ logger = logging.getLogger(__name__)
 
 
 class StateHook(Protocol):
-    def before_commit(self, offsets: Offsets) -> None: ...
+    def before_commit(self, offsets: Offsets, producer: Any = None) -> None: ...
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    def after_commit(self, offsets: Offsets) -> None: ...
 
 
 class ConsumerSlot:
@@ -35,10 +37,15 @@ class ConsumerSlot:
         # durable before any offset is committed, forgotten when partitions go. None: no such state.
         self.state: StateHook | None = None
 
-    def before_commit(self, offsets: Offsets) -> None:
-        """Called before ``offsets`` are committed, by the consumer or in a transaction."""
+    def before_commit(self, offsets: Offsets, producer: Any = None) -> None:
+        """Called before ``offsets`` are committed: by the consumer, or in ``producer``'s transaction."""
         if self.state is not None:
-            self.state.before_commit(offsets)
+            self.state.before_commit(offsets, producer)
+
+    def after_commit(self, offsets: Offsets) -> None:
+        """Called once a transaction carrying ``offsets`` (and the state's changelog records) committed."""
+        if self.state is not None:
+            self.state.after_commit(offsets)
 
     def forget_state(self, partitions: Iterable[TopicPartition]) -> None:
         if self.state is not None:

@@ -39,8 +39,13 @@ class ExactlyOnce(Guarantee):
         self._account = account
         self._ack_timeout = ack_timeout
         self.transaction = Transaction(
-            commit_interval, self.restarts.committed, before_commit=self.source.before_commit
+            commit_interval, self._committed, before_commit=self.source.before_commit
         )
+
+    def _committed(self, offsets: Offsets) -> None:
+        """A transaction committed (on its thread): the restart positions and the state's changelog know."""
+        self.restarts.committed(offsets)
+        self.source.after_commit(offsets)
 
     def poll_timeout(self, default_ms: int) -> int:
         if self.transaction.is_open:

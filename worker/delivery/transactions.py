@@ -86,7 +86,7 @@ class Transaction:
         interval: float,
         on_committed: Callable[[dict[TopicPartition, OffsetAndMetadata]], None],
         clock: Callable[[], float] = time.monotonic,
-        before_commit: Callable[[dict[TopicPartition, OffsetAndMetadata]], None] | None = None,
+        before_commit: Callable[[dict[TopicPartition, OffsetAndMetadata], KafkaProducer], None] | None = None,
     ) -> None:
         self.interval = interval  # seconds a transaction collects batches (commit_interval_ms)
         self._on_committed = on_committed  # the offsets of each committed transaction (any thread)
@@ -165,7 +165,7 @@ class Transaction:
                     # kafka-python may fail a split batch's futures with a bare UnknownError first.
                     raise next((e for e in failed_send if not isinstance(e, UnknownError)), failed_send[0])
                 if self._before_commit is not None:
-                    self._before_commit(offsets)
+                    self._before_commit(offsets, producer)  # state (and its changelog) in this transaction
                 producer.send_offsets_to_transaction(offsets, metadata)
                 producer.commit_transaction()
                 self._on_committed(offsets)

@@ -153,6 +153,12 @@ class WorkerConfig:
         metadata={"help": "with a bundle's feature spec: where each input partition's feature state lives "
                   "(a SQLite file per partition; give it a volume: docs/features.md)"},
     )  # fmt: skip
+    feature_changelog_topic: str = field(
+        default="",
+        metadata={"help": "with a feature spec: the compacted topic the feature state is logged to, so another "
+                  "instance restores a partition exactly (empty: <group_id>-feature-changelog; none: no changelog, "
+                  "the state stays on this instance's disk)"},
+    )  # fmt: skip
     feature_cache_entities: int = field(
         default=20_000,
         metadata={"help": "with a feature spec: entities kept in memory per partition between commits "
@@ -267,6 +273,12 @@ class WorkerConfig:
         """Seconds between commits (or transactions), the guarantee's default unless set."""
         ms = self.commit_interval_ms or DEFAULT_COMMIT_INTERVAL_MS[self.processing_guarantee]
         return ms / 1000
+
+    def changelog_topic(self) -> str | None:
+        """The feature state's changelog topic; None when turned off (``none``)."""
+        if self.feature_changelog_topic.strip().lower() == "none":
+            return None
+        return self.feature_changelog_topic.strip() or f"{self.group_id}-feature-changelog"
 
     def effective_transactional_id(self) -> str:
         if self.transactional_id:

@@ -43,8 +43,8 @@ from worker.delivery.consumer import ConsumerSlot
 from worker.delivery.producer import ProducerSlot
 from worker.delivery.rebalance import RebalanceListener, Restarts, Revocations
 from worker.edges import access
-from worker.edges.clients import KafkaClients
-from worker.edges.config import WorkerConfig
+from worker.edges.clients import KafkaClients, client_configs
+from worker.edges.config import WorkerConfig, client_options
 from worker.edges.health import HealthState
 from worker.edges.metrics import WorkerMetrics
 from worker.edges.trouble import Trouble
@@ -53,6 +53,7 @@ from worker.models.watcher import ModelWatcher
 from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 from worker.pipeline.lag import LagReporter
 from worker.pipeline.shadow import shadow_outputs
+from worker.state.changelog import Changelog
 from worker.state.feature_state import FeatureState
 
 logger = logging.getLogger(__name__)
@@ -93,8 +94,21 @@ class Worker:
         self._decoder = DecoderProcess() if config.decoder_processes else InlineDecoder()
         self._decoding: Batch | None = None  # submitted to the decoder
         # Behavioural features' state (worker/state/), flushed before every commit of input offsets.
-        self.feature_state = FeatureState(config.feature_state_dir, config.feature_cache_entities)
+        self.feature_state = FeatureState(config.feature_state_dir, config.feature_cache_entities,
+                                          self._changelog(config), self._partitions_of)  # fmt: skip
         self.source.state = self.feature_state
+
+    @staticmethod
+    def _changelog(config: WorkerConfig) -> Changelog | None:
+        topic = config.changelog_topic()
+        if topic is None:
+            return None
+        consumer, producer = client_configs(config)
+        return Changelog(topic, consumer, producer, client_options(config, "admin", client_id="fraud-worker"),
+                         config.exactly_once)  # fmt: skip
+
+    def _partitions_of(self, topic: str) -> int:
+        return len(self.source.consumer.partitions_for_topic(topic) or ()) or 1
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -16,13 +16,17 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
+
+import msgspec
 
 from worker.core.batch_features import BatchFeatures
 from worker.core.decode import DecodedBatch
 from worker.core.features import FeatureSpec
+from worker.state.changelog import Changelog
 from worker.state.feature_store import PartitionStore
 
 logger = logging.getLogger(__name__)
@@ -34,10 +38,19 @@ def spec_id(spec: FeatureSpec) -> str:
     return hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_pack = msgspec.msgpack.Encoder().encode
+
+
 class FeatureState:
-    def __init__(self, directory: str | Path, cache_entities: int) -> None:
+    def __init__(self, directory: str | Path, cache_entities: int, changelog: Changelog | None = None,
+                 partitions_of: Callable[[str], int] | None = None) -> None:  # fmt: skip
         self.directory = Path(directory)
         self.cache_entities = cache_entities
+        self.changelog = changelog
+        self.partitions_of = partitions_of  # the input topic's partition count, for the changelog topic
+        self.restored = 0  # entities restored from the changelog (a metric)
+        self._unconfirmed: list[PartitionStore] = []  # flushed into the open transaction
+        self.restore_seconds = 0.0
         self.lock = threading.RLock()
         self._by_spec: dict[FeatureSpec, BatchFeatures] = {}
         self._stores: dict[tuple[str, Hashable], PartitionStore] = {}  # (spec id, partition)
@@ -59,6 +72,8 @@ class FeatureState:
             name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', str(topic))}-{int(number)}.sqlite"
             store = PartitionStore(self.directory / sid / name, self.cache_entities)
             self.resets += store.reset
+            if self.changelog is not None:
+                self._restore(sid, int(number), str(topic), store)
             self._stores[(sid, partition)] = store
             logger.info("feature state of %s-%s: %d entities, next offset %d (%s)", topic, number, len(store),
                         store.next_offset, store.path)  # fmt: skip
@@ -72,14 +87,60 @@ class FeatureState:
                 decoded, [r.value for r in rows], [(r.topic, r.partition) for r in rows], [r.offset for r in rows]
             )
 
-    def before_commit(self, offsets: Mapping[Any, Any]) -> None:
-        """Flush the state of the partitions whose offsets are about to be committed."""
+    def _restore(self, sid: str, number: int, topic: str, store: PartitionStore) -> None:
+        """The changelog is the state whenever a partition's store is opened (the local file may be behind
+        it, or ahead of what was committed): the file is rebuilt from it."""
+        assert self.changelog is not None
+        self.changelog.ensure(self.partitions_of(topic) if self.partitions_of else number + 1)
+        start = time.perf_counter()
+        prefix = f"{sid}/"
+
+        def records() -> Iterator[tuple[str, str, bytes | None]]:
+            for _, key, value in self.changelog.read(number, 0):  # type: ignore[union-attr]
+                text = key.decode("utf-8", "replace") if key else ""
+                if text.startswith(prefix):
+                    kind, _, entity = text[len(prefix):].partition("/")
+                    yield kind, entity, value
+
+        n = store.restore(records())
+        seconds = time.perf_counter() - start
+        self.restored += n
+        self.restore_seconds += seconds
+        logger.info("feature state of %s-%d restored from %s: %d entities, next offset %d in %.1f s", topic, number,
+                    self.changelog.topic, n, store.next_offset, seconds)  # fmt: skip
+
+    def before_commit(self, offsets: Mapping[Any, Any], producer: Any = None) -> None:
+        """Flush the state of the partitions whose offsets are about to be committed, to the file and the
+        changelog (in ``producer``'s transaction when given, else waiting until the broker has it)."""
         with self.lock:
-            for (_, partition), store in self._stores.items():
+            if producer is not None:
+                # One transaction commits at a time, this call first: the stores its after_commit confirms. An
+                # aborted one is never confirmed, so its entities stay unlogged and go with the next flush.
+                self._unconfirmed = []
+            for (sid, partition), store in self._stores.items():
                 for tp, meta in offsets.items():
-                    if (tp.topic, tp.partition) == partition:
-                        self.flushed_entities += store.flush(committing=meta.offset)
-                        self.flushes += 1
+                    if (tp.topic, tp.partition) != partition:
+                        continue
+                    changed = store.flush(committing=meta.offset)
+                    self.flushed_entities += len(changed)
+                    self.flushes += 1
+                    if self.changelog is not None:
+                        records = [(f"{sid}/s/{k}".encode(), v) for k, v in changed]
+                        records.append((f"{sid}/p".encode(), _pack(store.next_offset)))
+                        records.append((f"{sid}/r".encode(), _pack(store.pending_recorded)))
+                        self.changelog.write(tp.partition, records, producer)
+                        if producer is None:  # the broker has them; in a transaction: once it commits
+                            store.confirm()
+                        else:
+                            self._unconfirmed.append(store)
+
+    def after_commit(self, offsets: Mapping[Any, Any]) -> None:
+        """A transaction with the changelog records of ``before_commit`` committed."""
+        with self.lock:
+            for store in self._unconfirmed:
+                store.confirm()
+            self._unconfirmed.clear()
+
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Close the stores of ``partitions`` (gone to another member); reopened from disk if they come back."""
@@ -96,6 +157,8 @@ class FeatureState:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
+            if self.changelog is not None:
+                self.changelog.close()
 
     @property
     def entities(self) -> int:

@@ -79,6 +79,9 @@ class PartitionStore(MutableMapping[str, EntityState]):
         self._cache: dict[str, EntityState] = {}
         self._dirty: set[str] = set()
         self._recorded: list[tuple[int, bytes]] = []
+        # Every recorded feature vector not yet below a committed offset, for the changelog's "r" record.
+        self.pending_recorded: dict[int, bytes] = {}
+        self.unlogged: set[str] = set()  # entities flushed to the file but not confirmed in the changelog
         row = self.db.execute("SELECT next_offset FROM position").fetchone()
         self.next_offset: int = row[0] if row else -1  # the offset after the last event applied; -1: none
         self.flushed_offset = self.next_offset
@@ -157,10 +160,15 @@ class PartitionStore(MutableMapping[str, EntityState]):
         row = self.db.execute("SELECT features FROM recorded WHERE offset = ?", (offset,)).fetchone()
         return None if row is None else row[0]
 
-    def flush(self, committing: int | None = None) -> int:
+    def flush(self, committing: int | None = None) -> list[tuple[str, bytes]]:
         """Write every change since the last flush in one transaction; ``committing``: the offset about to
-        be committed (recorded features below it are no longer needed). Returns the entities written."""
-        dirty = [(k, encode_state(self._cache[k])) for k in self._dirty]
+        be committed (recorded features below it are no longer needed). Returns the entities written,
+        (key, encoded state), for the changelog; ``pending_recorded`` holds the features still needed."""
+        encoded = {k: encode_state(self._cache[k]) for k in self._dirty}
+        dirty = list(encoded.items())
+        self.pending_recorded.update(self._recorded)
+        if committing is not None:
+            self.pending_recorded = {o: f for o, f in self.pending_recorded.items() if o >= committing}
         db = self.db
         db.execute("BEGIN")
         try:
@@ -176,13 +184,58 @@ class PartitionStore(MutableMapping[str, EntityState]):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.unlogged.update(self._dirty)
         self._dirty.clear()
         self._recorded.clear()
         self.flushed_offset = self.next_offset
         if len(self._cache) > self.cache_entities:  # every entry is clean now: keep the newest half
             keep = list(self._cache)[-(self.cache_entities // 2) :]
             self._cache = {k: self._cache[k] for k in keep}
-        return len(dirty)
+        # The changelog gets every entity written since it last confirmed one (a failed write or an aborted
+        # transaction leaves them unlogged), each as it is now.
+        return [(k, encoded[k] if k in encoded else encode_state(self[k])) for k in self.unlogged]
+
+    def confirm(self) -> None:
+        """The changelog has every entity ``flush`` returned."""
+        self.unlogged.clear()
+
+    def restore(self, records: Iterator[tuple[str, str, bytes | None]], batch: int = 10_000) -> int:
+        """Replace everything with what ``records`` say, (kind, entity, value) in changelog order: ``s`` an
+        entity's state, ``p`` the position, ``r`` the recorded features. Returns the entities restored."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            for table in ("state", "position", "recorded"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            rows: dict[str, bytes] = {}
+            recorded: dict[int, bytes] = {}
+            position = -1
+            for kind, entity, value in records:
+                if kind == "s" and value is not None:
+                    rows[entity] = value
+                    if len(rows) >= batch:
+                        db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", rows.items())
+                        rows.clear()
+                elif kind == "p" and value is not None:
+                    position = int(_decode(value))
+                elif kind == "r" and value is not None:
+                    recorded = {int(o): bytes(f) for o, f in _decode(value).items()}
+            db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", rows.items())
+            db.executemany("INSERT INTO recorded (offset, features) VALUES (?, ?)", recorded.items())
+            if position >= 0:
+                db.execute("INSERT INTO position (id, next_offset) VALUES (0, ?)", (position,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._cache.clear()
+        self._dirty.clear()
+        self._recorded.clear()
+        self.unlogged.clear()
+        self.pending_recorded = dict(recorded)
+        self.next_offset = self.flushed_offset = position
+        self.entities = db.execute("SELECT COUNT(*) FROM state").fetchone()[0]
+        return self.entities
 
     def close(self) -> None:
         self.db.close()
