@@ -62,6 +62,7 @@ if __package__ in (None, ""):  # run as a script (python benchmarks/bench.py): t
 
 from benchmarks import (  # noqa: E402
     backtest_speed,
+    feature_cost,
     latency_vs_load,
     naive_loop,
     scoring_cost,
@@ -144,6 +145,13 @@ def main() -> int:
                     help="run only the shadow challenger's cost: the worker with and without one, alternating "
                     "(a broker and a trained model; writes --out only if given)")  # fmt: skip
     ap.add_argument("--shadow-repeats", type=int, default=5, help="alternating rounds of the shadow cost step")
+    ap.add_argument("--only-features", action="store_true",
+                    help="run only the behavioural features' cost: offline rate, the worker with and without a "
+                    "spec, memory and restore with many entities (a broker, no training; writes --out only if "
+                    "given)")  # fmt: skip
+    ap.add_argument("--feature-events", type=int, default=100_000, help="v3 events in the features' backlog")
+    ap.add_argument("--feature-repeats", type=int, default=3, help="alternating rounds of the features' step")
+    ap.add_argument("--feature-entities", type=int, default=1_000_000, help="entities in state for memory and restore")
     ap.add_argument("--backtest-events", type=int, default=200_000, help="ULB events in the backtest's file")
     ap.add_argument("--backtest-repeats", type=int, default=3, help="alternating backtest / json.loads runs")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results.json for the full run)")
@@ -171,6 +179,14 @@ def main() -> int:
             shutil.rmtree(models, ignore_errors=True)
         write_results(args.out, bt)
         backtest_speed.print_backtest(bt)
+        return 0
+    if args.only_features:
+        with broker("fraud-bench-kafka-") as bootstrap:
+            ft = feature_cost.measure(bootstrap, args.feature_events, args.feature_repeats)
+            if args.feature_entities:
+                ft["entities"] = feature_cost.measure_entities(bootstrap, args.feature_entities)
+        write_results(args.out, ft)
+        feature_cost.print_features(ft)
         return 0
     guarantees = [g.strip() for g in args.guarantees.split(",") if g.strip()]
     if guarantees[:1] != ["at-least-once"] or not set(guarantees) <= {"at-least-once", "exactly-once"}:
@@ -235,6 +251,9 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         log(f"backtest against json.loads: {args.backtest_repeats} alternating runs")
         results["backtest"] = backtest_speed.measure(models, args.backtest_events, args.backtest_repeats)
         results["shadow"] = shadow_cost.measure(bootstrap, models, values, args.shadow_repeats)
+        results["features"] = feature_cost.measure(bootstrap, args.feature_events, args.feature_repeats)
+        if args.feature_entities:
+            results["features"]["entities"] = feature_cost.measure_entities(bootstrap, args.feature_entities)
     results["environment"] = versions(bootstrap)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
     write_results(args.out, results)
@@ -245,6 +264,8 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         backtest_speed.print_backtest(results["backtest"])
     if "shadow" in results:
         shadow_cost.print_shadow(results["shadow"])
+    if "features" in results:
+        feature_cost.print_features(results["features"])
     return 0
 
 

@@ -137,6 +137,21 @@ class WorkerMetrics:
             "With a feature spec: events polled again that the state held already (their first features reused).",
             registry=r,
         )
+        self.feature_restored_entities = Counter(
+            "fraud_feature_restored_entities",
+            "With a feature spec: entity states restored from the changelog topic into a partition's store.",
+            registry=r,
+        )
+        self.feature_restore_seconds = Counter(
+            "fraud_feature_restore_seconds",
+            "With a feature spec: time spent restoring partitions' stores from the changelog (scoring waits).",
+            registry=r,
+        )
+        self.feature_changelog_records = Counter(
+            "fraud_feature_changelog_records",
+            "With a feature spec: records written to the changelog topic (entity states, positions).",
+            registry=r,
+        )
         self.event_latency = ArrayHistogram(
             "fraud_event_latency_seconds",
             "From event time (or the record timestamp) to the alert being acknowledged.",
@@ -327,10 +342,16 @@ class WorkerMetrics:
         if out_of_range:
             self.scores_out_of_range.inc(out_of_range)
 
-    def observe_features(self, late: int, replayed: int, seconds: float, entities: int) -> None:
-        """One batch's behavioural features (worker/core/batch_features.py)."""
+    def observe_features(self, late: int, replayed: int, seconds: float, entities: int, restored: int = 0,
+                         restore_seconds: float = 0.0, changelog_records: int = 0) -> None:  # fmt: skip
+        """One batch's behavioural features (worker/core/batch_features.py, worker/state/)."""
         self.feature_seconds.observe(seconds)
         self.feature_entities.set(entities)
+        if restored or restore_seconds:
+            self.feature_restored_entities.inc(restored)
+            self.feature_restore_seconds.inc(restore_seconds)
+        if changelog_records:
+            self.feature_changelog_records.inc(changelog_records)
         if late:
             self.feature_late_events.inc(late)
         if replayed:

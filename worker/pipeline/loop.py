@@ -97,6 +97,7 @@ class Worker:
         self.feature_state = FeatureState(config.feature_state_dir, config.feature_cache_entities,
                                           self._changelog(config), self._partitions_of)  # fmt: skip
         self.source.state = self.feature_state
+        self._changelog_seen = 0  # changelog records counted in the metrics so far
 
     @staticmethod
     def _changelog(config: WorkerConfig) -> Changelog | None:
@@ -304,10 +305,15 @@ class Worker:
         state = self.feature_state
         features = state.features_for(spec)
         late, replayed, seconds = features.late, features.replayed, features.seconds
+        restored, restoring = state.restored, state.restore_seconds
         extended = state.extend(spec, records, decoded)
+        # Changelog records are written by flushes on the committer's or the transaction's thread.
+        logged = state.changelog.records_written if state.changelog is not None else 0
         self.metrics.observe_features(
-            features.late - late, features.replayed - replayed, features.seconds - seconds, state.entities
-        )
+            features.late - late, features.replayed - replayed, features.seconds - seconds, state.entities,
+            state.restored - restored, state.restore_seconds - restoring, logged - self._changelog_seen,
+        )  # fmt: skip
+        self._changelog_seen = logged
         return extended
 
     def _obey(self, then: Next) -> bool:
