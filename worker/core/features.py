@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -370,7 +369,9 @@ class Window:
     __slots__ = ("buckets", "count", "distinct", "n_in", "sums")
 
     def __init__(self, n_numeric: int, n_distinct: int) -> None:
-        self.buckets: deque[list[Any]] = deque()
+        # A list, not a deque: at most 24 buckets (plus the delay's), and a deque's first block alone
+        # is over 500 bytes, most of a small entity's state in memory.
+        self.buckets: list[list[Any]] = []
         self.n_in = 0
         self.count = 0.0
         self.sums = [0.0] * n_numeric
@@ -382,11 +383,14 @@ class Window:
         while self.n_in < len(buckets) and buckets[self.n_in][0] <= hi:
             self._total(buckets[self.n_in], 1, n_numeric)
             self.n_in += 1
-        while buckets and buckets[0][0] < lo:
+        gone = 0
+        while gone < len(buckets) and buckets[gone][0] < lo:
             if self.n_in:
-                self._total(buckets[0], -1, n_numeric)
+                self._total(buckets[gone], -1, n_numeric)
                 self.n_in -= 1
-            buckets.popleft()
+            gone += 1
+        if gone:
+            del buckets[:gone]
 
     def _total(self, bucket: list[Any], sign: int, n_numeric: int) -> None:
         self.count += sign * bucket[1]

@@ -160,7 +160,7 @@ class WorkerConfig:
                   "the state stays on this instance's disk)"},
     )  # fmt: skip
     feature_cache_entities: int = field(
-        default=20_000,
+        default=2_000,
         metadata={"help": "with a feature spec: entities kept in memory per partition between commits "
                   "(the rest are read from the state files when needed)"},
     )  # fmt: skip

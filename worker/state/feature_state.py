@@ -52,6 +52,7 @@ class FeatureState:
         self._unconfirmed: list[PartitionStore] = []  # flushed into the open transaction
         self.restore_seconds = 0.0
         self.lock = threading.RLock()
+        self._flushing = threading.Lock()  # one flush (and its changelog records) at a time
         self._by_spec: dict[FeatureSpec, BatchFeatures] = {}
         self._stores: dict[tuple[str, Hashable], PartitionStore] = {}  # (spec id, partition)
         self.flushed_entities = 0  # entity states written (a metric)
@@ -111,28 +112,36 @@ class FeatureState:
 
     def before_commit(self, offsets: Mapping[Any, Any], producer: Any = None) -> None:
         """Flush the state of the partitions whose offsets are about to be committed, to the file and the
-        changelog (in ``producer``'s transaction when given, else waiting until the broker has it)."""
-        with self.lock:
-            if producer is not None:
-                # One transaction commits at a time, this call first: the stores its after_commit confirms. An
-                # aborted one is never confirmed, so its entities stay unlogged and go with the next flush.
-                self._unconfirmed = []
-            for (sid, partition), store in self._stores.items():
-                for tp, meta in offsets.items():
-                    if (tp.topic, tp.partition) != partition:
-                        continue
-                    changed = store.flush(committing=meta.offset)
-                    self.flushed_entities += len(changed)
-                    self.flushes += 1
-                    if self.changelog is not None:
-                        records = [(f"{sid}/s/{k}".encode(), v) for k, v in changed]
-                        records.append((f"{sid}/p".encode(), _pack(store.next_offset)))
-                        records.append((f"{sid}/r".encode(), _pack(store.pending_recorded)))
-                        self.changelog.write(tp.partition, records, producer)
-                        if producer is None:  # the broker has them; in a transaction: once it commits
-                            store.confirm()
-                        else:
-                            self._unconfirmed.append(store)
+        changelog (in ``producer``'s transaction when given, else waiting until the broker has it).
+
+        The state lock is held only while the stores are written (the loop waits for that); the changelog
+        is written under ``_flushing`` alone, which keeps one flush's records ahead of the next one's."""
+        with self._flushing:
+            batches: list[tuple[int, PartitionStore, list[tuple[bytes, bytes]]]] = []
+            with self.lock:
+                if producer is not None:
+                    # One transaction commits at a time, this call first: the stores its after_commit
+                    # confirms. An aborted one is never confirmed: its entities go with the next flush.
+                    self._unconfirmed = []
+                for (sid, partition), store in self._stores.items():
+                    for tp, meta in offsets.items():
+                        if (tp.topic, tp.partition) != partition:
+                            continue
+                        changed = store.flush(committing=meta.offset)
+                        self.flushed_entities += len(changed)
+                        self.flushes += 1
+                        if self.changelog is not None:
+                            records = [(f"{sid}/s/{k}".encode(), v) for k, v in changed]
+                            records.append((f"{sid}/p".encode(), _pack(store.next_offset)))
+                            records.append((f"{sid}/r".encode(), _pack(store.pending_recorded)))
+                            batches.append((tp.partition, store, records))
+            for number, store, records in batches:
+                assert self.changelog is not None
+                self.changelog.write(number, records, producer)
+                if producer is None:  # the broker has them; in a transaction: once it commits
+                    store.confirm()
+                else:
+                    self._unconfirmed.append(store)
 
     def after_commit(self, offsets: Mapping[Any, Any]) -> None:
         """A transaction with the changelog records of ``before_commit`` committed."""

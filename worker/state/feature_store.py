@@ -28,7 +28,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ def decode_state(data: bytes) -> EntityState:
     out = []
     for buckets, n_in, count, sums, distinct in windows:
         w = Window(len(sums), len(distinct))
-        w.buckets = deque(_floats(b) for b in buckets)
+        w.buckets = [_floats(b) for b in buckets]
         w.n_in, w.count, w.sums, w.distinct = n_in, float(count), [float(s) for s in sums], distinct
         out.append(w)
     return EntityState(last, out)
@@ -71,7 +70,7 @@ def _floats(bucket: list[Any]) -> list[Any]:
 class PartitionStore(MutableMapping[str, EntityState]):
     """One input partition's feature state: a cache in memory over a SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], cache_entities: int = 20_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], cache_entities: int = 2_000) -> None:
         self.path = Path(path)
         self.cache_entities = cache_entities
         self.reset = False  # the file was damaged and moved aside: the partition starts with no state
