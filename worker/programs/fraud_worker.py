@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_level, fmt=config.log_format)
     try:
         return _run(config)
+    except ConfigError as exc:  # found while running: the feature state directory, for one
+        print(f"fraud-worker: bad setting: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except AccessError as exc:
         print(f"fraud-worker: refused by the Kafka cluster at {config.bootstrap_servers}: {exc}", file=sys.stderr)
         return EXIT_REFUSED

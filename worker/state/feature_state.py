@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ import msgspec
 
 from worker.core.batch_features import BatchFeatures
 from worker.core.decode import DecodedBatch
+from worker.core.errors import ConfigError
 from worker.core.features import FeatureSpec
 from worker.state.changelog import Changelog
 from worker.state.feature_store import PartitionStore
@@ -71,7 +73,12 @@ class FeatureState:
         if store is None:
             topic, number = cast("tuple[str, int]", partition)
             name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', str(topic))}-{int(number)}.sqlite"
-            store = PartitionStore(self.directory / sid / name, self.cache_entities)
+            try:
+                store = PartitionStore(self.directory / sid / name, self.cache_entities)
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    f"feature_state_dir {self.directory}: cannot keep the feature state there ({exc})"
+                ) from None
             self.resets += store.reset
             if self.changelog is not None:
                 self._restore(sid, int(number), str(topic), store)

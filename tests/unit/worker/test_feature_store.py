@@ -90,3 +90,17 @@ def test_a_damaged_file_is_moved_aside_and_the_partition_starts_empty(tmp_path):
     store = PartitionStore(path)
     assert store.reset and len(store) == 0 and store.next_offset == -1
     assert [p.name.startswith("p.sqlite.damaged-") for p in tmp_path.iterdir()].count(True) == 1
+
+
+def test_a_state_directory_that_cannot_be_used_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from worker.core.errors import ConfigError
+    from worker.state.feature_state import FeatureState
+
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the directory should be")
+    state = FeatureState(blocked, 100)
+    with pytest.raises(ConfigError) as info:
+        state.features_for(SPEC).partition(("transactions", 0))
+    assert "\n" not in str(info.value) and str(blocked) in str(info.value) and "feature_state_dir" in str(info.value)
