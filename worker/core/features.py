@@ -34,6 +34,7 @@ import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 try:
@@ -44,6 +45,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
 from worker.core.errors import BundleError, ConfigError
 
 BUCKETS = 24  # buckets per window
+_NONE: list[Any] = []  # no numeric (or distinct) fields: nothing to read per event
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"(\d+)([smhd])")
 _FUNCTION = re.compile(r"([a-z_]+)(?:\(([^()\s]+)\))?")
@@ -440,9 +442,10 @@ class Window:
                     self.distinct[j][key] = self.distinct[j].get(key, 0) + 1
 
     def extreme(self, slot: int, n_numeric: int, lowest: bool) -> float:
-        i = 2 + 3 * slot + (1 if lowest else 2)
-        values = [self.buckets[j][i] for j in range(self.n_in)]
-        return (min(values) if lowest else max(values)) if values else 0.0
+        if not self.n_in:
+            return 0.0
+        values = map(operator.itemgetter(2 + 3 * slot + (1 if lowest else 2)), islice(self.buckets, self.n_in))
+        return min(values) if lowest else max(values)
 
 
 @dataclass
@@ -537,13 +540,13 @@ class FeatureEngine:
             if state.last is not None and t < state.last:
                 t = state.last
                 self.late += apply
-            self._features(b, state, t, values, out)
+            tops = self._features(b, state, t, values, out)
             if not apply:
                 continue
-            nums = [_number(values[i]) for i in b.numeric_at]
-            keys = [key_of(values[i]) for i in b.distinct_at]
-            for w, window in enumerate(state.windows):
-                window.add(t // b.widths[w], nums, keys, b.bounds(w, t)[1])
+            nums = [_number(values[i]) for i in b.numeric_at] if b.numeric_at else _NONE
+            keys = [key_of(values[i]) for i in b.distinct_at] if b.distinct_at else _NONE
+            for window, width, top in zip(state.windows, b.widths, tops, strict=True):
+                window.add(t // width, nums, keys, top)
             state.last = t
             store[skey] = state
         for at, index, n in self._cats:
@@ -552,11 +555,18 @@ class FeatureEngine:
             hot[index.get(key, n) if key is not None else n] = 1.0
             out.extend(hot)
 
-    def _features(self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float]) -> None:
+    def _features(self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float]) -> list[int]:
+        """Append the block's features; returns each window's last bucket (``_Block.bounds``)."""
         windows = state.windows
-        for w, window in enumerate(windows):
-            lo, hi = b.bounds(w, t)
-            window.slide(lo, hi, b.n_numeric)
+        tops = []
+        delay, n_numeric = b.delay, b.n_numeric
+        for window, width in zip(windows, b.widths, strict=True):
+            top = (t - delay) // width - 1 if delay else t // width
+            tops.append(top)
+            buckets, n_in = window.buckets, window.n_in
+            # Most events move no bucket in or out: then the window stays as it is.
+            if (n_in < len(buckets) and buckets[n_in][0] <= top) or (buckets and buckets[0][0] <= top - BUCKETS):
+                window.slide(top - BUCKETS + 1, top, n_numeric)
         for fn, w, slot in b.plan:
             if fn == "since_previous":
                 last = state.last
@@ -577,6 +587,7 @@ class FeatureEngine:
             else:  # ratio
                 mean = window.sums[slot] / count if count else 0.0
                 out.append(_number(values[b.numeric_at[slot]]) / mean if mean > 0.0 else 1.0)
+        return tops
 
 
 def compute_columns(
