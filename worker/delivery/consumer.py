@@ -24,6 +24,8 @@ class StateHook(Protocol):
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None: ...
 
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None: ...
+
     def after_commit(self, offsets: Offsets) -> None: ...
 
 
@@ -46,6 +48,10 @@ class ConsumerSlot:
         """Called once a transaction carrying ``offsets`` (and the state's changelog records) committed."""
         if self.state is not None:
             self.state.after_commit(offsets)
+
+    def assigned_state(self, partitions: Iterable[TopicPartition]) -> None:
+        if self.state is not None:
+            self.state.assigned(partitions)
 
     def forget_state(self, partitions: Iterable[TopicPartition]) -> None:
         if self.state is not None:

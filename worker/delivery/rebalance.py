@@ -125,6 +125,7 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         self._forget(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
+        self.source.assigned_state(assigned)
         self.health.partitions = len(self.source.assignment())
         self.metrics.rebalances.inc()
         self.metrics.partitions_assigned.set(self.health.partitions)

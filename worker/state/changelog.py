@@ -26,6 +26,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 logger = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 120.0
+# The longest a dead predecessor's transaction stays open: the worker's transaction_timeout_ms (10 s), and a margin.
+SETTLE_S = 15.0
 
 
 class Changelog:
@@ -43,6 +45,7 @@ class Changelog:
         self._admin_config = admin_config
         self._producer: KafkaProducer | None = None
         self._ensured = False
+        self.exactly_once = exactly_once
         self.records_written = 0
         self.records_read = 0
 
@@ -90,13 +93,40 @@ class Changelog:
             for f in futures:
                 f.get(timeout=0)  # raises the send's error, if it failed
 
+    def _settled(self, tp: TopicPartition, consumer: KafkaConsumer) -> int:
+        """Exactly-once: the partition's end once no transaction is open on it (its last stable offset has
+        reached its high watermark), waiting at most ``SETTLE_S``; else (or at-least-once) its end now.
+
+        A predecessor that died mid-commit may have committed its input offsets (which the consumer reads
+        stable) while the markers of its changelog records are still being written: reading before they
+        land would restore a state older than those offsets."""
+        end = consumer.end_offsets([tp])[tp]
+        if not self.exactly_once:
+            return end
+        plain = KafkaConsumer(**{**self._consumer_config, "isolation_level": "read_uncommitted"})
+        try:
+            deadline = time.monotonic() + SETTLE_S
+            while True:
+                high = plain.end_offsets([tp])[tp]
+                end = consumer.end_offsets([tp])[tp]
+                if end >= high:
+                    return end
+                if time.monotonic() > deadline:
+                    logger.warning("changelog %s-%d: a transaction is still open after %.0f s (stable %d, high "
+                                   "%d); restoring what is committed", tp.topic, tp.partition, SETTLE_S, end,
+                                   high)  # fmt: skip
+                    return end
+                time.sleep(0.1)
+        finally:
+            plain.close(autocommit=False)
+
     def read(self, partition: int, start: int) -> Iterator[tuple[int, bytes, bytes | None]]:
         """(offset, key, value) of ``partition`` from offset ``start`` to its end as of now."""
         consumer = KafkaConsumer(**self._consumer_config)
         tp = TopicPartition(self.topic, partition)
         try:
             consumer.assign([tp])
-            end = consumer.end_offsets([tp])[tp]
+            end = self._settled(tp, consumer)
             if start >= end:
                 return
             consumer.seek(tp, start)

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import msgspec
 
-from worker.core.batch_features import BatchFeatures
+from worker.core.batch_features import BatchFeatures, MemoryPartition, PartitionState
 from worker.core.decode import DecodedBatch
 from worker.core.errors import ConfigError
 from worker.core.features import FeatureSpec
@@ -52,6 +52,7 @@ class FeatureState:
         self.partitions_of = partitions_of  # the input topic's partition count, for the changelog topic
         self.restored = 0  # entities restored from the changelog (a metric)
         self._unconfirmed: list[PartitionStore] = []  # flushed into the open transaction
+        self._gone: set[Hashable] = set()  # revoked, not assigned again since
         self.restore_seconds = 0.0
         self.lock = threading.RLock()
         self._flushing = threading.Lock()  # one flush (and its changelog records) at a time
@@ -68,7 +69,11 @@ class FeatureState:
             features = self._by_spec[spec] = BatchFeatures(spec, lambda p: self._store(sid, p))
         return features
 
-    def _store(self, sid: str, partition: Hashable) -> PartitionStore:
+    def _store(self, sid: str, partition: Hashable) -> PartitionState:
+        if partition in self._gone:
+            # Revoked while the loop still held a batch of it: its events are not ours to count (another
+            # member owns the partition now). A state of their own, dropped when it is assigned again.
+            return MemoryPartition()
         store = self._stores.get((sid, partition))
         if store is None:
             topic, number = cast("tuple[str, int]", partition)
@@ -158,10 +163,20 @@ class FeatureState:
             self._unconfirmed.clear()
 
 
+    def assigned(self, partitions: Iterable[Any]) -> None:
+        """``partitions`` are this member's again: their stores open afresh (from the changelog) on first use."""
+        back = {(tp.topic, tp.partition) for tp in partitions}
+        with self.lock:
+            for features in self._by_spec.values():
+                for p in back & self._gone:
+                    features.drop(p)
+            self._gone -= back
+
     def forget(self, partitions: Iterable[Any]) -> None:
         """Close the stores of ``partitions`` (gone to another member); reopened from disk if they come back."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
         with self.lock:
+            self._gone |= gone
             for features in self._by_spec.values():
                 for p in gone:
                     features.drop(p)

@@ -104,3 +104,29 @@ def test_a_state_directory_that_cannot_be_used_is_one_line_naming_it(tmp_path):
     with pytest.raises(ConfigError) as info:
         state.features_for(SPEC).partition(("transactions", 0))
     assert "\n" not in str(info.value) and str(blocked) in str(info.value) and "feature_state_dir" in str(info.value)
+
+
+def test_a_partition_revoked_under_a_batch_in_hand_is_not_counted_until_it_is_assigned_again(tmp_path):
+    # The rebalance listener runs on kafka-python's thread: the loop may still compute a batch of a partition
+    # the listener has just given away. Those events must not reopen the partition's store.
+    from kafka import TopicPartition
+
+    from worker.state.feature_state import FeatureState
+
+    state = FeatureState(tmp_path / "state", 100)
+    features = state.features_for(SPEC)
+    tp = TopicPartition("transactions", 0)
+    _, first = features.partition(("transactions", 0))
+    first["a"] = next(iter(_engine_with_one_event().store.values()))  # type: ignore[attr-defined]
+    state.forget([tp])
+    _, during = features.partition(("transactions", 0))
+    assert not isinstance(during, PartitionStore) and state.entities == 0
+    state.assigned([tp])
+    _, after = features.partition(("transactions", 0))
+    assert isinstance(after, PartitionStore) and after is not first
+
+
+def _engine_with_one_event() -> FeatureEngine:
+    engine = FeatureEngine(SPEC)
+    engine.step(1_700_000_000_000, ["a", 1.0, "s1"], [])
+    return engine
