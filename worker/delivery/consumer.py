@@ -45,7 +45,8 @@ class ConsumerSlot:
             self.state.before_commit(offsets, producer)
 
     def after_commit(self, offsets: Offsets) -> None:
-        """Called once a transaction carrying ``offsets`` (and the state's changelog records) committed."""
+        """Called once ``offsets`` are committed: by the consumer, or with a transaction (and the state's
+        changelog records in it)."""
         if self.state is not None:
             self.state.after_commit(offsets)
 
@@ -92,11 +93,13 @@ class ConsumerSlot:
         """Commit ``offsets`` and wait for the broker's answer; raises on failure."""
         self.before_commit(offsets)
         self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+        self.after_commit(offsets)
 
     async def commit_on_revocation(self, offsets: Offsets) -> None:
         """Commit from inside the rebalance listener, on kafka-python's IO loop; raises on failure."""
         self.before_commit(offsets)
         await self.compat.commit_on_revocation(self.consumer, offsets, COMMIT_TIMEOUT_MS)
+        self.after_commit(offsets)
 
     def group_metadata(self) -> object:
         return self.consumer.group_metadata()

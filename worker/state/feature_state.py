@@ -53,6 +53,7 @@ class FeatureState:
         self.restored = 0  # entities restored from the changelog (a metric)
         self._unconfirmed: list[PartitionStore] = []  # flushed into the open transaction
         self._gone: set[Hashable] = set()  # revoked, not assigned again since
+        self._committed: dict[Hashable, int] = {}  # per partition: the last offset known committed
         self.restore_seconds = 0.0
         self.lock = threading.RLock()
         self._flushing = threading.Lock()  # one flush (and its changelog records) at a time
@@ -136,10 +137,10 @@ class FeatureState:
                     # confirms. An aborted one is never confirmed: its entities go with the next flush.
                     self._unconfirmed = []
                 for (sid, partition), store in self._stores.items():
-                    for tp, meta in offsets.items():
+                    for tp in offsets:
                         if (tp.topic, tp.partition) != partition:
                             continue
-                        changed = store.flush(committing=meta.offset)
+                        changed = store.flush(committed=self._committed.get(partition))
                         self.flushed_entities += len(changed)
                         self.flushes += 1
                         if self.changelog is not None:
@@ -156,11 +157,15 @@ class FeatureState:
                     self._unconfirmed.append(store)
 
     def after_commit(self, offsets: Mapping[Any, Any]) -> None:
-        """A transaction with the changelog records of ``before_commit`` committed."""
+        """``offsets`` are committed (by the consumer, or with a transaction carrying the changelog records of
+        ``before_commit``): the recorded features below them can go at the next flush."""
         with self.lock:
             for store in self._unconfirmed:
                 store.confirm()
             self._unconfirmed.clear()
+            for tp, meta in offsets.items():
+                key = (tp.topic, tp.partition)
+                self._committed[key] = max(meta.offset, self._committed.get(key, meta.offset))
 
 
     def assigned(self, partitions: Iterable[Any]) -> None:

@@ -7,14 +7,15 @@ table, each entity read from the file the first time it is needed. Changes stay 
 dirty, until ``flush``, which writes them in one SQLite transaction together with
 
 - ``position``: the offset after the last event applied, so the store knows which events are in it;
-- ``recorded``: the features computed for each event since the last commit, by offset.
+- ``recorded``: the features computed for each event from the last offset known committed on, by offset.
 
 The worker flushes right before it commits the input offsets (at-least-once: the consumer's commit;
 exactly-once: the transaction's), so the committed offset is never past the state: after a crash the
 events from the committed offset on are polled again, the ones the state already holds get their
 recorded features back (the values they had the first time) and change nothing, and the ones after
-them are computed and applied as new. Rows of ``recorded`` below the committed offset are deleted at
-the next flush.
+them are computed and applied as new. Rows of ``recorded`` below the last offset known committed are
+deleted at the next flush (not below one being committed: that commit may fail, and the events after
+the older committed offset would then be polled again without their features).
 
 After a flush the memory holds only the entities read since, up to ``cache_entities`` (the oldest
 are dropped first), so memory does not grow with the number of entities; the file does. A file
@@ -159,15 +160,16 @@ class PartitionStore(MutableMapping[str, EntityState]):
         row = self.db.execute("SELECT features FROM recorded WHERE offset = ?", (offset,)).fetchone()
         return None if row is None else row[0]
 
-    def flush(self, committing: int | None = None) -> list[tuple[str, bytes]]:
-        """Write every change since the last flush in one transaction; ``committing``: the offset about to
-        be committed (recorded features below it are no longer needed). Returns the entities written,
+    def flush(self, committed: int | None = None) -> list[tuple[str, bytes]]:
+        """Write every change since the last flush in one transaction; ``committed``: the partition's last
+        offset known committed (recorded features below it are no longer needed; those above it are kept
+        even past a commit in progress, which may fail). Returns the entities written,
         (key, encoded state), for the changelog; ``pending_recorded`` holds the features still needed."""
         encoded = {k: encode_state(self._cache[k]) for k in self._dirty}
         dirty = list(encoded.items())
         self.pending_recorded.update(self._recorded)
-        if committing is not None:
-            self.pending_recorded = {o: f for o, f in self.pending_recorded.items() if o >= committing}
+        if committed is not None:
+            self.pending_recorded = {o: f for o, f in self.pending_recorded.items() if o >= committed}
         db = self.db
         db.execute("BEGIN")
         try:
@@ -177,8 +179,8 @@ class PartitionStore(MutableMapping[str, EntityState]):
                 db.executemany("INSERT OR REPLACE INTO recorded (offset, features) VALUES (?, ?)", self._recorded)
             if self.next_offset >= 0:
                 db.execute("INSERT OR REPLACE INTO position (id, next_offset) VALUES (0, ?)", (self.next_offset,))
-            if committing is not None:
-                db.execute("DELETE FROM recorded WHERE offset < ?", (committing,))
+            if committed is not None:
+                db.execute("DELETE FROM recorded WHERE offset < ?", (committed,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
