@@ -43,7 +43,8 @@ and stops it at the end. ``--only-latency CAPACITY`` runs step 4 alone.
 
 This is the entry point only: each step is a module of ``benchmarks`` (1 and 2 ``throughput``, 3
 ``naive_loop``, 4 ``latency_vs_load``, 5 ``worker_memory`` and ``startup_time``, 6 ``scoring_cost``,
-7 ``backtest_speed``, and ``shadow_cost``, the shadow challenger's cost, ``--only-shadow``) over
+7 ``backtest_speed``, ``shadow_cost``, the shadow challenger's cost, ``--only-shadow``, and ``feature_cost``,
+what behavioural features cost, ``--only-features``) over
 ``harness`` (the broker, topics, load generation, the worker process, timing, the environment, the
 printed table). Run as ``python benchmarks/bench.py`` or ``python -m benchmarks.bench``.
 """
