@@ -40,8 +40,8 @@ class PartitionState(StateMap, Protocol):
 
 
 class MemoryPartition(dict[str, EntityState]):
-    """A ``PartitionState`` in memory only (nothing survives the process): the recorded features are
-    kept until ``flush`` is told the offset being committed."""
+    """A ``PartitionState`` in memory only (nothing survives the process, nothing is pruned): for tests and
+    for a partition's events the worker no longer owns (worker/state/feature_state.py)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,11 +54,6 @@ class MemoryPartition(dict[str, EntityState]):
 
     def recorded(self, offset: int) -> bytes | None:
         return self._recorded.get(offset)
-
-    def flush(self, committing: int | None = None) -> int:
-        if committing is not None:
-            self._recorded = {o: f for o, f in self._recorded.items() if o >= committing}
-        return 0
 
 
 class BatchFeatures:

@@ -482,15 +482,6 @@ class _Block:
     def new_state(self) -> EntityState:
         return EntityState(None, [Window(self.n_numeric, self.n_distinct) for _ in self.widths])
 
-    def bounds(self, w: int, t: int) -> tuple[int, int]:
-        """The first and last bucket window ``w`` covers for an event at ``t``."""
-        width = self.widths[w]
-        if self.delay:
-            top = (t - self.delay) // width - 1  # whole buckets ending at or before t - delay
-        else:
-            top = t // width
-        return top - BUCKETS + 1, top
-
 
 class StateMap(Protocol):
     """What the engine needs of its state: entity key -> ``EntityState`` (a dict will do)."""
@@ -556,7 +547,9 @@ class FeatureEngine:
             out.extend(hot)
 
     def _features(self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float]) -> list[int]:
-        """Append the block's features; returns each window's last bucket (``_Block.bounds``)."""
+        """Append the block's features; returns each window's last bucket, ``top``: the window covers buckets
+        ``top - BUCKETS + 1`` .. ``top``, where ``top`` is the event's own bucket, or with a delay the last
+        whole bucket ending at or before ``t - delay``."""
         windows = state.windows
         tops = []
         delay, n_numeric = b.delay, b.n_numeric

@@ -58,13 +58,13 @@ def compare(spec: FeatureSpec, own: Sequence[str], chunks: Iterable[Chunk], max_
         decoded = decoder.decode_batch(chunk.lines)
         values = [chunk.lines[i] for i in decoded.index]
         extended = online.extend(decoded, values)
-        kept = {decoded.index[j] for j in range(len(decoded.index))} & set(extended.index)
+        kept = set(extended.index)  # the rows with a usable time
         for j, i in enumerate(decoded.index):
             if i not in kept:
                 continue
             raw_time, row = reader.read(values[j])
             t = decoded.event_times[j] if spec.time_field == "event_time" else raw_time
-            times.append(float(t or 0))  # present: the rows without a usable time are not in ``extended``
+            times.append(float(t or 0))  # present: a row without one is not kept
             inputs.append(row)
         ids += extended.transaction_ids
         online_rows.append(extended.features[:, len(own):])

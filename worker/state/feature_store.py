@@ -77,6 +77,7 @@ class PartitionStore(MutableMapping[str, EntityState]):
         self.reset = False  # the file was damaged and moved aside: the partition starts with no state
         self.db = self._open()
         self._cache: dict[str, EntityState] = {}
+        self._absent: set[str] = set()  # keys ``get`` found in neither the cache nor the file
         self._dirty: set[str] = set()
         self._recorded: list[tuple[int, bytes]] = []
         # Every recorded feature vector not yet below a committed offset, for the changelog's "r" record.
@@ -125,12 +126,16 @@ class PartitionStore(MutableMapping[str, EntityState]):
             return state
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         if row is None:
+            self._absent.add(key)  # the engine sets it next: a new entity, counted then without asking again
             return default
         state = self._cache[key] = decode_state(row[0])
         return state
 
     def __setitem__(self, key: str, state: EntityState) -> None:
-        if key not in self._cache and key not in self._dirty:
+        if key in self._absent:
+            self._absent.discard(key)
+            self.entities += 1
+        elif key not in self._cache and key not in self._dirty:
             if self.db.execute("SELECT 1 FROM state WHERE key = ?", (key,)).fetchone() is None:
                 self.entities += 1
         self._cache[key] = state
@@ -187,6 +192,7 @@ class PartitionStore(MutableMapping[str, EntityState]):
             raise
         self.unlogged.update(self._dirty)
         self._dirty.clear()
+        self._absent.clear()  # looked up by replayed events only (nothing set them): no need to remember
         self._recorded.clear()
         self.flushed_offset = self.next_offset
         if len(self._cache) > self.cache_entities:  # every entry is clean now: keep the newest half
@@ -230,6 +236,7 @@ class PartitionStore(MutableMapping[str, EntityState]):
             db.execute("ROLLBACK")
             raise
         self._cache.clear()
+        self._absent.clear()
         self._dirty.clear()
         self._recorded.clear()
         self.unlogged.clear()
