@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 REASONS = (
     "invalid_json", "invalid_utf8", "not_an_object", "missing_field", "not_a_number", "non_finite",
     "bad_transaction_id", "bad_event_time", "too_large", "empty_value", "duplicate_field",
-    "batch_too_large", "batch_unreadable", "out_of_range",
+    "batch_too_large", "batch_unreadable", "out_of_range", "stale_features",
 )  # fmt: skip
 # The one code the decoder never gives: a valid row with a feature beyond the scoring model's range,
 # moved to the batch's errors by ``Scorer.admit`` (worker/core/scoring.py) before it is scored.
 OUT_OF_RANGE = "out_of_range"
+# Nor this one: an event on a repartition topic without the features of the stages before it, as the
+# serving spec computes them (worker/core/stages.py), moved to the errors by the loop.
+STALE_FEATURES = "stale_features"
 F32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max: larger magnitudes become inf in the model's input
 MAX_ID_CHARS = 128
 MAX_EVENT_TIME = 2**63 - 1

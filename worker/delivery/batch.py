@@ -43,6 +43,8 @@ class Batch:
     hits: np.ndarray | None = None
     times: list = field(default_factory=list)  # event times of the alerts (epoch ms)
     shadow: ShadowCounts | None = None
+    forwarded: int = 0  # rows sent on to a repartition topic (worker/pipeline/repartition.py)
+    repartitioned: int = 0  # records polled from a repartition topic
 
     @classmethod
     def of(cls, polled: dict, epoch: int) -> Batch:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Sequence
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
 
 from worker.edges import access
 from worker.edges.config import WorkerConfig, client_options
@@ -97,17 +100,42 @@ class KafkaClients:
                 raise
         return producer
 
-    def consumer(self, listener: AsyncConsumerRebalanceListener) -> tuple[KafkaConsumer, KafkaCompat]:
-        """A consumer subscribed to the input topic, knowing its partitions (or having waited for them)."""
+    def consumer(
+        self, listener: AsyncConsumerRebalanceListener, also: Sequence[str] = ()
+    ) -> tuple[KafkaConsumer, KafkaCompat]:
+        """A consumer subscribed to the input topic (and the repartition topics ``also``), knowing the input
+        topic's partitions (or having waited for them)."""
         consumer = KafkaConsumer(**self._consumer_cfg)
         compat = KafkaCompat.install(
             consumer, parse_fast_paths(self.config.fast_paths), self.config.max_inflated_batch_bytes
         )
-        consumer.subscribe([self.config.input_topic], listener=listener)
+        consumer.subscribe([self.config.input_topic, *also], listener=listener)
         compat.await_partitions(consumer, self.config.input_topic, METADATA_WAIT_MS)
         return consumer, compat
 
-    def check_access(self) -> tuple[list[str], list[str]]:
+    def ensure_topics(self, topics: Sequence[str], producer: KafkaProducer) -> None:
+        """Create the repartition ``topics`` that are missing, with as many partitions as the input topic."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+
+        partitions = len(producer.partitions_for(self.config.input_topic) or ()) or 1
+        admin = KafkaAdminClient(**client_options(self.config, "admin", client_id="fraud-worker"))
+        try:
+            missing = [t for t in topics if t not in set(admin.list_topics())]
+            for topic in missing:
+                try:
+                    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+                    logger.info("created the repartition topic %s (%d partitions)", topic, partitions)
+                except TopicAlreadyExistsError:
+                    pass
+            for topic in topics:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not producer.partitions_for(topic):
+                    time.sleep(0.2)
+        finally:
+            admin.close()
+
+    def check_access(self, also: Sequence[str] = ()) -> tuple[list[str], list[str]]:
         """What the broker says this worker may not do: (topics it cannot read, topics it cannot write).
 
         Asked once before the first poll, with an admin client of the worker's own settings (the
@@ -115,8 +143,8 @@ class KafkaClients:
         """
         c = self.config
         options = client_options(c, "admin", client_id="fraud-worker", bootstrap_timeout_ms=5_000)
-        writes = [t for t in (c.alert_topic, c.dlq_topic, c.scores_topic, c.shadow_topic) if t]
-        return access.check_topics(options, read=[c.input_topic], write=writes)
+        writes = [t for t in (c.alert_topic, c.dlq_topic, c.scores_topic, c.shadow_topic, *also) if t]
+        return access.check_topics(options, read=[c.input_topic, *also], write=writes)
 
     def diagnose(self, error: BaseException) -> str | None:
         """Why the cluster refused these clients (authentication, TLS, protocol, an ACL), or None.

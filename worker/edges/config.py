@@ -159,6 +159,12 @@ class WorkerConfig:
                   "instance restores a partition exactly (empty: <group_id>-feature-changelog; none: no changelog, "
                   "the state stays on this instance's disk)"},
     )  # fmt: skip
+    input_key_field: str = field(
+        default="",
+        metadata={"help": "with a feature spec: the event field the input topic is keyed by; the spec's other "
+                  "entities are computed after a repartition topic each (<group_id>-repartition-<field>), so "
+                  "they are exact with several instances (empty: every entity where its event arrives)"},
+    )  # fmt: skip
     feature_cache_entities: int = field(
         default=2_000,
         metadata={"help": "with a feature spec: entities kept in memory per partition between commits "

@@ -152,6 +152,12 @@ class WorkerMetrics:
             "With a feature spec: records written to the changelog topic (entity states, positions).",
             registry=r,
         )
+        self.feature_forwarded_events = Counter(
+            "fraud_feature_forwarded_events",
+            "With input_key_field and a spec on other entities: events sent on to a repartition topic "
+            "(their features computed there).",
+            registry=r,
+        )
         self.event_latency = ArrayHistogram(
             "fraud_event_latency_seconds",
             "From event time (or the record timestamp) to the alert being acknowledged.",
@@ -343,7 +349,8 @@ class WorkerMetrics:
             self.scores_out_of_range.inc(out_of_range)
 
     def observe_features(self, late: int, replayed: int, seconds: float, entities: int, restored: int = 0,
-                         restore_seconds: float = 0.0, changelog_records: int = 0) -> None:  # fmt: skip
+                         restore_seconds: float = 0.0, changelog_records: int = 0,
+                         forwarded: int = 0) -> None:  # fmt: skip
         """One batch's behavioural features (worker/core/batch_features.py, worker/state/)."""
         self.feature_seconds.observe(seconds)
         self.feature_entities.set(entities)
@@ -352,6 +359,8 @@ class WorkerMetrics:
             self.feature_restore_seconds.inc(restore_seconds)
         if changelog_records:
             self.feature_changelog_records.inc(changelog_records)
+        if forwarded:
+            self.feature_forwarded_events.inc(forwarded)
         if late:
             self.feature_late_events.inc(late)
         if replayed:

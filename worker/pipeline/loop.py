@@ -52,6 +52,7 @@ from worker.models.challenger import ChallengerWatcher
 from worker.models.watcher import ModelWatcher
 from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 from worker.pipeline.lag import LagReporter
+from worker.pipeline.repartition import Repartition
 from worker.pipeline.shadow import shadow_outputs
 from worker.state.changelog import Changelog
 from worker.state.feature_state import FeatureState
@@ -98,6 +99,9 @@ class Worker:
                                           self._changelog(config), self._partitions_of)  # fmt: skip
         self.source.state = self.feature_state
         self._changelog_seen = 0  # changelog records counted in the metrics so far
+        # Entities other than the input topic's key: their stages and repartition topics (per spec served).
+        self._plans: dict[FeatureSpec, Repartition] = {}
+        self._subscribed: tuple[str, ...] = ()  # the repartition topics the consumer is subscribed to
 
     @staticmethod
     def _changelog(config: WorkerConfig) -> Changelog | None:
@@ -110,6 +114,45 @@ class Worker:
 
     def _partitions_of(self, topic: str) -> int:
         return len(self.source.consumer.partitions_for_topic(topic) or ()) or 1
+
+    def _plan(self, spec: FeatureSpec) -> Repartition:
+        plan = self._plans.get(spec)
+        if plan is None:
+            c = self.config
+            plan = self._plans[spec] = Repartition(spec, c.input_key_field, c.input_topic, c.group_id)
+        return plan
+
+    def _repartition_topics(self) -> tuple[str, ...]:
+        """The repartition topics of the serving model's spec (none without ``input_key_field``)."""
+        spec = self.models.scorer.spec
+        if spec is None or not self.config.input_key_field:
+            return ()
+        return tuple(self._plan(spec).topics[1:])
+
+    def _serve_spec(self) -> None:
+        """Tell the feature state which spec each topic's events are computed with, so that it opens (and
+        restores) a partition's store when the partition is assigned."""
+        spec = self.models.scorer.spec
+        specs: dict[str, FeatureSpec] = {}
+        if spec is not None:
+            plan = self._plan(spec) if self.config.input_key_field else None
+            if plan is None:
+                specs[self.config.input_topic] = spec
+            else:
+                specs = {t: s.spec for t, s in zip(plan.topics, plan.stages, strict=True) if s.spec.names}
+        self.feature_state.serve(specs)
+
+    def _follow_spec(self) -> None:
+        """A model with another spec took over: its stores open at assignment; with other repartition topics,
+        the consumer subscribes to them too (the old ones stay until the records in them are scored)."""
+        self._serve_spec()
+        topics = self._repartition_topics()
+        if set(topics) <= set(self._subscribed):
+            return
+        self.clients.ensure_topics(topics, self.producer.get())
+        self._subscribed = tuple(dict.fromkeys((*self._subscribed, *topics)))
+        self.consumer.subscribe([self.config.input_topic, *self._subscribed], listener=self.listener)
+        logger.info("now also consuming %s", ", ".join(self._subscribed))
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -138,6 +181,7 @@ class Worker:
                 self.health.beat()
                 if self.models.maybe_reload():
                     self.health.model_version = self.models.version
+                    self._follow_spec()
                 self.shadow.maybe_reload(self.models.scorer)
                 if self._then is Next.REJOIN and not self._rejoin_group():
                     break
@@ -176,11 +220,16 @@ class Worker:
         """
         while not self._stop.is_set():
             try:
+                topics = self._repartition_topics()
+                if topics:
+                    self.clients.ensure_topics(topics, self.producer.get())
                 if not self._access_checked:
-                    self._check_access()
+                    self._check_access(topics)
                 if self.producer.current is None:
                     self.clients.learn_topics(self.producer.get())
-                self.source.attach(*self.clients.consumer(self.listener))
+                self._subscribed = tuple(dict.fromkeys((*self._subscribed, *topics)))
+                self._serve_spec()
+                self.source.attach(*self.clients.consumer(self.listener, self._subscribed))
                 self.trouble.recovered()
                 logger.info("connected to %s; consuming %s as group %s", self.config.bootstrap_servers,
                             self.config.input_topic, self.config.group_id)  # fmt: skip
@@ -192,8 +241,8 @@ class Worker:
                 self.trouble.report("connect", f"cannot reach the broker at {self.config.bootstrap_servers}: {exc}")
         return False
 
-    def _check_access(self) -> None:
-        cannot_read, cannot_write = self.clients.check_access()
+    def _check_access(self, repartition_topics: tuple[str, ...]) -> None:
+        cannot_read, cannot_write = self.clients.check_access(repartition_topics)
         if cannot_read:
             raise AccessError("; ".join(cannot_read))
         for line in cannot_write:
@@ -279,8 +328,10 @@ class Worker:
         """Score ``batch`` (worker/core/batch_scoring.py) and build the records to send for it, shadow ones included."""
         scorer, decoded = batch.scorer, batch.decoded
         assert scorer is not None and decoded is not None, "emitted before it was decoded"
+        forwards: list[Output] = []
         if scorer.spec is not None:
-            decoded = batch.decoded = self._with_features(scorer.spec, batch.records, decoded)
+            decoded, forwards = self._with_features(scorer.spec, batch, decoded)
+            batch.decoded = decoded
         # Rows beyond the model's range become out_of_range errors: dead-lettered and counted like the decoder's.
         scored = score_decoded(scorer, decoded)
         decoded = batch.decoded = scored.decoded
@@ -298,23 +349,37 @@ class Worker:
             shadow, batch.shadow = shadow_outputs(settings, batch.challenger, batch.records, decoded, out.hits,
                                                   scored_at)  # fmt: skip
             out.records += shadow
-        return out.records
+        return out.records + forwards
 
-    def _with_features(self, spec: FeatureSpec, records: list, decoded: DecodedBatch) -> DecodedBatch:
-        """The batch's behavioural features appended to its rows (worker/core/batch_features.py)."""
-        state = self.feature_state
-        features = state.features_for(spec)
-        late, replayed, seconds = features.late, features.replayed, features.seconds
+    def _with_features(
+        self, spec: FeatureSpec, batch: Batch, decoded: DecodedBatch
+    ) -> tuple[DecodedBatch, list[Output]]:
+        """The batch's behavioural features appended to its rows (worker/core/batch_features.py), and with
+        entities other than the input topic's key, the records forwarding rows to their next stage
+        (worker/pipeline/repartition.py)."""
+        state, records = self.feature_state, batch.records
+        plan = self._plan(spec) if self.config.input_key_field else None
+        stages = plan.stages if plan is not None else ()
+        counted = [state.features_for(s.spec) for s in stages if s.spec.entities] or [state.features_for(spec)]
+        late, replayed = sum(f.late for f in counted), sum(f.replayed for f in counted)
+        seconds = sum(f.seconds for f in counted)
         restored, restoring = state.restored, state.restore_seconds
-        extended = state.extend(spec, records, decoded)
+        forwards: list[Output] = []
+        if plan is not None and plan.chained:
+            extended, forwards = plan.features(state, records, decoded)
+            batch.forwarded = len(forwards)
+            batch.repartitioned = sum(1 for r in records if r.topic != self.config.input_topic)
+        else:
+            extended = state.extend(spec, records, decoded)
         # Changelog records are written by flushes on the committer's or the transaction's thread.
         logged = state.changelog.records_written if state.changelog is not None else 0
         self.metrics.observe_features(
-            features.late - late, features.replayed - replayed, features.seconds - seconds, state.entities,
-            state.restored - restored, state.restore_seconds - restoring, logged - self._changelog_seen,
+            sum(f.late for f in counted) - late, sum(f.replayed for f in counted) - replayed,
+            sum(f.seconds for f in counted) - seconds, state.entities, state.restored - restored,
+            state.restore_seconds - restoring, logged - self._changelog_seen, len(forwards),
         )  # fmt: skip
         self._changelog_seen = logged
-        return extended
+        return extended, forwards
 
     def _obey(self, then: Next) -> bool:
         """Do what the delivery guarantee answered; False if the batches in hand are dropped (polled again)."""
@@ -338,7 +403,9 @@ class Worker:
         latency = None
         if batch.hits is not None and len(batch.hits):
             latency = (batch.acked_ms - np.asarray(batch.times, dtype=np.float64)) / 1000.0
-        self.metrics.observe_batch(len(batch.records), batch.scores, latency, [e.reason for _, e in decoded.errors])
+        # An event forwarded to a repartition topic is consumed again there: counted once, at the input topic.
+        consumed = len(batch.records) - batch.repartitioned
+        self.metrics.observe_batch(consumed, batch.scores, latency, [e.reason for _, e in decoded.errors])
         if decoded.errors:
             truncated = truncated_count(self.config.output_settings, batch.records, decoded)
             if truncated:

@@ -58,6 +58,7 @@ class FeatureState:
         self.lock = threading.RLock()
         self._flushing = threading.Lock()  # one flush (and its changelog records) at a time
         self._by_spec: dict[FeatureSpec, BatchFeatures] = {}
+        self._serving: dict[str, FeatureSpec] = {}  # topic -> the spec its events are computed with
         self._stores: dict[tuple[str, Hashable], PartitionStore] = {}  # (spec id, partition)
         self.flushed_entities = 0  # entity states written (a metric)
         self.flushes = 0
@@ -168,14 +169,29 @@ class FeatureState:
                 self._committed[key] = max(meta.offset, self._committed.get(key, meta.offset))
 
 
+    def serve(self, specs: Mapping[str, FeatureSpec]) -> None:
+        """The spec each topic's events are computed with (the serving model's; per stage with repartition
+        topics): the stores of partitions assigned from now on are opened, and restored, at assignment."""
+        with self.lock:
+            self._serving = dict(specs)
+
     def assigned(self, partitions: Iterable[Any]) -> None:
-        """``partitions`` are this member's again: their stores open afresh (from the changelog) on first use."""
+        """``partitions`` are this member's (again): their stores open afresh, restored from the changelog, now
+        (as Kafka Streams restores before processing) rather than at their first event, which would wait."""
         back = {(tp.topic, tp.partition) for tp in partitions}
         with self.lock:
             for features in self._by_spec.values():
                 for p in back & self._gone:
                     features.drop(p)
             self._gone -= back
+            for topic, number in sorted(back, key=str):
+                spec = self._serving.get(topic)
+                if spec is None:
+                    continue
+                try:
+                    self.features_for(spec).partition((topic, number))
+                except Exception as exc:  # noqa: BLE001 - opened again at its first event, where it is reported
+                    logger.warning("feature state of %s-%d not opened at assignment: %s", topic, number, exc)
 
     def forget(self, partitions: Iterable[Any]) -> None:
         """Close the stores of ``partitions`` (gone to another member); reopened from disk if they come back."""

@@ -126,7 +126,7 @@ class FakeClients:
         self.connections = 0  # consumers handed out: 1 after connecting, one more for each rejoin
         self.discarded: list = []  # the errors producers were discarded for
 
-    def check_access(self):
+    def check_access(self, also=()):
         return self.cannot_read, self.cannot_write
 
     def diagnose(self, error):
@@ -143,7 +143,10 @@ class FakeClients:
     def discard(self, producer, error, throttle) -> None:
         self.discarded.append(error)
 
-    def consumer(self, listener):
+    def ensure_topics(self, topics, producer) -> None:
+        pass
+
+    def consumer(self, listener, also=()):
         from worker.kafka_compat import KafkaCompat
 
         self.connections += 1

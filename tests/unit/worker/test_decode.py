@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.core.decode import OUT_OF_RANGE, REASONS, Decoder, Unread
+from worker.core.decode import OUT_OF_RANGE, REASONS, STALE_FEATURES, Decoder, Unread
 from worker.core.errors import DecodeError
 
 FEATURES = ("Time", "V1", "Amount")
@@ -55,8 +55,9 @@ def decoder() -> Decoder:
 
 
 def test_every_reason_code_is_exercised():
-    # out_of_range is the scorer's verdict on a decoded row (Scorer.admit): tests/unit/worker/test_out_of_range.py
-    assert set(BAD) | {OUT_OF_RANGE} == set(REASONS)
+    # out_of_range is the scorer's verdict on a decoded row (Scorer.admit): tests/unit/worker/test_out_of_range.py;
+    # stale_features the loop's on a repartition topic's record: tests/unit/worker/test_stages.py
+    assert set(BAD) | {OUT_OF_RANGE, STALE_FEATURES} == set(REASONS)
 
 
 @pytest.mark.parametrize("reason,value", [(r, v) for r, vs in BAD.items() for v in vs])
