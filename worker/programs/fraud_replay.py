@@ -1,7 +1,8 @@
 """``fraud-replay``: produce transactions to Kafka from a CSV or the synthetic generator.
 
 For demos and load tests. Rows become transaction events (DESIGN.md): a ``transaction_id``,
-one number per numeric column, and ``event_time`` (epoch ms, stamped when the event is sent).
+one number per numeric column, and ``event_time`` (epoch ms, stamped when the event is sent; with
+``--event-time data``, the row's own, as a feature spec's windows need it).
 Records are keyed by the account id column where the data has one (``account_id`` by default),
 so one account's events stay in order on one partition. The topic (the worker's input topic), the
 bootstrap servers and the passed-through Kafka settings come from ``worker.edges.config`` (flags,
@@ -29,7 +30,7 @@ import msgspec
 
 from worker.edges.config import SETTINGS_EPILOG, SettingsParser, WorkerConfig, add_settings, client_options
 from worker.feedback.records import encode_label
-from worker.offline.synthetic import generate
+from worker.offline.synthetic import generate, generate_behavioural
 from worker.programs.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_settings, require_access
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class DataFileError(RuntimeError):
 
 
 def rows_from_csv(
-    path: Path, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL
+    path: Path, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL, key_in_event: bool = False
 ) -> Iterator[tuple[bytes | None, dict]]:
     """Stream (key, event fields) from a CSV, plain or gzip; numeric text becomes numbers.
 
@@ -63,7 +64,8 @@ def rows_from_csv(
     if first is None:
         fh.close()
         raise DataFileError(f"{path}: empty, no header row")
-    return _csv_rows(path, fh, reader, [h.strip() for h in first], key_column, with_label, label_column)
+    return _csv_rows(path, fh, reader, [h.strip() for h in first], key_column, with_label, label_column,
+                     key_in_event)  # fmt: skip
 
 
 def _read_row(path: Path, reader: Any) -> list[str] | None:
@@ -80,7 +82,7 @@ def _read_row(path: Path, reader: Any) -> list[str] | None:
 
 def _csv_rows(
     path: Path, fh: io.TextIOWrapper, reader: Any, header: list[str], key_column: str, with_label: bool,
-    label_column: str,
+    label_column: str, key_in_event: bool = False,
 ) -> Iterator[tuple[bytes | None, dict]]:  # fmt: skip
     with fh:
         while (row := _read_row(path, reader)) is not None:
@@ -89,6 +91,8 @@ def _csv_rows(
             for name, value in zip(header, row, strict=False):  # a row may be shorter or longer than the header
                 if name == key_column:
                     key = value.encode()
+                    if key_in_event:
+                        fields[name] = value
                 elif name == label_column and not with_label:
                     continue
                 else:
@@ -100,10 +104,11 @@ def _csv_rows(
 
 
 def rows_from_synthetic(
-    n: int, seed: int, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL
+    n: int, seed: int, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL, generator: str = "v2",
+    key_in_event: bool = False,
 ) -> Iterator[tuple[bytes | None, dict]]:
-    columns = generate(n, seed=seed)
-    names = [c for c in columns if c != key_column and (with_label or c != label_column)]
+    columns = generate_behavioural(n, seed) if generator == "v3" else generate(n, seed=seed)
+    names = [c for c in columns if (key_in_event or c != key_column) and (with_label or c != label_column)]
     keys = columns.get(key_column)
     values = [columns[c].tolist() for c in names]
     for i, row in enumerate(zip(*values, strict=True)):
@@ -153,10 +158,11 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     labels = Labels(args.labels_topic, args.label_delay_seconds, args.label_column) if args.labels_topic else None
     keep_label = args.with_label or labels is not None  # read it; sent in the event only with --with-label
     if args.data:
-        rows = rows_from_csv(Path(args.data), args.key_column, keep_label, args.label_column)
+        rows = rows_from_csv(Path(args.data), args.key_column, keep_label, args.label_column, args.key_in_event)
         total = args.count
     else:
-        rows = rows_from_synthetic(args.synthetic, args.seed, args.key_column, keep_label)
+        rows = rows_from_synthetic(args.synthetic, args.seed, args.key_column, keep_label, generator=args.generator,
+                                   key_in_event=args.key_in_event)  # fmt: skip
         if labels is not None:
             labels.column = DEFAULT_LABEL  # the generator's label column
         total = min(args.count or args.synthetic, args.synthetic)
@@ -175,6 +181,7 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
             "(is the broker up, and the topic created?)"
         ) from None
     encode = msgspec.json.Encoder().encode
+    keep_time = args.event_time == "data"
     progress = Progress(total, not args.quiet)
     start = time.monotonic()
     sent = 0
@@ -188,7 +195,10 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
                     time.sleep(ahead)
             transaction_id = f"{args.id_prefix}-{sent:09d}"
             fields["transaction_id"] = transaction_id
-            fields["event_time"] = time.time_ns() // 1_000_000
+            if not keep_time or "event_time" not in fields:
+                fields["event_time"] = time.time_ns() // 1_000_000
+            elif isinstance(fields["event_time"], float) and fields["event_time"].is_integer():
+                fields["event_time"] = int(fields["event_time"])  # a CSV's number, as the epoch ms it is
             if labels is not None:
                 labels.due(producer, failures)
                 labels.add(transaction_id, fields, keep=args.with_label)
@@ -274,6 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible (default)")
     p.add_argument("--count", type=int, default=0, help="stop after this many events; 0 = all (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator (default: %(default)s)")
+    p.add_argument(
+        "--generator", choices=("v2", "v3"), default="v2",
+        help="with --synthetic: v2 (one account's numeric fields) or v3 (customers and terminals over 60 days, "
+        "with behavioural fraud: docs/features.md) (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--event-time", choices=("now", "data"), default="now",
+        help="each event's event_time: stamped when it is sent (now), or the row's own event_time column, in "
+        "epoch ms (data: a feature spec's windows follow the data's clock; the worker's event-to-alert latency "
+        "then measures the data's age) (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--key-in-event", action="store_true",
+        help="also keep the key column in the event (an entity of the model's feature spec)",
+    )
     p.add_argument(
         "--key-column", default="account_id", help="column used as the record key, when present (default: %(default)s)"
     )
