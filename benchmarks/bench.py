@@ -152,6 +152,8 @@ def main() -> int:
                     "given)")  # fmt: skip
     ap.add_argument("--feature-events", type=int, default=100_000, help="v3 events in the features' backlog")
     ap.add_argument("--feature-repeats", type=int, default=3, help="alternating rounds of the features' step")
+    ap.add_argument("--feature-latency-rates", default="1000,5000",
+                    help="rates (events/s) for the p99 event-to-alert with and without the spec (empty: skip)")
     ap.add_argument("--feature-entities", type=int, default=1_000_000, help="entities in state for memory and restore")
     ap.add_argument("--backtest-events", type=int, default=200_000, help="ULB events in the backtest's file")
     ap.add_argument("--backtest-repeats", type=int, default=3, help="alternating backtest / json.loads runs")
@@ -184,6 +186,8 @@ def main() -> int:
     if args.only_features:
         with broker("fraud-bench-kafka-") as bootstrap:
             ft = feature_cost.measure(bootstrap, args.feature_events, args.feature_repeats)
+            if args.feature_latency_rates:
+                ft["latency"] = feature_cost.measure_latency(bootstrap, rate_list(args.feature_latency_rates))
             if args.feature_entities:
                 ft["entities"] = feature_cost.measure_entities(bootstrap, args.feature_entities)
         write_results(args.out, ft)
@@ -253,6 +257,9 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         results["backtest"] = backtest_speed.measure(models, args.backtest_events, args.backtest_repeats)
         results["shadow"] = shadow_cost.measure(bootstrap, models, values, args.shadow_repeats)
         results["features"] = feature_cost.measure(bootstrap, args.feature_events, args.feature_repeats)
+        if args.feature_latency_rates:
+            results["features"]["latency"] = feature_cost.measure_latency(bootstrap,
+                                                                          rate_list(args.feature_latency_rates))
         if args.feature_entities:
             results["features"]["entities"] = feature_cost.measure_entities(bootstrap, args.feature_entities)
     results["environment"] = versions(bootstrap)

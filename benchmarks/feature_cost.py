@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,11 @@ SPEC = {
         {"field": "terminal_id", "windows": ["1h", "1d", "30d"], "aggregates": _AGGREGATES},
     ]
 }
+ALERT_EVERY = 20  # one event in this many alerts in the latency runs
 FIELDS = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "channel", "merchant_category")
 
 
-def _bundle(models: Path, version: str, spec: dict | None) -> None:
+def _bundle(models: Path, version: str, spec: dict | None, feature_weight: float = 0.01) -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -57,7 +59,8 @@ def _bundle(models: Path, version: str, spec: dict | None) -> None:
     parsed = from_mapping(spec, "bench") if spec is not None else None
     names = ("amount", *(parsed.names if parsed is not None else ()))
     n = len(names)
-    weights = np.full(n, 0.01, dtype=np.float32)
+    weights = np.full(n, feature_weight, dtype=np.float32)
+    weights[0] = 0.01  # the amount
     model = dense_model(n)
     model.set_weights([weights.reshape(n, 1), np.array([-3.0], dtype=np.float32)])
     blob = to_tflite(model)
@@ -178,6 +181,101 @@ def measure_entities(bootstrap: str, entities: int) -> dict:
     }  # fmt: skip
 
 
+def _latency_point(bootstrap: str, models: Path, rate: float, seconds: float, warmup: float, extra: tuple) -> dict:
+    """Events at ``rate``/s for ``warmup + seconds`` (customers among 20,000, terminals among 5,000), each
+    stamped with its event_time as it is handed to the producer; one in ``ALERT_EVERY`` has an amount the
+    model alerts on. The latency is the wall-clock time when a reader's poll() (on a thread of its own)
+    returned the alert minus that stamp. The warm-up's events are left out."""
+    import threading
+
+    import msgspec
+    from confluent_kafka import Producer
+    from kafka import KafkaConsumer, TopicPartition
+
+    from benchmarks.harness import fetch_settings
+    from benchmarks.latency_vs_load import pct
+
+    tag = uuid.uuid4().hex[:8]
+    topics = {"input": f"bench-flat-in-{tag}", "alerts": f"bench-flat-alerts-{tag}", "dlq": f"bench-flat-dlq-{tag}"}
+    create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {})})
+    worker = Worker(bootstrap, models, topics, f"flat-{tag}", bench_options(extra=extra))
+    worker.wait_up()
+    worker.wait_ready()
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **fetch_settings())
+    reader.assign([TopicPartition(topics["alerts"], 0)])
+    reader.seek_to_beginning()
+    reader.poll(timeout_ms=100)
+    enc, dec = msgspec.json.Encoder().encode, msgspec.json.Decoder().decode
+    n = int(rate * (warmup + seconds))
+    expected = -(-n // ALERT_EVERY)
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        last = time.monotonic()
+        while len(samples) < expected and not (done.is_set() and time.monotonic() - last > 10):
+            for records in reader.poll(timeout_ms=100).values():
+                got = time.time() * 1000
+                samples.extend((t, got - t) for t in (dec(r.value)["event_time"] for r in records))
+                last = time.monotonic()
+
+    reading = threading.Thread(target=read, daemon=True)
+    reading.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 1})
+    rng = np.random.default_rng(7)
+    customers, terminals = rng.integers(0, 20_000, n).tolist(), rng.integers(0, 5_000, n).tolist()
+    amounts = np.minimum(rng.gamma(2.0, 30.0, n), 200.0).round(2).tolist()
+    start = time.monotonic()
+    steady_from = time.time() * 1000 + warmup * 1000
+    try:
+        for i in range(n):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0.001:
+                time.sleep(ahead)
+            amount = 10_000.0 if i % ALERT_EVERY == 0 else amounts[i]
+            event = {"transaction_id": f"l{i}", "event_time": int(time.time() * 1000), "customer_id":
+                     f"c{customers[i]}", "terminal_id": f"t{terminals[i]}", "amount": amount}  # fmt: skip
+            producer.produce(topics["input"], enc(event))
+            if i % 100 == 0:
+                producer.poll(0)
+        producer.flush(30)
+        offered = n / (time.monotonic() - start)
+        done.set()
+        reading.join(timeout=600)
+    finally:
+        done.set()
+        reader.close(autocommit=False)
+        worker.stop()
+    arr = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    steady = arr[arr[:, 0] >= steady_from, 1]
+    return {"offered_rate": rate, "achieved_offer": offered, "events": n, "alerts_read": len(samples),
+            "alerts_expected": expected, "samples": int(steady.size), **pct(steady)}  # fmt: skip
+
+
+def measure_latency(bootstrap: str, rates: Sequence[float] = (1000.0, 5000.0), seconds: float = 15.0,
+                    warmup: float = 5.0) -> dict:  # fmt: skip
+    """p99 event-to-alert at each of ``rates``, with the spec and without it, side by side (at-least-once).
+    The bundles weigh the amount alone (the spec's features with weight 0), so both alert on the same events."""
+    work = Path(tempfile.mkdtemp(prefix="fraud-bench-flat-"))
+    out: dict = {"rates": list(rates), "alert_every": ALERT_EVERY, "with": [], "without": []}
+    try:
+        _bundle(work / "plain", "plain", None, feature_weight=0.0)
+        _bundle(work / "spec", "spec", SPEC, feature_weight=0.0)
+        for rate in rates:
+            for name in ("without", "with"):
+                extra: tuple[str, ...] = ()
+                if name == "with":
+                    extra = ("--feature-state-dir", str(work / f"state-{rate:.0f}"))
+                point = _latency_point(bootstrap, work / ("spec" if name == "with" else "plain"), rate, seconds,
+                                       warmup, extra)  # fmt: skip
+                out[name].append(point)
+                log(f"latency {name} the spec at {rate:,.0f}/s: p99 {point['p99_ms']:,.1f} ms "
+                    f"({point['alerts_read']:,} of {point['alerts_expected']:,} alerts read)")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def print_features(f: dict) -> None:
     print("\nBehavioural features (2 entities x 3 windows x 3 functions)")
     o = f["offline"]
@@ -187,6 +285,12 @@ def print_features(f: dict) -> None:
         print(f"  worker without the spec                     {f['without']['median']:>10,.0f} events/s (median)")
         print(f"  worker with the spec                        {f['with']['median']:>10,.0f} events/s, ratio {r:.3f} "
               f"(goal >= 0.5: {'pass' if r >= 0.5 else 'FAIL'})")  # fmt: skip
+    if "latency" in f:
+        for without, with_ in zip(f["latency"]["without"], f["latency"]["with"], strict=True):
+            rate, p99 = with_["offered_rate"], with_["p99_ms"]
+            print(f"  p99 event-to-alert at {rate:>6,.0f}/s            without {without['p99_ms']:>8,.1f} ms, with "
+                  f"{p99:>8,.1f} ms (goal <= 25: {'pass' if p99 <= 25 else 'FAIL'}; "
+                  f"{with_['alerts_read']:,} of {with_['alerts_expected']:,} alerts read)")  # fmt: skip
     if "entities" in f:
         e = f["entities"]
         print(f"  peak RSS with {e['entities']:,} entities in state   {e['peak_rss_mb']:>10.0f} MB "
