@@ -144,7 +144,9 @@ class FeatureState:
                         changed = store.flush(committed=self._committed.get(partition))
                         self.flushed_entities += len(changed)
                         self.flushes += 1
-                        if self.changelog is not None:
+                        if self.changelog is None:
+                            store.confirm()  # no changelog to wait for: the file is all there is
+                        else:
                             records = [(f"{sid}/s/{k}".encode(), v) for k, v in changed]
                             records.append((f"{sid}/p".encode(), _pack(store.next_offset)))
                             records.append((f"{sid}/r".encode(), _pack(store.pending_recorded)))

@@ -131,3 +131,25 @@ def _engine_with_one_event() -> FeatureEngine:
     engine = FeatureEngine(SPEC)
     engine.step(1_700_000_000_000, ["a", 1.0, "s1"], [])
     return engine
+
+
+def test_without_a_changelog_a_flush_writes_only_what_changed_since_the_last_one(tmp_path):
+    # With feature_changelog_topic = none nothing confirms the entities flushed: each flush re-encoded every
+    # entity changed since the start, a cost that grew with the state until commits took seconds.
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from worker.state.feature_state import FeatureState
+
+    state = FeatureState(tmp_path / "state", 100)
+    features = state.features_for(SPEC)
+    engine, store = features.partition(("transactions", 0))
+    tp = TopicPartition("transactions", 0)
+    for offset, (t, values) in enumerate(_stream(200)):
+        engine.step(t / 1000, values, [])
+        store.record(offset, b"")
+    state.before_commit({tp: OffsetAndMetadata(200, "", -1)})
+    assert isinstance(store, PartitionStore) and len(store.unlogged) == 0
+    engine.step(1_800_000_000, ["z", 1.0, "s1"], [])
+    store.record(200, b"")
+    assert store.flush() == [("0:z", encode_state(store["0:z"]))]
