@@ -201,6 +201,45 @@ def test_exactly_once_as_the_worker_user(secured, skafka, names, models_dir, wor
     assert w.stop() == 0
 
 
+def test_behavioural_features_as_the_worker_user(secured, skafka, names, tmp_path, workers):
+    """A bundle with a feature spec, events keyed by customer: the worker creates, writes and reads its changelog
+    and repartition topics with the ACLs docs/security.md lists for them (the topic prefix <group>-) and no more."""
+    from tests.support.bundles import make_bundle
+    from worker.core.features import fit_categoricals, load_spec
+    from worker.offline import synthetic
+
+    create_topics(secured, names)
+    grant_worker(skafka, names)
+    grant(skafka.admin(), topic_prefix=names["group"] + "-")
+    columns = synthetic.generate_behavioural(1_000, 3)
+    spec = fit_categoricals(load_spec(str(REPO / "examples" / "behavioural.toml")), columns)
+    feature_names = ["amount", *spec.names]
+    models = tmp_path / "models"
+    make_bundle(models, "f1", feature_names=feature_names, mean=[0.0] * len(feature_names),
+                scale=[1.0] * len(feature_names), weights=[0.001] * len(feature_names), bias=-3.0, threshold=0.5,
+                feature_spec=spec.to_manifest())  # fmt: skip
+    fields = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "channel", "merchant_category")
+    producer = skafka.producer()
+    for row in zip(*(columns[f].tolist() for f in fields), strict=True):
+        value = json.dumps(dict(zip(fields, row, strict=True))).encode()
+        producer.send(names["input_topic"], key=row[2].encode(), value=value)
+    producer.flush()
+    w = worker(secured, models, names, extra=("--input-key-field", "customer_id", "--scores-include-features",
+                                              "--feature-state-dir", str(tmp_path / "state")))  # fmt: skip
+    workers.append(w.start())
+    w.wait_ready()
+    wait_committed(skafka, names["group"], names["input_topic"], workers=[w])
+    deadline = time.monotonic() + 60
+    while w.metric("fraud_events_scored_total") < 1_000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert w.metric("fraud_events_scored_total") == 1_000
+    assert w.metric("fraud_feature_forwarded_events_total") == 1_000
+    assert w.metric("fraud_feature_changelog_records_total") > 0
+    assert w.stop() == 0
+    scored = [json.loads(r.value) for r in read_topic(skafka, names["scores_topic"])]
+    assert len(scored) == 1_000 and all("terminal_id.count.1d" in d["features"] for d in scored)
+
+
 def _wrong_password(s: SecuredKafka) -> dict[str, str]:
     return {**s.client_env, "FRAUD_KAFKA_SASL_PLAIN_PASSWORD": "not-the-password-x9"}
 

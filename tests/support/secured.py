@@ -62,8 +62,10 @@ class SecuredKafka:
         self.broker.close()
 
 
-def grant(admin, topics_read=(), topics_write=(), group: str | None = None, transactional_prefix: str | None = None):
-    """Allow the fraud-worker user to read ``topics_read`` (and ``group``), write ``topics_write``."""
+def grant(admin, topics_read=(), topics_write=(), group: str | None = None, transactional_prefix: str | None = None,
+          topic_prefix: str | None = None):  # fmt: skip
+    """Allow the fraud-worker user to read ``topics_read`` (and ``group``), write ``topics_write``; and to create,
+    read and write the topics named ``topic_prefix``... (its feature changelog and repartition topics)."""
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
     def acl(kind, name, op, pattern=ACLResourcePatternType.LITERAL):
@@ -85,6 +87,9 @@ def grant(admin, topics_read=(), topics_write=(), group: str | None = None, tran
     if transactional_prefix:
         for op in (ACLOperation.WRITE, ACLOperation.DESCRIBE):
             acls.append(acl(ResourceType.TRANSACTIONAL_ID, transactional_prefix, op, ACLResourcePatternType.PREFIXED))
+    if topic_prefix:
+        for op in (ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE, ACLOperation.CREATE):
+            acls.append(acl(ResourceType.TOPIC, topic_prefix, op, ACLResourcePatternType.PREFIXED))
     result = admin.create_acls(acls)
     failed = result.get("failed") if isinstance(result, dict) else None
     assert not failed, f"ACLs not created: {failed}"

@@ -231,11 +231,14 @@ def test_topics_service_creates_the_topics_and_exactly_the_worker_acls(secrets_d
         | {(user, "group", group, "literal", op) for op in read}  # DESCRIBE on a group comes with READ anyway
         | {(user, "topic", topic, "literal", op) for topic in outputs for op in write}
         | {(user, "transactional-id", prefix, "prefixed", op) for op in write}
+        # its own topics, a feature spec's changelog and repartition topics: created, read and written
+        | {(user, "topic", prefix, "prefixed", op) for op in ("Read", "Write", "Describe", "Create")}
     )
     assert grants == expected
     # An exactly-once worker's transactional id falls under the granted prefix.
     eos = load_config([], {**client_env("worker", secrets_dir), "FRAUD_PROCESSING_GUARANTEE": "exactly-once"})
     assert eos.effective_transactional_id().startswith(prefix)
+    assert config.changelog_topic().startswith(prefix)
 
 
 # Kubernetes ---------------------------------------------------------------------------------------
