@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -45,6 +46,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
 from worker.core.errors import BundleError, ConfigError
 
 BUCKETS = 24  # buckets per window
+_EMPTY_NUMERIC = (0.0, math.inf, -math.inf)  # a bucket's sum, min and max of a numeric field before its first event
 _NONE: list[Any] = []  # no numeric (or distinct) fields: nothing to read per event
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -362,45 +364,56 @@ def _number(value: Any) -> float:
 
 
 class Window:
-    """One window of one entity: its buckets oldest first, ``[index, count, sum_1, min_1, max_1, ...,
-    {value: count}, ...]`` (per numeric field, then per distinct field), the first ``n_in`` of them inside
-    the window, and running totals over those: the count, a sum per numeric field, a value count per
-    distinct field. A bucket enters the totals when the window reaches it and leaves them when the window
-    has passed it; min and max are read from the buckets inside."""
+    """One window of one entity: its buckets oldest first, ``[index, count, sum_1, min_1, max_1, ...]``
+    (per numeric field; an ``array`` of doubles) with, per distinct field, a ``{value: count}`` of each
+    bucket in ``sets`` (parallel to ``buckets``); the first ``n_in`` buckets inside the window, and running
+    totals over those: the count, a sum per numeric field, a value count per distinct field. A bucket enters
+    the totals when the window reaches it and leaves them when the window has passed it; min and max are
+    read from the buckets inside.
 
-    __slots__ = ("buckets", "count", "distinct", "n_in", "sums")
+    Arrays, not lists: an array of numbers is not tracked by Python's cycle collector, and the worker holds
+    thousands of entities in memory, each a few dozen buckets: as lists, every full collection walked them
+    all, a pause of tens of milliseconds in the loop (docs/performance.md)."""
+
+    __slots__ = ("buckets", "count", "distinct", "n_in", "sets", "sums")
 
     def __init__(self, n_numeric: int, n_distinct: int) -> None:
         # A list, not a deque: at most 24 buckets (plus the delay's), and a deque's first block alone
         # is over 500 bytes, most of a small entity's state in memory.
-        self.buckets: list[list[Any]] = []
+        self.buckets: list[array[float]] = []
+        self.sets: list[list[dict[str, int]]] = []  # per bucket, one value count per distinct field (if any)
         self.n_in = 0
         self.count = 0.0
-        self.sums = [0.0] * n_numeric
+        self.sums = array("d", bytes(8 * n_numeric))
         self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
 
     def slide(self, lo: int, hi: int, n_numeric: int) -> None:
         """Move the window to buckets ``lo`` .. ``hi`` (neither ever goes back)."""
         buckets = self.buckets
         while self.n_in < len(buckets) and buckets[self.n_in][0] <= hi:
-            self._total(buckets[self.n_in], 1, n_numeric)
+            self._total(self.n_in, 1, n_numeric)
             self.n_in += 1
         gone = 0
         while gone < len(buckets) and buckets[gone][0] < lo:
             if self.n_in:
-                self._total(buckets[gone], -1, n_numeric)
+                self._total(gone, -1, n_numeric)
                 self.n_in -= 1
             gone += 1
         if gone:
             del buckets[:gone]
+            if self.sets:
+                del self.sets[:gone]
 
-    def _total(self, bucket: list[Any], sign: int, n_numeric: int) -> None:
+    def _total(self, i: int, sign: int, n_numeric: int) -> None:
+        bucket = self.buckets[i]
         self.count += sign * bucket[1]
         sums = self.sums
         for j in range(n_numeric):
             sums[j] += sign * bucket[2 + 3 * j]
-        for j, counts in enumerate(self.distinct):
-            for value, m in bucket[2 + 3 * n_numeric + j].items():
+        if not self.distinct:
+            return
+        for counts, seen in zip(self.distinct, self.sets[i], strict=True):
+            for value, m in seen.items():
                 left = counts.get(value, 0) + sign * m
                 if left:
                     counts[value] = left
@@ -410,15 +423,15 @@ class Window:
     def add(self, k: int, nums: Sequence[float], keys: Sequence[str | None], hi: int) -> None:
         """Add one event in bucket ``k`` (to the totals too when ``k`` is inside the window)."""
         buckets = self.buckets
-        n_numeric = len(nums)
         if buckets and buckets[-1][0] == k:
             bucket = buckets[-1]
         else:
-            bucket = [k, 0.0]
+            bucket = array("d", (k, 0.0))
             for _ in nums:
-                bucket += [0.0, math.inf, -math.inf]
-            bucket += [{} for _ in keys]
+                bucket.extend(_EMPTY_NUMERIC)
             buckets.append(bucket)
+            if keys:
+                self.sets.append([{} for _ in keys])
         inside = k <= hi
         if inside and bucket[1] == 0.0:  # a new bucket, inside the window (slide has run for this event)
             self.n_in += 1
@@ -436,7 +449,7 @@ class Window:
                 self.sums[j] += x
         for j, key in enumerate(keys):
             if key is not None:
-                counts = bucket[2 + 3 * n_numeric + j]
+                counts = self.sets[-1][j]
                 counts[key] = counts.get(key, 0) + 1
                 if inside:
                     self.distinct[j][key] = self.distinct[j].get(key, 0) + 1

@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import time
+from array import array
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,17 @@ CREATE TABLE IF NOT EXISTS recorded (offset INTEGER PRIMARY KEY, features BLOB N
 
 
 def encode_state(state: EntityState) -> bytes:
-    return _encode([state.last, [[list(w.buckets), w.n_in, w.count, w.sums, w.distinct] for w in state.windows]])
+    """MessagePack ``[last, [[buckets, n_in, count, sums, distinct], ...]]``, a bucket ``[index, count, sum,
+    min, max, ..., {value: count}, ...]`` (its numbers, then its value counts per distinct field)."""
+    windows = []
+    for w in state.windows:
+        buckets: list[list[Any]] = [b.tolist() for b in w.buckets]
+        for bucket in buckets:
+            bucket[0] = int(bucket[0])
+        if w.sets:
+            buckets = [[*b, *s] for b, s in zip(buckets, w.sets, strict=True)]
+        windows.append([buckets, w.n_in, w.count, w.sums.tolist(), w.distinct])
+    return _encode([state.last, windows])
 
 
 def decode_state(data: bytes) -> EntityState:
@@ -57,15 +68,13 @@ def decode_state(data: bytes) -> EntityState:
     out = []
     for buckets, n_in, count, sums, distinct in windows:
         w = Window(len(sums), len(distinct))
-        w.buckets = [_floats(b) for b in buckets]
-        w.n_in, w.count, w.sums, w.distinct = n_in, float(count), [float(s) for s in sums], distinct
+        width = 2 + 3 * len(sums)
+        w.buckets = [array("d", b[:width]) for b in buckets]
+        if distinct:
+            w.sets = [b[width:] for b in buckets]
+        w.n_in, w.count, w.sums, w.distinct = n_in, float(count), array("d", sums), distinct
         out.append(w)
     return EntityState(last, out)
-
-
-def _floats(bucket: list[Any]) -> list[Any]:
-    # msgpack keeps ints and floats apart; a bucket's numbers are floats but for its index.
-    return [bucket[0], *(float(x) if isinstance(x, (int, float)) else x for x in bucket[1:])]
 
 
 class PartitionStore(MutableMapping[str, EntityState]):
