@@ -192,6 +192,42 @@ def test_batch_send_puts_each_record_where_send_would_in_the_same_order(kafka, t
         }, "the keyed records of a partition in another order"
 
 
+@pytest.mark.parametrize("transactional", [False, True])
+def test_batch_send_to_a_partition_puts_each_record_there_in_order_as_send_would(kafka, transactional):
+    """The contract of ``send_to`` (the feature changelog's writes): every record on the partition named, in
+    order, as ``KafkaProducer.send(partition=...)`` puts them; one too large to append goes through send()."""
+    from worker.kafka_compat import sends
+
+    plain, fast = kafka.topic(partitions=3), kafka.topic(partitions=3)
+    records = [(f"e{i % 50}".encode(), bytes([i % 251]) * (1 + i % 300)) for i in range(3_000)]
+    records[1_234] = (b"big", b"x" * 64_700)  # near the request size (64 KiB): send() itself, in its place
+    producers = [kafka.producer(linger_ms=5, max_request_size=65_536,
+                                **({"transactional_id": kafka.group()} if transactional else {}))
+                 for _ in range(2)]  # fmt: skip
+    for p in producers:
+        for t in (plain, fast):
+            p.partitions_for(t)
+        if transactional:
+            p.init_transactions()
+            p.begin_transaction()
+    before = TAKEN["batch_send"]
+    sends.check_sends(producers[1])
+    plain_futures = sends.send_to_plain(producers[0], plain, 2, records)
+    fast_futures = sends.send_to(producers[1], fast, 2, records)
+    assert TAKEN["batch_send"] - before == 1
+    for p in producers:
+        if transactional:
+            p.commit_transaction()
+        p.flush(timeout=30)
+    assert all(f.is_done and f.succeeded() for f in plain_futures + fast_futures)
+    assert {f.get().partition for f in fast_futures} == {2}
+    read = {"isolation_level": "read_committed"} if transactional else {}
+    want = _landed(kafka, {plain: 3}, len(records), **read)[plain]
+    got = _landed(kafka, {fast: 3}, len(records), **read)[fast]
+    assert list(got) == list(want) == [2]
+    assert got[2] == want[2] == [(k, v, []) for k, v in records]
+
+
 def test_batch_send_on_a_producer_without_its_internals_says_so_once_and_sends_all_the_same(kafka, caplog):
     topic = kafka.topic(partitions=2)
     wrapped = DelayedProducer(kafka.producer(), delay=0.0)  # send() only: no accumulator to append to

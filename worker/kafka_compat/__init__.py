@@ -9,6 +9,8 @@
 | ``metadata_wait``     | metadata.py   | a metadata request for one topic    | ``partitions_for_topic`` (all topics)  |
 | ``revocation_commit`` | revocation.py | retries of the revocation commit    | one ``commit_async``, not retried      |
 | ``batch_send``        | sends.py      | half the producer's per-record cost | ``KafkaProducer.send`` for each record |
+|                       |               | (outputs; the feature changelog's   |                                        |
+|                       |               | records, to an explicit partition)  |                                        |
 
 ``install(consumer, wanted)`` checks at start that every internal each wanted fast path relies on
 is there and behaves (``batch_send`` checks each new producer's too, on its first batch); one
@@ -23,6 +25,7 @@ private kafka-python name.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,7 +74,8 @@ class KafkaCompat:
 
     def __init__(self, active: frozenset[str] = frozenset()) -> None:
         self.active = active
-        self._vetted: object = None  # the last producer send_all checked (its fast path's internals)
+        # The producers whose internals send_all and send_to checked (the outputs', the changelog's).
+        self._vetted: weakref.WeakSet[KafkaProducer] = weakref.WeakSet()
 
     @classmethod
     def install(
@@ -113,14 +117,25 @@ class KafkaCompat:
 
     def send_all(self, producer: KafkaProducer, records: Sequence[sends.Record]) -> list[Any]:
         """Send ``records`` (topic, key, value, headers) in order; their futures (sends.py)."""
-        if "batch_send" in self.active and producer is not self._vetted:
+        if self._batch_send(producer):
+            return sends.send_all(producer, records)
+        return sends.send_all_plain(producer, records)
+
+    def send_to(self, producer: KafkaProducer, topic: str, partition: int,
+                records: Sequence[tuple[bytes, bytes]]) -> list[Any]:  # fmt: skip
+        """Send ``records`` (key, value) to ``partition`` of ``topic`` in order; their futures (sends.py)."""
+        if self._batch_send(producer):
+            return sends.send_to(producer, topic, partition, records)
+        return sends.send_to_plain(producer, topic, partition, records)
+
+    def _batch_send(self, producer: KafkaProducer) -> bool:
+        """Whether the batch_send fast path is on for ``producer`` (its internals checked once per producer)."""
+        if "batch_send" in self.active and producer not in self._vetted:
             try:
                 sends.check_sends(producer)
-                self._vetted = producer
+                self._vetted.add(producer)
             except Exception as exc:  # noqa: BLE001 - kafka-python changed: its own path from now on
                 logger.warning("kafka-python fast path batch_send is off, kafka-python's own path is used "
                                "(slower, same results): %s: %s", type(exc).__name__, exc)  # fmt: skip
                 self.active = self.active - {"batch_send"}
-        if "batch_send" in self.active:
-            return sends.send_all(producer, records)
-        return sends.send_all_plain(producer, records)
+        return "batch_send" in self.active

@@ -98,6 +98,8 @@ class Worker:
         self.feature_state = FeatureState(config.feature_state_dir, config.feature_cache_entities,
                                           self._changelog(config), self._partitions_of)  # fmt: skip
         self.source.state = self.feature_state
+        if self.feature_state.changelog is not None:
+            self.feature_state.changelog.compat = lambda: self.source.compat
         self._changelog_seen = 0  # changelog records counted in the metrics so far
         # Entities other than the input topic's key: their stages and repartition topics (per spec served).
         self._plans: dict[FeatureSpec, Repartition] = {}

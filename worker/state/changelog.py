@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from worker.kafka_compat import KafkaCompat
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class Changelog:
         self.exactly_once = exactly_once
         self.records_written = 0
         self.records_read = 0
+        # The connected consumer's kafka-python fast paths (worker/kafka_compat/), set by the worker: writes go
+        # through its batch_send when it is on.
+        self.compat: Callable[[], KafkaCompat] | None = None
 
     def ensure(self, partitions: int) -> None:
         """Create the topic (compacted, ``partitions`` partitions) unless it exists."""
@@ -86,7 +91,11 @@ class Changelog:
             if self._producer is None:
                 self._producer = KafkaProducer(**self._producer_config)
             producer = self._producer
-        futures = [producer.send(self.topic, key=k, value=v, partition=partition) for k, v in records]
+        compat = self.compat() if self.compat is not None else None
+        if compat is not None:  # the batch_send fast path: appended to the partition's batch at once
+            futures = compat.send_to(producer, self.topic, partition, records)
+        else:
+            futures = [producer.send(self.topic, key=k, value=v, partition=partition) for k, v in records]
         self.records_written += len(records)
         if own:
             producer.flush()
