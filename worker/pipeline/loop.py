@@ -285,6 +285,7 @@ class Worker:
                 self.trouble.report("poll", f"poll failed: {exc}")
             return {}
         self.metrics.last_poll.set(time.time())
+        self.feature_state.open_assigned()  # partitions assigned in that poll: their state restored now
         return polled
 
     def _polled(self, polled: dict) -> Batch:

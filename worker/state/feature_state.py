@@ -59,6 +59,7 @@ class FeatureState:
         self._flushing = threading.Lock()  # one flush (and its changelog records) at a time
         self._by_spec: dict[FeatureSpec, BatchFeatures] = {}
         self._serving: dict[str, FeatureSpec] = {}  # topic -> the spec its events are computed with
+        self._to_open: set[tuple[str, int]] = set()  # assigned, their stores to open on the loop's thread
         self._stores: dict[tuple[str, Hashable], PartitionStore] = {}  # (spec id, partition)
         self.flushed_entities = 0  # entity states written (a metric)
         self.flushes = 0
@@ -178,17 +179,26 @@ class FeatureState:
             self._serving = dict(specs)
 
     def assigned(self, partitions: Iterable[Any]) -> None:
-        """``partitions`` are this member's (again): their stores open afresh, restored from the changelog, now
-        (as Kafka Streams restores before processing) rather than at their first event, which would wait."""
+        """``partitions`` are this member's (again): their stores open afresh, restored from the changelog, at
+        the loop's next ``open_assigned`` (as Kafka Streams restores before processing), not at their first
+        event. Called on kafka-python's IO thread, which must not wait for a restore (its heartbeats would)."""
         back = {(tp.topic, tp.partition) for tp in partitions}
         with self.lock:
             for features in self._by_spec.values():
                 for p in back & self._gone:
                     features.drop(p)
             self._gone -= back
-            for topic, number in sorted(back, key=str):
+            self._to_open |= back
+
+    def open_assigned(self) -> None:
+        """Open (and restore) the stores of the partitions assigned since the last call (the loop's thread)."""
+        if not self._to_open:
+            return
+        with self.lock:
+            pending, self._to_open = sorted(self._to_open, key=str), set()
+            for topic, number in pending:
                 spec = self._serving.get(topic)
-                if spec is None:
+                if spec is None or (topic, number) in self._gone:
                     continue
                 try:
                     self.features_for(spec).partition((topic, number))
@@ -200,6 +210,7 @@ class FeatureState:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         with self.lock:
             self._gone |= gone
+            self._to_open -= gone
             for features in self._by_spec.values():
                 for p in gone:
                     features.drop(p)

@@ -153,3 +153,42 @@ def test_without_a_changelog_a_flush_writes_only_what_changed_since_the_last_one
     engine.step(1_800_000_000, ["z", 1.0, "s1"], [])
     store.record(200, b"")
     assert store.flush() == [("0:z", encode_state(store["0:z"]))]
+
+
+def test_an_assignment_never_waits_for_the_restore_which_the_loop_does_before_its_next_batch(tmp_path):
+    # The rebalance listener runs on kafka-python's IO thread, which also sends the heartbeats: a restore there
+    # (25 s for 1,000,000 entities) outlived the session timeout, and the member was dropped, rejoined and
+    # restored again, for ever. The loop opens (and restores) the assigned partitions after its poll.
+    import threading
+    import time
+
+    from kafka import TopicPartition
+
+    from worker.state.feature_state import FeatureState
+
+    class SlowChangelog:
+        topic, records_written = "changelog", 0
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def ensure(self, partitions: int) -> None:
+            pass
+
+        def read(self, partition: int, start: int):
+            self.reads += 1
+            time.sleep(0.5)
+            return iter(())
+
+    changelog = SlowChangelog()
+    state = FeatureState(tmp_path / "state", 100, changelog)  # type: ignore[arg-type]
+    state.serve({"transactions": SPEC})
+    listener = threading.Thread(target=state.assigned, args=([TopicPartition("transactions", 0)],))
+    started = time.monotonic()
+    listener.start()
+    listener.join()
+    assert time.monotonic() - started < 0.2 and changelog.reads == 0
+    state.open_assigned()  # the loop, after its poll
+    assert changelog.reads == 1 and state.entities == 0
+    _, store = state.features_for(SPEC).partition(("transactions", 0))
+    assert isinstance(store, PartitionStore) and changelog.reads == 1  # opened once, not again at its first event
