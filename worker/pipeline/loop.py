@@ -101,6 +101,7 @@ class Worker:
         if self.feature_state.changelog is not None:
             self.feature_state.changelog.compat = lambda: self.source.compat
         self._changelog_seen = 0  # changelog records counted in the metrics so far
+        self._restored_seen, self._restore_seconds_seen = 0, 0.0  # restores counted so far (any thread's)
         # Entities other than the input topic's key: their stages and repartition topics (per spec served).
         self._plans: dict[FeatureSpec, Repartition] = {}
         self._subscribed: tuple[str, ...] = ()  # the repartition topics the consumer is subscribed to
@@ -366,7 +367,6 @@ class Worker:
         counted = [state.features_for(s.spec) for s in stages if s.spec.entities] or [state.features_for(spec)]
         late, replayed = sum(f.late for f in counted), sum(f.replayed for f in counted)
         seconds = sum(f.seconds for f in counted)
-        restored, restoring = state.restored, state.restore_seconds
         forwards: list[Output] = []
         if plan is not None and plan.chained:
             extended, forwards = plan.features(state, records, decoded)
@@ -378,10 +378,12 @@ class Worker:
         logged = state.changelog.records_written if state.changelog is not None else 0
         self.metrics.observe_features(
             sum(f.late for f in counted) - late, sum(f.replayed for f in counted) - replayed,
-            sum(f.seconds for f in counted) - seconds, state.entities, state.restored - restored,
-            state.restore_seconds - restoring, logged - self._changelog_seen, len(forwards),
+            sum(f.seconds for f in counted) - seconds, state.entities, state.restored - self._restored_seen,
+            state.restore_seconds - self._restore_seconds_seen, logged - self._changelog_seen, len(forwards),
         )  # fmt: skip
-        self._changelog_seen = logged
+        # Restores happen when a store opens: after a poll (open_assigned) or in this batch's extend.
+        self._changelog_seen, self._restored_seen = logged, state.restored
+        self._restore_seconds_seen = state.restore_seconds
         return extended, forwards
 
     def _obey(self, then: Next) -> bool:
