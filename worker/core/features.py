@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -364,28 +363,30 @@ def _number(value: Any) -> float:
 
 
 class Window:
-    """One window of one entity: its buckets oldest first, ``[index, count, sum_1, min_1, max_1, ...]``
-    (per numeric field; an ``array`` of doubles) with, per distinct field, a ``{value: count}`` of each
-    bucket in ``sets`` (parallel to ``buckets``); the first ``n_in`` buckets inside the window, and running
-    totals over those: the count, a sum per numeric field, a value count per distinct field. A bucket enters
+    """One window of one entity: its buckets oldest first, each a tuple ``(index, count, sum_1, min_1, max_1,
+    ...)`` (per numeric field), with, per distinct field, a ``{value: count}`` of each bucket in ``sets``
+    (parallel to ``buckets``); the first ``n_in`` buckets inside the window, and running totals over those:
+    the count, a sum per numeric field (``sums``, a tuple), a value count per distinct field. A bucket enters
     the totals when the window reaches it and leaves them when the window has passed it; min and max are
     read from the buckets inside.
 
-    Arrays, not lists: an array of numbers is not tracked by Python's cycle collector, and the worker holds
-    thousands of entities in memory, each a few dozen buckets: as lists, every full collection walked them
-    all, a pause of tens of milliseconds in the loop (docs/performance.md)."""
+    Tuples of numbers, replaced rather than changed: Python's cycle collector stops tracking a tuple that
+    holds only numbers, where a list (or an ``array``) stays tracked for life. The worker holds thousands of
+    entities in memory, each a few dozen buckets; as lists, every full collection walked them all, a pause
+    of 100 ms or more in the loop (docs/performance.md)."""
 
     __slots__ = ("buckets", "count", "distinct", "n_in", "sets", "sums")
 
     def __init__(self, n_numeric: int, n_distinct: int) -> None:
         # A list, not a deque: at most 24 buckets (plus the delay's), and a deque's first block alone
         # is over 500 bytes, most of a small entity's state in memory.
-        self.buckets: list[array[float]] = []
-        self.sets: list[list[dict[str, int]]] = []  # per bucket, one value count per distinct field (if any)
+        self.buckets: list[tuple[float, ...]] = []
+        # Per bucket, one value count per distinct field; an empty tuple (no object of its own) without any.
+        self.sets: list[list[dict[str, int]]] | tuple[()] = [] if n_distinct else ()
         self.n_in = 0
         self.count = 0.0
-        self.sums = array("d", bytes(8 * n_numeric))
-        self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
+        self.sums: tuple[float, ...] = (0.0,) * n_numeric
+        self.distinct: list[dict[str, int]] | tuple[()] = [{} for _ in range(n_distinct)] if n_distinct else ()
 
     def slide(self, lo: int, hi: int, n_numeric: int) -> None:
         """Move the window to buckets ``lo`` .. ``hi`` (neither ever goes back)."""
@@ -402,14 +403,13 @@ class Window:
         if gone:
             del buckets[:gone]
             if self.sets:
-                del self.sets[:gone]
+                del self.sets[:gone]  # type: ignore[union-attr]
 
     def _total(self, i: int, sign: int, n_numeric: int) -> None:
         bucket = self.buckets[i]
         self.count += sign * bucket[1]
-        sums = self.sums
-        for j in range(n_numeric):
-            sums[j] += sign * bucket[2 + 3 * j]
+        if n_numeric:
+            self.sums = tuple(s + sign * bucket[2 + 3 * j] for j, s in enumerate(self.sums))
         if not self.distinct:
             return
         for counts, seen in zip(self.distinct, self.sets[i], strict=True):
@@ -423,33 +423,37 @@ class Window:
     def add(self, k: int, nums: Sequence[float], keys: Sequence[str | None], hi: int) -> None:
         """Add one event in bucket ``k`` (to the totals too when ``k`` is inside the window)."""
         buckets = self.buckets
-        if buckets and buckets[-1][0] == k:
-            bucket = buckets[-1]
+        fresh = not buckets or buckets[-1][0] != k
+        old = (k, 0.0, *(_EMPTY_NUMERIC * len(nums))) if fresh else buckets[-1]
+        inside = k <= hi
+        if inside and old[1] == 0.0:  # a new bucket, inside the window (slide has run for this event)
+            self.n_in += 1
+        if nums:
+            values = list(old)
+            for j, x in enumerate(nums):
+                i = 2 + 3 * j
+                values[i] += x
+                if x < values[i + 1]:
+                    values[i + 1] = x
+                if x > values[i + 2]:
+                    values[i + 2] = x
+            values[1] += 1.0
+            bucket = tuple(values)
+            if inside:
+                self.sums = tuple(s + x for s, x in zip(self.sums, nums, strict=True))
         else:
-            bucket = array("d", (k, 0.0))
-            for _ in nums:
-                bucket.extend(_EMPTY_NUMERIC)
+            bucket = (old[0], old[1] + 1.0)
+        if fresh:
             buckets.append(bucket)
             if keys:
-                self.sets.append([{} for _ in keys])
-        inside = k <= hi
-        if inside and bucket[1] == 0.0:  # a new bucket, inside the window (slide has run for this event)
-            self.n_in += 1
-        bucket[1] += 1.0
+                self.sets.append([{} for _ in keys])  # type: ignore[union-attr]
+        else:
+            buckets[-1] = bucket
         if inside:
             self.count += 1.0
-        for j, x in enumerate(nums):
-            i = 2 + 3 * j
-            bucket[i] += x
-            if x < bucket[i + 1]:
-                bucket[i + 1] = x
-            if x > bucket[i + 2]:
-                bucket[i + 2] = x
-            if inside:
-                self.sums[j] += x
         for j, key in enumerate(keys):
             if key is not None:
-                counts = self.sets[-1][j]
+                counts = self.sets[-1][j]  # type: ignore[misc]
                 counts[key] = counts.get(key, 0) + 1
                 if inside:
                     self.distinct[j][key] = self.distinct[j].get(key, 0) + 1

@@ -29,7 +29,6 @@ import logging
 import os
 import sqlite3
 import time
-from array import array
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,10 @@ def encode_state(state: EntityState) -> bytes:
     min, max, ..., {value: count}, ...]`` (its numbers, then its value counts per distinct field)."""
     windows = []
     for w in state.windows:
-        buckets: list[list[Any]] = [b.tolist() for b in w.buckets]
-        for bucket in buckets:
-            bucket[0] = int(bucket[0])
+        buckets: list[list[Any]] = [[int(b[0]), *b[1:]] for b in w.buckets]
         if w.sets:
             buckets = [[*b, *s] for b, s in zip(buckets, w.sets, strict=True)]
-        windows.append([buckets, w.n_in, w.count, w.sums.tolist(), w.distinct])
+        windows.append([buckets, w.n_in, w.count, list(w.sums), list(w.distinct)])
     return _encode([state.last, windows])
 
 
@@ -69,10 +66,12 @@ def decode_state(data: bytes) -> EntityState:
     for buckets, n_in, count, sums, distinct in windows:
         w = Window(len(sums), len(distinct))
         width = 2 + 3 * len(sums)
-        w.buckets = [array("d", b[:width]) for b in buckets]
+        # msgpack keeps ints and floats apart: a bucket's numbers are floats but for its index.
+        w.buckets = [(int(b[0]), *(float(x) for x in b[1:width])) for b in buckets]
         if distinct:
             w.sets = [b[width:] for b in buckets]
-        w.n_in, w.count, w.sums, w.distinct = n_in, float(count), array("d", sums), distinct
+            w.distinct = distinct
+        w.n_in, w.count, w.sums = n_in, float(count), tuple(float(x) for x in sums)
         out.append(w)
     return EntityState(last, out)
 
