@@ -53,6 +53,10 @@ def test_a_worker_computes_the_offline_features(kafka, topics, workers, tmp_path
     wait_committed(kafka, group, topics["input_topic"], workers=[worker])
     assert worker.metric("fraud_events_scored_total") == N
     assert worker.metric("fraud_feature_entities") > 0
+    for p in range(3):  # each partition's state, measured for the metrics every 5 s
+        labels = {"topic": topics["input_topic"], "partition": str(p)}
+        assert worker.wait_metric("fraud_feature_state_entities", 1, timeout=15, labels=labels) > 0
+        assert worker.metric("fraud_feature_state_bytes", labels) > 4096  # a SQLite file holding them
     assert worker.stop() == 0
 
     docs = {d["transaction_id"]: d for d in (json.loads(r.value) for r in read_topic(kafka, topics["scores_topic"]))}

@@ -77,6 +77,7 @@ def registered_metrics() -> dict[str, tuple[str, set[str]]]:
     m.set_model("v1", "a" * 64, 0.5)
     m.set_model("v2", "b" * 64, 0.5)  # a switch: the previous champion's series
     m.set_shadow_model(("v3", "c" * 64))
+    m.set_feature_partitions({("transactions", 0): (10, 4096)})
     out = {}
     for family in registry.collect():
         name = family.name + "_total" if family.type == "counter" else family.name

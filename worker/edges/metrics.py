@@ -127,6 +127,17 @@ class WorkerMetrics:
         self.feature_entities = Gauge(
             "fraud_feature_entities", "With a feature spec: entities in the worker's feature state.", registry=r
         )
+        self.feature_state_entities = Gauge(
+            "fraud_feature_state_entities",
+            "With a feature spec: entities in each partition's feature state (its SQLite file).",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.feature_state_bytes = Gauge(
+            "fraud_feature_state_bytes",
+            "With a feature spec: bytes on disk of each partition's feature state (SQLite file and its log).",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self._feature_partitions: set[tuple[str, str]] = set()
         self.feature_late_events = Counter(
             "fraud_feature_late_events",
             "With a feature spec: events older than their entity's latest, computed at that latest time.",
@@ -392,6 +403,22 @@ class WorkerMetrics:
             counts[reason] = counts.get(reason, 0) + 1
         for reason, n in counts.items():
             self.events_invalid.labels(reason=reason).inc(n)
+
+    def set_feature_partitions(self, sizes: Mapping[tuple[str, int], tuple[int, int]]) -> None:
+        """Each held partition's feature state: (entities, bytes); partitions no longer held lose their series."""
+        seen = set()
+        for (topic, partition), (entities, size) in sizes.items():
+            labels = (topic, str(partition))
+            seen.add(labels)
+            self.feature_state_entities.labels(*labels).set(entities)
+            self.feature_state_bytes.labels(*labels).set(size)
+        for labels in self._feature_partitions - seen:
+            for gauge in (self.feature_state_entities, self.feature_state_bytes):
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        self._feature_partitions = seen
 
     def set_lag(self, lag: dict[int, int]) -> None:
         for partition, value in lag.items():

@@ -58,6 +58,7 @@ from worker.state.changelog import Changelog
 from worker.state.feature_state import FeatureState
 
 logger = logging.getLogger(__name__)
+SIZES_EVERY_S = 5.0  # how often the feature state's size per partition is measured for the metrics
 
 
 class Worker:
@@ -102,6 +103,8 @@ class Worker:
             self.feature_state.changelog.compat = lambda: self.source.compat
         self._changelog_seen = 0  # changelog records counted in the metrics so far
         self._restored_seen, self._restore_seconds_seen = 0, 0.0  # restores counted so far (any thread's)
+        self._sizes_at = 0.0  # when the feature state's size per partition was last put in the metrics
+        self._sizes_held = 0  # the number of partition stores held then
         # Entities other than the input topic's key: their stages and repartition topics (per spec served).
         self._plans: dict[FeatureSpec, Repartition] = {}
         self._subscribed: tuple[str, ...] = ()  # the repartition topics the consumer is subscribed to
@@ -200,6 +203,7 @@ class Worker:
                 idle = not polled and self._decoding is None
                 self._obey(self.delivery.between_polls(idle, self._decoding))
                 self.lag.maybe_update(self.consumer)
+                self._measure_feature_state()
         finally:
             self._close()
         return self.trouble.exit_code  # 1 once another instance took this one's group_instance_id
@@ -385,6 +389,15 @@ class Worker:
         self._changelog_seen, self._restored_seen = logged, state.restored
         self._restore_seconds_seen = state.restore_seconds
         return extended, forwards
+
+    def _measure_feature_state(self) -> None:
+        """The feature state's size per partition into the metrics: every few seconds (a stat() of each file),
+        idle or not, and at once when the partitions held change."""
+        held = self.feature_state.stores
+        if held == self._sizes_held and time.monotonic() - self._sizes_at < SIZES_EVERY_S:
+            return
+        self._sizes_at, self._sizes_held = time.monotonic(), held
+        self.metrics.set_feature_partitions(self.feature_state.partition_sizes())
 
     def _obey(self, then: Next) -> bool:
         """Do what the delivery guarantee answered; False if the batches in hand are dropped (polled again)."""

@@ -226,5 +226,20 @@ class FeatureState:
                 self.changelog.close()
 
     @property
+    def stores(self) -> int:
+        """Partition stores open (over the specs served)."""
+        return len(self._stores)
+
+    def partition_sizes(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per partition held: (entities, bytes on disk), over the specs served."""
+        sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        with self.lock:
+            for (_, partition), store in self._stores.items():
+                topic, number = cast("tuple[str, int]", partition)
+                entities, size = sizes.get((topic, number), (0, 0))
+                sizes[(topic, number)] = (entities + len(store), size + store.size_bytes)
+        return sizes
+
+    @property
     def entities(self) -> int:
         return sum(len(s) for s in self._stores.values())

@@ -253,5 +253,16 @@ class PartitionStore(MutableMapping[str, EntityState]):
         self.entities = db.execute("SELECT COUNT(*) FROM state").fetchone()[0]
         return self.entities
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes on disk: the SQLite file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
     def close(self) -> None:
         self.db.close()
