@@ -127,6 +127,11 @@ class WorkerMetrics:
         self.feature_entities = Gauge(
             "fraud_feature_entities", "With a feature spec: entities in the worker's feature state.", registry=r
         )
+        self.feature_restoring = Gauge(
+            "fraud_feature_restoring_records",
+            "With a feature spec: changelog records read by the restore under way (0 when none): its progress.",
+            registry=r,
+        )
         self.feature_state_entities = Gauge(
             "fraud_feature_state_entities",
             "With a feature spec: entities in each partition's feature state (its SQLite file).",

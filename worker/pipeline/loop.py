@@ -101,6 +101,8 @@ class Worker:
         self.source.state = self.feature_state
         if self.feature_state.changelog is not None:
             self.feature_state.changelog.compat = lambda: self.source.compat
+        # Read at each scrape: a restore blocks the loop, not the metrics server.
+        metrics.feature_restoring.set_function(lambda: self.feature_state.restoring)
         self._changelog_seen = 0  # changelog records counted in the metrics so far
         self._restored_seen, self._restore_seconds_seen = 0, 0.0  # restores counted so far (any thread's)
         self._sizes_at = 0.0  # when the feature state's size per partition was last put in the metrics

@@ -51,6 +51,7 @@ class FeatureState:
         self.changelog = changelog
         self.partitions_of = partitions_of  # the input topic's partition count, for the changelog topic
         self.restored = 0  # entities restored from the changelog (a metric)
+        self.restoring = 0  # changelog records read by the restore under way, 0 when none (a metric's progress)
         self._unconfirmed: list[PartitionStore] = []  # flushed into the open transaction
         self._gone: set[Hashable] = set()  # revoked, not assigned again since
         self._committed: dict[Hashable, int] = {}  # per partition: the last offset known committed
@@ -113,12 +114,16 @@ class FeatureState:
 
         def records() -> Iterator[tuple[str, str, bytes | None]]:
             for _, key, value in self.changelog.read(number, 0):  # type: ignore[union-attr]
+                self.restoring += 1
                 text = key.decode("utf-8", "replace") if key else ""
                 if text.startswith(prefix):
                     kind, _, entity = text[len(prefix):].partition("/")
                     yield kind, entity, value
 
-        n = store.restore(records())
+        try:
+            n = store.restore(records())
+        finally:
+            self.restoring = 0
         seconds = time.perf_counter() - start
         self.restored += n
         self.restore_seconds += seconds

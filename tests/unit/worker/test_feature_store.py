@@ -192,3 +192,30 @@ def test_an_assignment_never_waits_for_the_restore_which_the_loop_does_before_it
     assert changelog.reads == 1 and state.entities == 0
     _, store = state.features_for(SPEC).partition(("transactions", 0))
     assert isinstance(store, PartitionStore) and changelog.reads == 1  # opened once, not again at its first event
+
+
+def test_a_restore_under_way_shows_its_progress_and_none_after(tmp_path):
+    from kafka import TopicPartition
+
+    from worker.state.feature_state import FeatureState, spec_id
+
+    sid = spec_id(SPEC)
+    state_bytes = encode_state(_engine_with_one_event().store["0:a"])  # type: ignore[index]
+    seen: list[int] = []
+
+    class Changelog:
+        topic, records_written = "changelog", 0
+
+        def ensure(self, partitions: int) -> None:
+            pass
+
+        def read(self, partition: int, start: int):
+            for i in range(5):
+                seen.append(state.restoring)  # what a scrape would read now
+                yield i, f"{sid}/s/0:e{i}".encode(), state_bytes
+
+    state = FeatureState(tmp_path / "state", 100, Changelog())  # type: ignore[arg-type]
+    state.serve({"transactions": SPEC})
+    state.assigned([TopicPartition("transactions", 0)])
+    state.open_assigned()
+    assert seen == [0, 1, 2, 3, 4] and state.restoring == 0 and state.restored == 5
