@@ -71,9 +71,12 @@ def test_features_after_three_sigkills_equal_the_offline_ones(kafka, topics, wor
             time.sleep(1.0)
         worker.stop(signal.SIGKILL)
         worker = start()
+    worker.wait_ready(timeout=90)  # the last replacement is up (else the second instance alone would finish)
     stream.finish()
     assert second is not None
     wait_committed(kafka, group, topics["input_topic"], timeout=180, workers=[worker, second])
+    for w in (worker, second):  # both still serving: their metrics are read below
+        assert w.proc.poll() is None, f"worker exited with {w.proc.returncode}:\n{w.output()[-4000:]}"
     replayed = sum(w.metric("fraud_feature_replayed_events_total") for w in (worker, second))
     # The last worker started on an empty disk: its partitions' entities came from the changelog.
     assert worker.metric("fraud_feature_restored_entities_total") > 0
