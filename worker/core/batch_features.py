@@ -68,6 +68,7 @@ class BatchFeatures:
         self.seconds = 0.0  # time spent computing features (a metric)
         self.replayed = 0  # events polled again: their recorded features, nothing applied
         self.unrecorded = 0  # of those, ones whose features were no longer kept: computed from the state as it is
+        self._late_gone = 0  # late events counted by the engines of partitions dropped since (``late`` never falls)
 
     def partition(self, p: Hashable) -> tuple[FeatureEngine, PartitionState]:
         entry = self.partitions.get(p)
@@ -79,11 +80,15 @@ class BatchFeatures:
     def drop(self, p: Hashable) -> PartitionState | None:
         """Forget partition ``p`` (revoked); its state, to be closed by whoever made it."""
         entry = self.partitions.pop(p, None)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        self._late_gone += entry[0].late
+        return entry[1]
 
     @property
     def late(self) -> int:
-        return self.unpartitioned.late + sum(e.late for e, _ in self.partitions.values())
+        """Events computed at their entity's latest time, ever (a counter: partitions dropped still count)."""
+        return self.unpartitioned.late + self._late_gone + sum(e.late for e, _ in self.partitions.values())
 
     @property
     def entities(self) -> int:

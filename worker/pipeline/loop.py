@@ -370,9 +370,8 @@ class Worker:
         state, records = self.feature_state, batch.records
         plan = self._plan(spec) if self.config.input_key_field else None
         stages = plan.stages if plan is not None else ()
-        counted = [state.features_for(s.spec) for s in stages if s.spec.entities] or [state.features_for(spec)]
-        late, replayed = sum(f.late for f in counted), sum(f.replayed for f in counted)
-        seconds = sum(f.seconds for f in counted)
+        counted = [s.spec for s in stages if s.spec.entities] or [spec]
+        late, replayed, seconds, _ = state.counts(counted)
         forwards: list[Output] = []
         if plan is not None and plan.chained:
             extended, forwards = plan.features(state, records, decoded)
@@ -382,9 +381,10 @@ class Worker:
             extended = state.extend(spec, records, decoded)
         # Changelog records are written by flushes on the committer's or the transaction's thread.
         logged = state.changelog.records_written if state.changelog is not None else 0
+        late_now, replayed_now, seconds_now, entities = state.counts(counted)
         self.metrics.observe_features(
-            sum(f.late for f in counted) - late, sum(f.replayed for f in counted) - replayed,
-            sum(f.seconds for f in counted) - seconds, state.entities, state.restored - self._restored_seen,
+            late_now - late, replayed_now - replayed, seconds_now - seconds, entities,
+            state.restored - self._restored_seen,
             state.restore_seconds - self._restore_seconds_seen, logged - self._changelog_seen, len(forwards),
         )  # fmt: skip
         # Restores happen when a store opens: after a poll (open_assigned) or in this batch's extend.

@@ -235,6 +235,14 @@ class FeatureState:
         """Partition stores open (over the specs served)."""
         return len(self._stores)
 
+    def counts(self, specs: Sequence[FeatureSpec]) -> tuple[int, int, float, int]:
+        """(late events, replayed events, seconds computing) over ``specs``, and the entities held: read under
+        the lock, since the rebalance listener drops partitions on kafka-python's thread meanwhile."""
+        with self.lock:
+            features = [self.features_for(s) for s in specs]
+            return (sum(f.late for f in features), sum(f.replayed for f in features),
+                    sum(f.seconds for f in features), sum(len(s) for s in self._stores.values()))  # fmt: skip
+
     def partition_sizes(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Per partition held: (entities, bytes on disk), over the specs served."""
         sizes: dict[tuple[str, int], tuple[int, int]] = {}

@@ -47,3 +47,14 @@ def test_an_event_without_its_time_goes_to_the_errors_and_changes_nothing():
     assert out.index == [0, 2]
     assert [(i, e.reason) for i, e in out.errors] == [(1, "missing_field")]
     assert out.features.tolist() == [[5.0, 0.0, 0.0], [1.0, 1.0, 5.0]]
+
+
+def test_late_events_stay_counted_when_their_partition_is_dropped():
+    # The loop puts the difference of ``late`` around a batch into a counter: a partition given away (on
+    # kafka-python's thread, meanwhile) took its late events out of the sum, a negative increment that
+    # prometheus_client refuses, and the worker ended.
+    features = BatchFeatures(SPEC)
+    _run(features, _events((5000, "a", 1.0), (1000, "a", 2.0)), offsets=[0, 1])  # the second is late
+    assert features.late == 1
+    features.drop(0)
+    assert features.late == 1
