@@ -79,7 +79,7 @@ def test_features_after_three_sigkills_equal_the_offline_ones(kafka, topics, wor
         assert w.proc.poll() is None, f"worker exited with {w.proc.returncode}:\n{w.output()[-4000:]}"
     replayed = sum(w.metric("fraud_feature_replayed_events_total") for w in (worker, second))
     # The last worker started on an empty disk: its partitions' entities came from the changelog.
-    assert worker.metric("fraud_feature_restored_entities_total") > 0
+    assert worker.wait_metric("fraud_feature_restored_entities_total", 1, timeout=60) > 0
     assert worker.stop() == 0 and second.stop() == 0
 
     if guarantee == "exactly-once":

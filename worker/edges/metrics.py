@@ -370,9 +370,7 @@ class WorkerMetrics:
         """One batch's behavioural features (worker/core/batch_features.py, worker/state/)."""
         self.feature_seconds.observe(seconds)
         self.feature_entities.set(entities)
-        if restored or restore_seconds:
-            self.feature_restored_entities.inc(restored)
-            self.feature_restore_seconds.inc(restore_seconds)
+        self.observe_restores(restored, restore_seconds)
         if changelog_records:
             self.feature_changelog_records.inc(changelog_records)
         if forwarded:
@@ -408,6 +406,12 @@ class WorkerMetrics:
             counts[reason] = counts.get(reason, 0) + 1
         for reason, n in counts.items():
             self.events_invalid.labels(reason=reason).inc(n)
+
+    def observe_restores(self, restored: int, seconds: float) -> None:
+        """Partitions' stores restored from the changelog: their entities and the time it took."""
+        if restored or seconds:
+            self.feature_restored_entities.inc(restored)
+            self.feature_restore_seconds.inc(seconds)
 
     def set_feature_partitions(self, sizes: Mapping[tuple[str, int], tuple[int, int]]) -> None:
         """Each held partition's feature state: (entities, bytes); partitions no longer held lose their series."""

@@ -293,6 +293,7 @@ class Worker:
             return {}
         self.metrics.last_poll.set(time.time())
         self.feature_state.open_assigned()  # partitions assigned in that poll: their state restored now
+        self._report_restores()
         return polled
 
     def _polled(self, polled: dict) -> Batch:
@@ -383,14 +384,21 @@ class Worker:
         logged = state.changelog.records_written if state.changelog is not None else 0
         late_now, replayed_now, seconds_now, entities = state.counts(counted)
         self.metrics.observe_features(
-            late_now - late, replayed_now - replayed, seconds_now - seconds, entities,
-            state.restored - self._restored_seen,
-            state.restore_seconds - self._restore_seconds_seen, logged - self._changelog_seen, len(forwards),
+            late_now - late, replayed_now - replayed, seconds_now - seconds, entities, 0, 0.0,
+            logged - self._changelog_seen, len(forwards),
         )  # fmt: skip
-        # Restores happen when a store opens: after a poll (open_assigned) or in this batch's extend.
-        self._changelog_seen, self._restored_seen = logged, state.restored
-        self._restore_seconds_seen = state.restore_seconds
+        self._changelog_seen = logged
+        self._report_restores()  # a store first needed by this batch was restored in its extend
         return extended, forwards
+
+    def _report_restores(self) -> None:
+        """Restores since the last report into the metrics: they happen when a store opens, right after the
+        poll that assigned its partition (``open_assigned``) or at the first event that needs it."""
+        state = self.feature_state
+        restored, seconds = state.restored, state.restore_seconds
+        if restored != self._restored_seen or seconds != self._restore_seconds_seen:
+            self.metrics.observe_restores(restored - self._restored_seen, seconds - self._restore_seconds_seen)
+            self._restored_seen, self._restore_seconds_seen = restored, seconds
 
     def _measure_feature_state(self) -> None:
         """The feature state's size per partition into the metrics: every few seconds (a stat() of each file),
