@@ -147,6 +147,20 @@ def _landed(kafka, topics: dict[str, int], n: int, **config) -> dict[str, dict[i
     return got
 
 
+def _producers(kafka, transactional: bool, topics, **config) -> list:
+    """Two producers alike (kafka-python's way, the fast path), each knowing every topic's partitions, with a
+    transaction open when ``transactional``."""
+    producers = [kafka.producer(linger_ms=5, **config, **({"transactional_id": kafka.group()} if transactional else {}))
+                 for _ in range(2)]  # fmt: skip
+    for p in producers:
+        for t in topics:  # metadata first: every topic's partitions known to both producers
+            p.partitions_for(t)
+        if transactional:
+            p.init_transactions()
+            p.begin_transaction()
+    return producers
+
+
 @pytest.mark.parametrize("transactional", [False, True])
 def test_batch_send_puts_each_record_where_send_would_in_the_same_order(kafka, transactional):
     """The contract of batch_send: the same partition and the same order per partition as
@@ -157,14 +171,7 @@ def test_batch_send_puts_each_record_where_send_would_in_the_same_order(kafka, t
     fast = {kafka.topic(partitions=n): n for n in plain.values()}
     records = _records(plain)
     as_fast = [(list(fast)[list(plain).index(t)], k, v, h) for t, k, v, h in records]
-    producers = [kafka.producer(linger_ms=5, **({"transactional_id": kafka.group()} if transactional else {}))
-                 for _ in range(2)]  # fmt: skip
-    for p in producers:
-        for t in (*plain, *fast):  # metadata first: every topic's partitions known to both producers
-            p.partitions_for(t)
-        if transactional:
-            p.init_transactions()
-            p.begin_transaction()
+    producers = _producers(kafka, transactional, (*plain, *fast))
     before = TAKEN["batch_send"]
     sends.check_sends(producers[1])
     plain_futures = [f for i in range(0, len(records), 1_000)
@@ -201,15 +208,7 @@ def test_batch_send_to_a_partition_puts_each_record_there_in_order_as_send_would
     plain, fast = kafka.topic(partitions=3), kafka.topic(partitions=3)
     records = [(f"e{i % 50}".encode(), bytes([i % 251]) * (1 + i % 300)) for i in range(3_000)]
     records[1_234] = (b"big", b"x" * 64_700)  # near the request size (64 KiB): send() itself, in its place
-    producers = [kafka.producer(linger_ms=5, max_request_size=65_536,
-                                **({"transactional_id": kafka.group()} if transactional else {}))
-                 for _ in range(2)]  # fmt: skip
-    for p in producers:
-        for t in (plain, fast):
-            p.partitions_for(t)
-        if transactional:
-            p.init_transactions()
-            p.begin_transaction()
+    producers = _producers(kafka, transactional, (plain, fast), max_request_size=65_536)
     before = TAKEN["batch_send"]
     sends.check_sends(producers[1])
     plain_futures = sends.send_to_plain(producers[0], plain, 2, records)

@@ -364,13 +364,12 @@ class WorkerMetrics:
         if out_of_range:
             self.scores_out_of_range.inc(out_of_range)
 
-    def observe_features(self, late: int, replayed: int, seconds: float, entities: int, restored: int = 0,
-                         restore_seconds: float = 0.0, changelog_records: int = 0,
+    def observe_features(self, late: int, replayed: int, seconds: float, entities: int, changelog_records: int = 0,
                          forwarded: int = 0) -> None:  # fmt: skip
-        """One batch's behavioural features (worker/core/batch_features.py, worker/state/)."""
+        """One batch's behavioural features (worker/core/batch_features.py, worker/state/); restores are
+        ``observe_restores``'."""
         self.feature_seconds.observe(seconds)
         self.feature_entities.set(entities)
-        self.observe_restores(restored, restore_seconds)
         if changelog_records:
             self.feature_changelog_records.inc(changelog_records)
         if forwarded:

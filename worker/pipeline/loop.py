@@ -384,8 +384,8 @@ class Worker:
         logged = state.changelog.records_written if state.changelog is not None else 0
         late_now, replayed_now, seconds_now, entities = state.counts(counted)
         self.metrics.observe_features(
-            late_now - late, replayed_now - replayed, seconds_now - seconds, entities, 0, 0.0,
-            logged - self._changelog_seen, len(forwards),
+            late_now - late, replayed_now - replayed, seconds_now - seconds, entities, logged - self._changelog_seen,
+            len(forwards),
         )  # fmt: skip
         self._changelog_seen = logged
         self._report_restores()  # a store first needed by this batch was restored in its extend

@@ -11,6 +11,7 @@ get the full spec's features and are scored.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Sequence
 
@@ -73,7 +74,8 @@ class Repartition:
                         earlier[decoded.index[j]] = carried
                 if stale:
                     errors += [(sub.index[k], _stale(self.topics[stage.number])) for k in stale]
-                    sub = take_rows(sub, [k for k in range(len(rows)) if k not in set(stale)], [])
+                    gone = set(stale)
+                    sub = take_rows(sub, [k for k in range(len(rows)) if k not in gone], [])
             if stage.spec.entities or stage.spec.categoricals:
                 sub = state.extend(stage.spec, records, sub)
                 errors += sub.errors
@@ -99,8 +101,7 @@ class Repartition:
             for k in order:
                 value = records[sub.index[k]].value
                 forwards.append((topic, keys.key(value), value, [header(self._digest, stage.number + 1, carried[k])]))
-        final = take_rows(final, range(len(final.index)), sorted(errors, key=operator.itemgetter(0)))
-        return final, forwards
+        return dataclasses.replace(final, errors=sorted(errors, key=operator.itemgetter(0))), forwards
 
 
 def _stale(topic: str) -> DecodeError:
