@@ -22,6 +22,10 @@ The rules, the same everywhere:
   ``ratio`` is 1 (the value "as usual"). ``ratio(f)`` is ``f / mean(f)`` when that mean is above 0,
   else 1. ``since_previous`` is the seconds since the entity's previous event, at most the block's
   horizon (its longest window plus its delay), and the horizon when there is none.
+- **Label-derived** (``fraud_count``, ``fraud_rate``; a block with a delay of at least 1h): the frauds
+  among the entity's transactions in the delayed window whose label was known by ``t`` (label time
+  <= ``t``; worker/core/risk.py), and their rate over the window's ``count`` smoothed by a prior:
+  ``(frauds + prior_rate * prior_weight) / (count + prior_weight)``, in [0, 1].
 - **Categoricals** are one-hot over the values kept in training (the most frequent, each on at least
   ``min_share`` of the training rows, at most ``max_values``) plus ``<field>=other`` for every other
   value, a missing one included.
@@ -33,7 +37,7 @@ import math
 import operator
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Protocol
 
@@ -43,6 +47,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
 from worker.core.errors import BundleError, ConfigError
+from worker.core.risk import NoRisk, RiskSource, frauds_in
 
 BUCKETS = 24  # buckets per window
 _EMPTY_NUMERIC = (0.0, math.inf, -math.inf)  # a bucket's sum, min and max of a numeric field before its first event
@@ -51,7 +56,10 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"(\d+)([smhd])")
 _FUNCTION = re.compile(r"([a-z_]+)(?:\(([^()\s]+)\))?")
 NUMERIC_FUNCTIONS = ("sum", "mean", "min", "max", "ratio")
-FUNCTIONS = ("count", *NUMERIC_FUNCTIONS, "distinct", "since_previous")
+RISK_FUNCTIONS = ("fraud_count", "fraud_rate")  # from labels (worker/core/risk.py, docs/entity-risk.md)
+FUNCTIONS = ("count", *NUMERIC_FUNCTIONS, "distinct", "since_previous", *RISK_FUNCTIONS)
+MIN_RISK_DELAY = 3600  # seconds: a block reading labels needs a delay, since labels come after their transaction
+DEFAULT_PRIOR_WEIGHT = 20.0  # transactions' worth of the prior rate in fraud_rate
 MAX_WINDOWS, MAX_AGGREGATES, MAX_CATEGORICAL_VALUES = 8, 32, 100
 SPEC_VERSION = 1
 
@@ -91,6 +99,12 @@ class EntityBlock:
     windows: tuple[int, ...]
     delay: int
     functions: tuple[str, ...]  # as written: count, mean(amount), ...
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT  # fraud_rate's smoothing: this many transactions at prior_rate
+    prior_rate: float | None = None  # chosen in training (the training rows' fraud share) unless given
+
+    @property
+    def reads_labels(self) -> bool:
+        return any(_split_function(f)[0] in RISK_FUNCTIONS for f in self.functions)
 
     @property
     def aggregates(self) -> tuple[Aggregate, ...]:
@@ -119,12 +133,15 @@ class EntityBlock:
         return max(self.windows) + self.delay if self.windows else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "entity": self.entity,
             "windows": [duration_text(w) for w in self.windows],
             "delay": duration_text(self.delay),
             "aggregates": list(self.functions),
         }
+        if self.reads_labels:
+            out.update(fraud_prior_weight=self.prior_weight, fraud_prior_rate=self.prior_rate)
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,6 +196,11 @@ class FeatureSpec:
     def numeric_fields(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f for b in self.entities for f in b.numeric_fields))
 
+    @property
+    def risk_fields(self) -> tuple[str, ...]:
+        """The entity fields whose label-derived features the spec reads (fraud_count, fraud_rate)."""
+        return tuple(dict.fromkeys(b.entity for b in self.entities if b.reads_labels))
+
     def to_manifest(self) -> dict[str, Any]:
         return {
             "version": SPEC_VERSION,
@@ -207,6 +229,8 @@ class FeatureSpec:
             raise BundleError(str(exc)) from None
         if list(spec.names) != data.get("features"):
             raise BundleError("manifest feature_spec features do not match its entities and categoricals")
+        if any(b.reads_labels and b.prior_rate is None for b in spec.entities):
+            raise BundleError("manifest feature_spec: a block with fraud_count or fraud_rate has no fraud_prior_rate")
         return spec
 
 
@@ -264,8 +288,10 @@ def _entity(data: object, where: str) -> EntityBlock:
     if not isinstance(data, Mapping):
         raise SpecError(f"{where}: not a table")
     for key in data:
-        if key not in ("field", "entity", "windows", "delay", "aggregates"):
-            raise SpecError(f"{where}: unknown key {key!r} (field, windows, delay, aggregates)")
+        if key not in ("field", "entity", "windows", "delay", "aggregates", "fraud_prior_weight", "fraud_prior_rate"):
+            raise SpecError(
+                f"{where}: unknown key {key!r} (field, windows, delay, aggregates, fraud_prior_weight, fraud_prior_rate)"
+            )
     entity = data.get("field", data.get("entity"))
     if not isinstance(entity, str) or not entity:
         raise SpecError(f"{where}: 'field' must name the entity field (card, customer, terminal, ...)")
@@ -288,7 +314,7 @@ def _entity(data: object, where: str) -> EntityBlock:
         if m is None or m.group(1) not in FUNCTIONS:
             raise SpecError(
                 f"{where}: aggregate {str(text)[:40]!r} is not one of count, sum(f), mean(f), min(f), max(f), "
-                "ratio(f), distinct(f), since_previous"
+                "ratio(f), distinct(f), since_previous, fraud_count, fraud_rate"
             )
         fn, arg = m.group(1), m.group(2)
         takes_field = fn in NUMERIC_FUNCTIONS or fn == "distinct"
@@ -300,7 +326,18 @@ def _entity(data: object, where: str) -> EntityBlock:
             raise SpecError(f"{where}: aggregate {text!r} is over the entity field itself")
         if fn != "since_previous" and not windows:
             raise SpecError(f"{where}: aggregate {text!r} needs at least one window")
-    return EntityBlock(entity, windows, delay, tuple(functions))
+        if fn in RISK_FUNCTIONS and delay < MIN_RISK_DELAY:
+            raise SpecError(
+                f"{where}: aggregate {text!r} reads labels, which come after their transaction: the block needs a "
+                f"delay of at least {duration_text(MIN_RISK_DELAY)} (7d is usual)"
+            )
+    weight = data.get("fraud_prior_weight", DEFAULT_PRIOR_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1e6:
+        raise SpecError(f"{where}: fraud_prior_weight must be a number of transactions in [0, 1000000]")
+    rate = data.get("fraud_prior_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0):
+        raise SpecError(f"{where}: fraud_prior_rate must be a number in [0, 1]")
+    return EntityBlock(entity, windows, delay, tuple(functions), float(weight), None if rate is None else float(rate))
 
 
 def _categorical(data: object, where: str) -> Categorical:
@@ -339,6 +376,16 @@ def fit_categoricals(spec: FeatureSpec, columns: Mapping[str, Sequence[Any]]) ->
         kept = tuple(k for k, m in ranked if m / n >= c.min_share)[: c.max_values]
         fitted.append(Categorical(c.field, c.max_values, c.min_share, kept))
     return FeatureSpec(spec.time_field, spec.time_unit, spec.entities, tuple(fitted))
+
+
+def fit_priors(spec: FeatureSpec, fraud_share: float) -> FeatureSpec:
+    """The spec with each label-reading block's ``prior_rate`` set to ``fraud_share`` (the training rows')
+    where the spec does not give one."""
+    blocks = tuple(
+        replace(b, prior_rate=float(fraud_share)) if b.reads_labels and b.prior_rate is None else b
+        for b in spec.entities
+    )
+    return FeatureSpec(spec.time_field, spec.time_unit, blocks, spec.categoricals)
 
 
 def key_of(value: Any) -> str | None:
@@ -479,7 +526,10 @@ class _Block:
 
     def __init__(self, index: int, block: EntityBlock, positions: Mapping[str, int]) -> None:
         self.index = index
+        self.entity = block.entity
         self.entity_at = positions[block.entity]
+        self.prior_rate = block.prior_rate or 0.0
+        self.prior_weight = block.prior_weight
         self.numeric_at = [positions[f] for f in block.numeric_fields]
         self.distinct_at = [positions[f] for f in block.distinct_fields]
         self.widths = [w * 1000 // BUCKETS for w in block.windows]  # ms
@@ -517,9 +567,10 @@ class FeatureEngine:
     time, the worker over each partition's events as they arrive.
     """
 
-    def __init__(self, spec: FeatureSpec, store: StateMap | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, store: StateMap | None = None, risk: RiskSource | None = None) -> None:
         self.spec = spec
         self.store: StateMap = {} if store is None else store
+        self.risk: RiskSource = NoRisk() if risk is None else risk
         positions = {name: i for i, name in enumerate(spec.input_fields)}
         self._blocks = [_Block(i, b, positions) for i, b in enumerate(spec.entities)]
         self._cats = [
@@ -538,7 +589,7 @@ class FeatureEngine:
         for b in self._blocks:
             key = key_of(values[b.entity_at])
             if key is None:
-                self._features(b, b.new_state(), t0, values, out)
+                self._features(b, b.new_state(), t0, values, out, None)
                 continue
             skey = f"{b.index}:{key}"
             state = store.get(skey)
@@ -548,7 +599,7 @@ class FeatureEngine:
             if state.last is not None and t < state.last:
                 t = state.last
                 self.late += apply
-            tops = self._features(b, state, t, values, out)
+            tops = self._features(b, state, t, values, out, key)
             if not apply:
                 continue
             nums = [_number(values[i]) for i in b.numeric_at] if b.numeric_at else _NONE
@@ -563,7 +614,9 @@ class FeatureEngine:
             hot[index.get(key, n) if key is not None else n] = 1.0
             out.extend(hot)
 
-    def _features(self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float]) -> list[int]:
+    def _features(
+        self, b: _Block, state: EntityState, t: int, values: Sequence[Any], out: list[float], key: str | None
+    ) -> list[int]:
         """Append the block's features; returns each window's last bucket, ``top``: the window covers buckets
         ``top - BUCKETS + 1`` .. ``top``, where ``top`` is the event's own bucket, or with a delay the last
         whole bucket ending at or before ``t - delay``."""
@@ -594,14 +647,28 @@ class FeatureEngine:
                 out.append(window.sums[slot] / count if count else 0.0)
             elif fn == "min" or fn == "max":
                 out.append(window.extreme(slot, b.n_numeric, fn == "min"))
-            else:  # ratio
+            elif fn == "ratio":
                 mean = window.sums[slot] / count if count else 0.0
                 out.append(_number(values[b.numeric_at[slot]]) / mean if mean > 0.0 else 1.0)
+            else:  # fraud_count, fraud_rate: the frauds confirmed by t among the window's transactions
+                width = b.widths[w]
+                top = tops[w]
+                frauds = 0.0
+                if key is not None:
+                    frauds = frauds_in(self.risk.entries(b.entity, key), (top - BUCKETS + 1) * width,
+                                       (top + 1) * width, t)  # fmt: skip
+                if fn == "fraud_count":
+                    out.append(frauds)
+                else:
+                    prior = b.prior_weight
+                    rate = (frauds + b.prior_rate * prior) / (count + prior) if count + prior > 0 else b.prior_rate
+                    out.append(min(max(rate, 0.0), 1.0))
         return tops
 
 
 def compute_columns(
-    spec: FeatureSpec, times: Any, columns: Mapping[str, Any], engine: FeatureEngine | None = None
+    spec: FeatureSpec, times: Any, columns: Mapping[str, Any], engine: FeatureEngine | None = None,
+    risk: RiskSource | None = None,
 ) -> Any:  # numpy arrays or sequences in, a numpy matrix out (numpy imported here only)
     """The spec's features for every row of a file, in the file's row order, each computed by ``step`` over
     the rows before it in event-time order (ties in file order): point-in-time correct.
@@ -611,7 +678,7 @@ def compute_columns(
     t = np.asarray(times, dtype=np.float64)
     n = t.size
     order = np.argsort(t, kind="stable")
-    engine = engine if engine is not None else FeatureEngine(spec)
+    engine = engine if engine is not None else FeatureEngine(spec, risk=risk)
     cols = [_as_list(columns[f]) for f in spec.input_fields]
     times_list = t.tolist()
     out: list[float] = []
