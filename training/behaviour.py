@@ -23,7 +23,8 @@ import numpy as np
 from training import data
 from training.errors import DataError
 from training.split import Split
-from worker.core.features import FeatureSpec, compute_columns, fit_categoricals
+from worker.core.features import FeatureSpec, compute_columns, fit_categoricals, fit_priors
+from worker.core.risk import FraudHistory
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,11 @@ def apply(
     columns: Mapping[str, np.ndarray],
     fit_since: str | None,
     split_rows: Callable[[np.ndarray, np.ndarray], Split],
+    label_time_column: str | None = None,
 ) -> Applied:
     """Compute the spec's features over every row; keep the rows from ``fit_since`` on; split them with
-    ``split_rows(y, time)``; choose the categorical values on their training part."""
+    ``split_rows(y, time)``; choose the categorical values, and the label-derived features' prior rate, on
+    their training part. The labels of every row are the entity risk's history (``fraud_history``)."""
     import time as clock
 
     started = clock.perf_counter()
@@ -119,7 +122,11 @@ def apply(
         c.field: np.asarray(columns[c.field], dtype=object)[kept_rows[split.train]] for c in spec.categoricals
     }
     spec = fit_categoricals(spec, train_cols)
-    features = compute_columns(spec, times, columns)
+    risk = None
+    if spec.risk_fields:
+        spec = fit_priors(spec, float(y[split.train].mean()))
+        risk = fraud_history(spec, times, columns, dataset.y, label_time_column)
+    features = compute_columns(spec, times, columns, risk=risk)
     seconds = clock.perf_counter() - started
     logger.info(
         "feature spec: %d features over %d rows (%d warming the state only) in %.1f s (%.0f rows/s)",
@@ -135,6 +142,28 @@ def apply(
         time_column=spec.time_field,
     )
     return Applied(extended, split, spec, dataset.X.shape[1], dataset.n_rows - int(keep.sum()), seconds)
+
+
+def fraud_history(
+    spec: FeatureSpec, times: np.ndarray, columns: Mapping[str, np.ndarray], y: np.ndarray, label_time_column: str | None
+) -> FraudHistory:
+    """Every fraud row's entry for the label-derived features: at its label time when the file has the column
+    (a missing one: the transaction's time), else at the transaction's time (docs/entity-risk.md)."""
+    to_ms = 1000.0 if spec.time_unit == "s" else 1.0
+    tx_ms = np.round(times * to_ms).astype(np.int64)
+    label_ms = None
+    if label_time_column is not None and label_time_column in columns:
+        raw = np.asarray(columns[label_time_column], dtype=np.float64)
+        label_ms = np.where(np.isfinite(raw), np.round(raw * to_ms), tx_ms).astype(np.int64)
+        late = int(((label_ms < tx_ms) & (y == 1)).sum())
+        if late:
+            logger.info("%d fraud labels are timed before their transaction: counted from the transaction's time", late)
+        label_ms = np.maximum(label_ms, tx_ms)
+    history = FraudHistory.from_rows(
+        spec.risk_fields, columns, tx_ms.tolist(), y.tolist(), None if label_ms is None else label_ms.tolist()
+    )
+    logger.info("entity risk: %d entities with confirmed fraud, %d frauds", len(history), history.total())
+    return history
 
 
 def feature_table(applied: Applied, weights: np.ndarray) -> list[dict[str, Any]]:

@@ -38,7 +38,10 @@ SAMPLE_ROWS = 1000  # rows read to tell numeric columns from text ones
 ID_UNIQUE_SHARE = 0.99  # an integer column with a distinct value on this share of rows is an identifier
 # Columns of a fraud-feedback export that describe the transaction rather than measure it.
 # (transaction_id is left out as an identifier, or as text.)
-RESERVED = {"event_time": "the event's time (the clock of --split time, not a feature)"}
+RESERVED = {
+    "event_time": "the event's time (the clock of --split time, not a feature)",
+    "label_time": "when the row's label became known (read by label-derived features, never a feature)",
+}
 TIME_COLUMNS = ("event_time", "Time")  # what --split time orders by, the first the file has
 
 

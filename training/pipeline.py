@@ -84,6 +84,12 @@ class TrainConfig:
         "computed point-in-time over the file and carried in the bundle",
         type=str, metavar="SPEC.toml",
     )  # fmt: skip
+    label_time_column: str = _option(
+        "label_time", "columns",
+        "with --feature-spec fraud_count / fraud_rate: the column of the time each label became known, in the spec's "
+        "time unit (used when the file has it; without it a label counts as known at its transaction's time)",
+        metavar="NAME",
+    )  # fmt: skip
     fit_since: str | None = _option(
         None, "split",
         "with --feature-spec: rows before this event time (a date, 2026-01-15, or a number in the spec's time "
@@ -207,8 +213,11 @@ def load_dataset(cfg: TrainConfig) -> data.Dataset:
 def _apply_spec(cfg: TrainConfig, dataset: data.Dataset, spec: FeatureSpec) -> behaviour.Applied:
     """The data set with the feature spec's features, its rows from ``--fit-since`` on, and their split."""
     needed = tuple(dict.fromkeys((spec.time_field, *spec.input_fields)))
-    numeric = frozenset((spec.time_field, *spec.numeric_fields))
+    numeric = frozenset((spec.time_field, *spec.numeric_fields, cfg.label_time_column))
+    label_times = cfg.label_time_column if spec.risk_fields else None
     if cfg.data_path is not None:
+        if label_times is not None and label_times in data.read_header(cfg.data_path):
+            needed = (*needed, label_times)
         columns = behaviour.read_columns(cfg.data_path, needed, numeric)
     else:
         missing = [n for n in needed if n not in dataset.raw]
@@ -217,13 +226,15 @@ def _apply_spec(cfg: TrainConfig, dataset: data.Dataset, spec: FeatureSpec) -> b
                 f"{dataset.source}: no column {missing[0]!r} (named by the feature spec); try --generator v3"
             )
         columns = {n: dataset.raw[n] for n in needed}
+        if label_times is not None and label_times in dataset.raw:
+            columns[label_times] = dataset.raw[label_times]
 
     def split_rows(y: np.ndarray, t: np.ndarray) -> Split:
         if cfg.split == "time":
             return time_split(y, t, cfg.val_fraction, cfg.test_fraction, column=spec.time_field)
         return stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
 
-    return behaviour.apply(dataset, spec, columns, cfg.fit_since, split_rows)
+    return behaviour.apply(dataset, spec, columns, cfg.fit_since, split_rows, label_times)
 
 
 def prior_correction(model, weights: dict[int, float]) -> float:

@@ -151,11 +151,12 @@ START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 CHANNELS = ("pos", "web", "atm")
 MERCHANT_CATEGORIES = ("grocery", "fuel", "restaurant", "travel", "electronics", "digital_goods", "fashion", "health")
 V3_DAYS = 60
+LABEL_DELAY_MIN_MS, LABEL_DELAY_MEAN_MS = 3_600_000, 2 * DAY_SECONDS * 1000
 TERMINALS_PER_CUSTOMER = 5
 
 
 def spec_v3(n: int, seed: int) -> dict[str, object]:
-    return {"generator": GENERATOR_V3, "n": int(n), "seed": int(seed)}
+    return {"generator": GENERATOR_V3, "n": int(n), "seed": int(seed), "label_time": "1h + exponential(2d)"}
 
 
 def spec_v3_sha256(n: int, seed: int) -> str:
@@ -174,7 +175,8 @@ def generate_behavioural(n: int, seed: int = 0, days: int = V3_DAYS) -> dict[str
     - **card testing**: bursts of 5-15 small payments (0.5-3.00) seconds apart on one card.
 
     Columns: ``transaction_id``, ``event_time`` (epoch ms), ``customer_id``, ``terminal_id``, ``amount``,
-    ``channel`` and ``merchant_category`` (categorical), ``Class`` (1 = fraud). The amounts alone overlap
+    ``channel`` and ``merchant_category`` (categorical), ``Class`` (1 = fraud), ``label_time`` (epoch ms:
+    when the label became known, 1 h plus an exponential delay of mean 2 days after the payment). The amounts alone overlap
     (a taken-over card's 5x is a big spender's usual); the behaviour is what tells them apart.
     """
     if n <= 0:
@@ -232,6 +234,8 @@ def generate_behavioural(n: int, seed: int = 0, days: int = V3_DAYS) -> dict[str
     if order.size < n:
         raise ValueError(f"n={n} is more than {days} days of this generator's traffic; use more days")
     cust, time, amount, term, channel, label = (a[order] for a in joined)
+    # Each label becomes known an hour to days after its payment (a chargeback, an analyst's decision).
+    label_delay = LABEL_DELAY_MIN_MS + rng.exponential(LABEL_DELAY_MEAN_MS, n).astype(np.int64)
     return {
         "transaction_id": np.array([f"tx-{seed}-{i:08d}" for i in range(n)]),
         "event_time": START_MS + time.astype(np.int64),
@@ -241,4 +245,5 @@ def generate_behavioural(n: int, seed: int = 0, days: int = V3_DAYS) -> dict[str
         "channel": np.array(CHANNELS)[channel],
         "merchant_category": np.array(MERCHANT_CATEGORIES)[category[term]],
         "Class": label.astype(np.float64),
+        "label_time": START_MS + time.astype(np.int64) + label_delay,
     }

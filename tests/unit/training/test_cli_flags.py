@@ -15,7 +15,7 @@ FLAGS = {
     "--time-column", "--val-fraction", "--test-fraction", "--seed", "--epochs", "--patience", "--l2",
     "--learning-rate", "--lr-decay", "--batch-size", "--class-weight", "--threshold-policy", "--target-precision",
     "--cost-missed-fraud", "--cost-false-alarm", "--models-dir", "--promote-tolerance", "--force", "--challenger",
-    "--signing-key", "--generator", "--feature-spec", "--fit-since",
+    "--signing-key", "--generator", "--feature-spec", "--fit-since", "--label-time-column",
     "-q", "--quiet",
 }  # fmt: skip
 
