@@ -30,7 +30,7 @@ def test_the_parser_defaults_are_trainconfigs() -> None:
     args = build_parser().parse_args(["--synthetic", "1000"])
     defaults = TrainConfig()
     flagged = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
-    assert len(flagged) == 26  # every field but policy (four flags of its own) and histogram_bins
+    assert len(flagged) == 27  # every field but policy (four flags of its own) and histogram_bins
     for f in flagged:
         if f.name != "synthetic_rows":
             assert getattr(args, f.name) == getattr(defaults, f.name), f.name
