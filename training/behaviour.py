@@ -145,7 +145,11 @@ def apply(
 
 
 def fraud_history(
-    spec: FeatureSpec, times: np.ndarray, columns: Mapping[str, np.ndarray], y: np.ndarray, label_time_column: str | None
+    spec: FeatureSpec,
+    times: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    label_time_column: str | None,
 ) -> FraudHistory:
     """Every fraud row's entry for the label-derived features: at its label time when the file has the column
     (a missing one: the transaction's time), else at the transaction's time (docs/entity-risk.md)."""

@@ -27,6 +27,7 @@ import numpy as np
 from worker.core.decode import DecodedBatch, reject_rows
 from worker.core.errors import DecodeError
 from worker.core.features import EntityState, FeatureEngine, FeatureSpec, InputReader, StateMap, valid_time
+from worker.core.risk import RiskSource
 
 
 class PartitionState(StateMap, Protocol):
@@ -59,12 +60,18 @@ class MemoryPartition(dict[str, EntityState]):
 class BatchFeatures:
     """One spec's features over a stream of decoded batches."""
 
-    def __init__(self, spec: FeatureSpec, state_for: Callable[[Hashable], PartitionState] | None = None) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        state_for: Callable[[Hashable], PartitionState] | None = None,
+        risk: RiskSource | None = None,
+    ) -> None:
         self.spec = spec
+        self.risk = risk  # the label-derived features' entries (worker/core/risk.py); None: no labels
         self.reader = InputReader(spec)
         self.state_for = state_for or (lambda _: MemoryPartition())
         self.partitions: dict[Hashable, tuple[FeatureEngine, PartitionState]] = {}
-        self.unpartitioned = FeatureEngine(spec)  # a file's events
+        self.unpartitioned = FeatureEngine(spec, risk=risk)  # a file's events
         self.seconds = 0.0  # time spent computing features (a metric)
         self.replayed = 0  # events polled again: their recorded features, nothing applied
         self.unrecorded = 0  # of those, ones whose features were no longer kept: computed from the state as it is
@@ -74,7 +81,7 @@ class BatchFeatures:
         entry = self.partitions.get(p)
         if entry is None:
             state = self.state_for(p)
-            entry = self.partitions[p] = (FeatureEngine(self.spec, state), state)
+            entry = self.partitions[p] = (FeatureEngine(self.spec, state, self.risk), state)
         return entry
 
     def drop(self, p: Hashable) -> PartitionState | None:

@@ -59,7 +59,8 @@ NUMERIC_FUNCTIONS = ("sum", "mean", "min", "max", "ratio")
 RISK_FUNCTIONS = ("fraud_count", "fraud_rate")  # from labels (worker/core/risk.py, docs/entity-risk.md)
 FUNCTIONS = ("count", *NUMERIC_FUNCTIONS, "distinct", "since_previous", *RISK_FUNCTIONS)
 MIN_RISK_DELAY = 3600  # seconds: a block reading labels needs a delay, since labels come after their transaction
-DEFAULT_PRIOR_WEIGHT = 20.0  # transactions' worth of the prior rate in fraud_rate
+DEFAULT_PRIOR_WEIGHT = 20.0
+_PRIOR_KEYS = ("fraud_prior_weight", "fraud_prior_rate")  # transactions' worth of the prior rate in fraud_rate
 MAX_WINDOWS, MAX_AGGREGATES, MAX_CATEGORICAL_VALUES = 8, 32, 100
 SPEC_VERSION = 1
 
@@ -288,10 +289,9 @@ def _entity(data: object, where: str) -> EntityBlock:
     if not isinstance(data, Mapping):
         raise SpecError(f"{where}: not a table")
     for key in data:
-        if key not in ("field", "entity", "windows", "delay", "aggregates", "fraud_prior_weight", "fraud_prior_rate"):
-            raise SpecError(
-                f"{where}: unknown key {key!r} (field, windows, delay, aggregates, fraud_prior_weight, fraud_prior_rate)"
-            )
+        if key not in ("field", "entity", "windows", "delay", "aggregates", *_PRIOR_KEYS):
+            known = ", ".join(("field", "windows", "delay", "aggregates", *_PRIOR_KEYS))
+            raise SpecError(f"{where}: unknown key {key!r} ({known})")
     entity = data.get("field", data.get("entity"))
     if not isinstance(entity, str) or not entity:
         raise SpecError(f"{where}: 'field' must name the entity field (card, customer, terminal, ...)")
@@ -621,6 +621,7 @@ class FeatureEngine:
         ``top - BUCKETS + 1`` .. ``top``, where ``top`` is the event's own bucket, or with a delay the last
         whole bucket ending at or before ``t - delay``."""
         windows = state.windows
+        entries: Sequence[tuple[int, int, int]] | None = None  # the entity's fraud entries, read once
         tops = []
         delay, n_numeric = b.delay, b.n_numeric
         for window, width in zip(windows, b.widths, strict=True):
@@ -653,10 +654,9 @@ class FeatureEngine:
             else:  # fraud_count, fraud_rate: the frauds confirmed by t among the window's transactions
                 width = b.widths[w]
                 top = tops[w]
-                frauds = 0.0
-                if key is not None:
-                    frauds = frauds_in(self.risk.entries(b.entity, key), (top - BUCKETS + 1) * width,
-                                       (top + 1) * width, t)  # fmt: skip
+                if entries is None:
+                    entries = self.risk.entries(b.entity, key) if key is not None else ()
+                frauds = frauds_in(entries, (top - BUCKETS + 1) * width, (top + 1) * width, t)
                 if fn == "fraud_count":
                     out.append(frauds)
                 else:

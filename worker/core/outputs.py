@@ -74,10 +74,12 @@ def build_outputs(
     scaled: np.ndarray | None,  # the valid rows (decoded.features) transformed and scaled; None if there are none
     scores: np.ndarray | None,
     scored_at: int,
+    context: Sequence[bytes] | None = None,
 ) -> Outputs:
     """Alerts, score records and DLQ records for ``decoded``, in the order they are sent.
 
-    The reasons' raw values are ``decoded.features``, the rows ``scaled`` was computed from.
+    The reasons' raw values are ``decoded.features``, the rows ``scaled`` was computed from. ``context``:
+    per valid row, JSON members the score record carries besides (worker/core/score_context.py).
     """
     c, out = settings, Outputs()
     if decoded.index and scaled is not None and scores is not None:
@@ -93,7 +95,7 @@ def build_outputs(
         out.records += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
         if c.scores_topic:
             payloads = score_payloads(scorer, decoded, scaled, scores, times, scored_at, c.reasons,
-                                      c.scores_include_features)  # fmt: skip
+                                      c.scores_include_features, context)  # fmt: skip
             out.records += keyed(c.scores_topic, payloads, records, decoded)
     limit = dlq_limit(c)
     for i, err in decoded.errors:
@@ -176,12 +178,13 @@ def score_payloads(
     scored_at: int,
     reasons: int,
     features: bool = False,
+    context: Sequence[bytes] | None = None,
 ) -> list[bytes]:
     """The score record's JSON of every valid row of ``decoded``, in order: the one place a score record is
     built, for the scores topic, the shadow topic and the backtest's output lines alike."""
     rows = range(len(scores))
     return encode_results(scorer, rows, decoded.transaction_ids, times, scaled, decoded.features, scores, scored_at,
-                          reasons, features=features)  # fmt: skip
+                          reasons, features=features, context=context)  # fmt: skip
 
 
 def keyed(topic: str, payloads: Sequence[bytes], records: Sequence, decoded: DecodedBatch) -> list[Output]:
@@ -206,6 +209,7 @@ def encode_results(
     scored_at: int,
     k: int,
     features: bool = False,
+    context: Sequence[bytes] | None = None,
 ) -> list[bytes]:
     """One JSON payload per row index in ``rows`` (indices into the batch's valid rows).
 
@@ -248,6 +252,8 @@ def encode_results(
             row.text((b',"features":{' if f == 0 else b",") + name + b":")
             row.column(_numbers(decimals[:, f].tolist()))
         row.text(b"}")
+    if context is not None:
+        row.column([context[j] for j in rows])
     row.text(b"}")
     return row.join()
 

@@ -87,7 +87,7 @@ class FraudHistory:
     def from_rows(
         cls,
         fields: Sequence[str],
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Any],
         tx_times_ms: Sequence[int],
         is_fraud: Sequence[Any],
         label_times_ms: Sequence[int] | None = None,

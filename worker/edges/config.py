@@ -165,6 +165,21 @@ class WorkerConfig:
                   "entities are computed after a repartition topic each (<group_id>-repartition-<field>), so "
                   "they are exact with several instances (empty: every entity where its event arrives)"},
     )  # fmt: skip
+    entity_risk_topic: str = field(
+        default="fraud-entity-risk",
+        metadata={"help": "with a feature spec reading labels (fraud_count, fraud_rate): the compacted topic of "
+                  "per-entity fraud entries fraud-feedback publishes, read whole by every instance as a table"},
+    )  # fmt: skip
+    entity_risk_max_age_seconds: float = field(
+        default=60.0,
+        metadata={"help": "with a spec reading labels: the risk table is stale once it has not reached the end of "
+                  "its topic for this long; events are then scored with the values it has, and counted"},
+    )  # fmt: skip
+    entity_risk_wait_seconds: float = field(
+        default=30.0,
+        metadata={"help": "with a spec reading labels: at most this long, when the table is first needed, to read "
+                  "the risk topic to its end before scoring (0: do not wait)"},
+    )  # fmt: skip
     feature_cache_entities: int = field(
         default=2_000,
         metadata={"help": "with a feature spec: entities kept in memory per partition between commits "
@@ -478,9 +493,14 @@ def _check(c: WorkerConfig) -> None:
                  "feature_cache_entities"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be > 0 (got {getattr(c, name)})")
-    for name in ("health_stall_seconds", "reload_interval_seconds", "retry_backoff_max_seconds"):
+    for name in ("health_stall_seconds", "reload_interval_seconds", "retry_backoff_max_seconds",
+                 "entity_risk_max_age_seconds"):  # fmt: skip
         if not getattr(c, name) > 0:
             raise ConfigError(f"{name} must be > 0 (got {getattr(c, name)})")
+    if not 0 <= c.entity_risk_wait_seconds <= 3600:
+        raise ConfigError(f"entity_risk_wait_seconds must be in [0, 3600] (got {c.entity_risk_wait_seconds})")
+    if not c.entity_risk_topic.strip():
+        raise ConfigError("entity_risk_topic must name a topic")
     if c.decoder_processes not in (0, 1):
         raise ConfigError(f"decoder_processes must be 0 or 1 (got {c.decoder_processes})")
     if c.health_stall_seconds * 1000 <= c.poll_timeout_ms:

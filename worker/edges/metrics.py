@@ -174,6 +174,32 @@ class WorkerMetrics:
             "(their features computed there).",
             registry=r,
         )
+        self.entity_risk_age = Gauge(
+            "fraud_entity_risk_age_seconds",
+            "With a spec reading labels: seconds since the risk table last read its topic to the end (+Inf: never).",
+            registry=r,
+        )
+        self.entity_risk_entities = Gauge(
+            "fraud_entity_risk_entities",
+            "With a spec reading labels: entities with fraud entries in the risk table.",
+            registry=r,
+        )
+        self.entity_risk_frauds = Gauge(
+            "fraud_entity_risk_frauds",
+            "With a spec reading labels: confirmed frauds the risk table holds (its entries summed).",
+            registry=r,
+        )
+        self.entity_risk_records = Counter(
+            "fraud_entity_risk_records",
+            "With a spec reading labels: records read from the risk topic (bad ones included).",
+            registry=r,
+        )
+        self.entity_risk_stale_events = Counter(
+            "fraud_entity_risk_stale_events",
+            "With a spec reading labels: events scored while the risk table was stale or unread (with the values "
+            "it had).",
+            registry=r,
+        )
         self.event_latency = ArrayHistogram(
             "fraud_event_latency_seconds",
             "From event time (or the record timestamp) to the alert being acknowledged.",

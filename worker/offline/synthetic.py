@@ -176,8 +176,8 @@ def generate_behavioural(n: int, seed: int = 0, days: int = V3_DAYS) -> dict[str
 
     Columns: ``transaction_id``, ``event_time`` (epoch ms), ``customer_id``, ``terminal_id``, ``amount``,
     ``channel`` and ``merchant_category`` (categorical), ``Class`` (1 = fraud), ``label_time`` (epoch ms:
-    when the label became known, 1 h plus an exponential delay of mean 2 days after the payment). The amounts alone overlap
-    (a taken-over card's 5x is a big spender's usual); the behaviour is what tells them apart.
+    when the label became known, 1 h plus an exponential delay of mean 2 days after the payment). The amounts
+    alone overlap (a taken-over card's 5x is a big spender's usual); the behaviour is what tells them apart.
     """
     if n <= 0:
         raise ValueError("n must be positive")

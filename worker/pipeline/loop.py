@@ -36,6 +36,7 @@ from worker.core.decode import DecodedBatch
 from worker.core.errors import AccessError
 from worker.core.features import FeatureSpec
 from worker.core.outputs import Output, build_outputs, truncated_count
+from worker.core.score_context import ScoreContext
 from worker.core.scoring import OUT_OF_RANGE_SCORE
 from worker.delivery import Next, Shared, guarantee_for
 from worker.delivery.batch import Batch, without
@@ -56,6 +57,7 @@ from worker.pipeline.repartition import Repartition
 from worker.pipeline.shadow import shadow_outputs
 from worker.state.changelog import Changelog
 from worker.state.feature_state import FeatureState
+from worker.state.risk_table import RiskTable
 
 logger = logging.getLogger(__name__)
 SIZES_EVERY_S = 5.0  # how often the feature state's size per partition is measured for the metrics
@@ -107,6 +109,15 @@ class Worker:
         self._restored_seen, self._restore_seconds_seen = 0, 0.0  # restores counted so far (any thread's)
         self._sizes_at = 0.0  # when the feature state's size per partition was last put in the metrics
         self._sizes_held = 0  # the number of partition stores held then
+        # Label-derived features: the entity-risk table fraud-feedback publishes, read once a spec needs it.
+        self.risk_table = RiskTable(config.entity_risk_topic, client_configs(config)[0],
+                                    config.entity_risk_max_age_seconds)  # fmt: skip
+        self.feature_state.risk = self.risk_table
+        metrics.entity_risk_age.set_function(self.risk_table.age)
+        metrics.entity_risk_entities.set_function(lambda: len(self.risk_table.history))
+        metrics.entity_risk_frauds.set_function(self.risk_table.frauds)
+        self._risk_records_seen = 0
+        self._contexts: dict[FeatureSpec, ScoreContext] = {}  # what score records carry beside the score
         # Entities other than the input topic's key: their stages and repartition topics (per spec served).
         self._plans: dict[FeatureSpec, Repartition] = {}
         self._subscribed: tuple[str, ...] = ()  # the repartition topics the consumer is subscribed to
@@ -142,6 +153,11 @@ class Worker:
         restores) a partition's store when the partition is assigned."""
         spec = self.models.scorer.spec
         specs: dict[str, FeatureSpec] = {}
+        if spec is not None and spec.risk_fields and not self.risk_table.started:
+            wait = self.config.entity_risk_wait_seconds
+            if not self.risk_table.start(wait) and wait > 0:
+                logger.warning("entity risk table: %s not read to its end within %g s; scoring with what it holds "
+                               "(fraud_entity_risk_age_seconds)", self.risk_table.topic, wait)  # fmt: skip
         if spec is not None:
             plan = self._plan(spec) if self.config.input_key_field else None
             if plan is None:
@@ -267,6 +283,7 @@ class Worker:
         self.source.close()
         self.producer.close()
         self.feature_state.close()
+        self.risk_table.stop()
         logger.info("worker stopped")
 
     def _rejoin_group(self) -> bool:
@@ -354,13 +371,25 @@ class Worker:
                              "score %g, an alert", scorer.version, scored.out_of_range, OUT_OF_RANGE_SCORE)  # fmt: skip
         scored_at = int(time.time() * 1000)
         settings = self.config.output_settings
-        out = build_outputs(settings, scorer, batch.records, decoded, scored.scaled, scored.scores, scored_at)
+        context = self._context(scorer.spec, batch, decoded) if settings.scores_topic else None
+        out = build_outputs(settings, scorer, batch.records, decoded, scored.scaled, scored.scores, scored_at, context)
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
         if batch.challenger is not None and out.hits is not None:
             shadow, batch.shadow = shadow_outputs(settings, batch.challenger, batch.records, decoded, out.hits,
                                                   scored_at)  # fmt: skip
             out.records += shadow
         return out.records + forwards
+
+    def _context(self, spec: FeatureSpec | None, batch: Batch, decoded: DecodedBatch) -> list[bytes] | None:
+        """What each score record carries beside the score (worker/core/score_context.py), or None."""
+        if spec is None or not decoded.index:
+            return None
+        context = self._contexts.get(spec)
+        if context is None:
+            context = self._contexts[spec] = ScoreContext(spec, self.config.scores_include_features)
+        if not context.active:
+            return None
+        return context.fragments([batch.records[i].value for i in decoded.index])
 
     def _with_features(
         self, spec: FeatureSpec, batch: Batch, decoded: DecodedBatch
@@ -388,6 +417,12 @@ class Worker:
             len(forwards),
         )  # fmt: skip
         self._changelog_seen = logged
+        if spec.risk_fields:
+            if self.risk_table.stale():
+                self.metrics.entity_risk_stale_events.inc(len(extended.index))
+            records_now = self.risk_table.records
+            self.metrics.entity_risk_records.inc(records_now - self._risk_records_seen)
+            self._risk_records_seen = records_now
         self._report_restores()  # a store first needed by this batch was restored in its extend
         return extended, forwards
 

@@ -28,6 +28,7 @@ from worker.core.batch_features import BatchFeatures, MemoryPartition, Partition
 from worker.core.decode import DecodedBatch
 from worker.core.errors import ConfigError
 from worker.core.features import FeatureSpec
+from worker.core.risk import RiskSource
 from worker.state.changelog import Changelog
 from worker.state.feature_store import PartitionStore
 
@@ -62,6 +63,7 @@ class FeatureState:
         self._serving: dict[str, FeatureSpec] = {}  # topic -> the spec its events are computed with
         self._to_open: set[tuple[str, int]] = set()  # assigned, their stores to open on the loop's thread
         self._stores: dict[tuple[str, Hashable], PartitionStore] = {}  # (spec id, partition)
+        self.risk: RiskSource | None = None  # the entity-risk table, for specs reading labels (set by the worker)
         self.flushed_entities = 0  # entity states written (a metric)
         self.flushes = 0
         self.resets = 0  # stores moved aside as damaged
@@ -70,7 +72,8 @@ class FeatureState:
         features = self._by_spec.get(spec)
         if features is None:
             sid = spec_id(spec)
-            features = self._by_spec[spec] = BatchFeatures(spec, lambda p: self._store(sid, p))
+            risk = self.risk if spec.risk_fields else None
+            features = self._by_spec[spec] = BatchFeatures(spec, lambda p: self._store(sid, p), risk)
         return features
 
     def _store(self, sid: str, partition: Hashable) -> PartitionState:

@@ -9,15 +9,28 @@ import numpy as np
 import pytest
 
 from worker.core.errors import BundleError
-from worker.core.features import BUCKETS, FeatureEngine, FeatureSpec, SpecError, compute_columns, fit_priors, from_mapping
+from worker.core.features import (
+    BUCKETS,
+    FeatureEngine,
+    FeatureSpec,
+    SpecError,
+    compute_columns,
+    fit_priors,
+    from_mapping,
+)
 from worker.core.risk import FraudHistory, change, decode_entries, encode_entries, frauds_in, parse_key, record_key
 
 HOUR = 3_600_000
 SPEC = {
     "time_field": "event_time",
     "entity": [
-        {"field": "terminal", "windows": ["1d", "7d"], "delay": "2d", "fraud_prior_weight": 5,
-         "aggregates": ["count", "fraud_count", "fraud_rate"]},  # fmt: skip
+        {
+            "field": "terminal",
+            "windows": ["1d", "7d"],
+            "delay": "2d",
+            "fraud_prior_weight": 5,
+            "aggregates": ["count", "fraud_count", "fraud_rate"],
+        },  # fmt: skip
     ],
 }
 
@@ -131,10 +144,14 @@ def test_records_round_trip():
     [
         ({"field": "t", "windows": ["1d"], "aggregates": ["fraud_rate"]}, "delay of at least 1h"),
         ({"field": "t", "windows": ["1d"], "delay": "30m", "aggregates": ["fraud_count"]}, "delay of at least 1h"),
-        ({"field": "t", "windows": ["1d"], "delay": "7d", "aggregates": ["fraud_rate"], "fraud_prior_weight": -1},
-         "fraud_prior_weight"),  # fmt: skip
-        ({"field": "t", "windows": ["1d"], "delay": "7d", "aggregates": ["fraud_rate"], "fraud_prior_rate": 2},
-         "fraud_prior_rate"),  # fmt: skip
+        (
+            {"field": "t", "windows": ["1d"], "delay": "7d", "aggregates": ["fraud_rate"], "fraud_prior_weight": -1},
+            "fraud_prior_weight",
+        ),  # fmt: skip
+        (
+            {"field": "t", "windows": ["1d"], "delay": "7d", "aggregates": ["fraud_rate"], "fraud_prior_rate": 2},
+            "fraud_prior_rate",
+        ),  # fmt: skip
         ({"field": "t", "windows": ["1d"], "delay": "7d", "aggregates": ["fraud_rate(amount)"]}, "takes no field"),
     ],
 )
