@@ -113,6 +113,36 @@ class FraudHistory:
         return history
 
 
+def history_from_labels(
+    events: Iterable[tuple[str, int, Mapping[str, str]]],
+    labels: Iterable[tuple[str, bool, int]],
+) -> FraudHistory:
+    """The entries fraud-feedback makes of a stream of labels (docs/feedback.md, docs/entity-risk.md): ``events``
+    are (transaction id, event time ms, {entity field: key}), ``labels`` (transaction id, is fraud, label time
+    ms) in the order they are read. Per transaction the label with the latest time wins (one no later than
+    the one held changes nothing); each change of truth is an entry at ``max(label_time, tx_time)``."""
+    where = {tid: (tx, entities) for tid, tx, entities in events}
+    held: dict[str, tuple[bool, int]] = {}
+    grouped: dict[tuple[str, str], list[Entry]] = {}
+    for tid, is_fraud, label_time in labels:
+        old = held.get(tid)
+        if old is not None and old[1] >= label_time:
+            continue
+        held[tid] = (is_fraud, label_time)
+        event = where.get(tid)
+        if event is None:
+            continue
+        tx, entities = event
+        entry = change(old is not None and old[0], is_fraud, tx, max(label_time, tx))
+        if entry is not None:
+            for field, key in entities.items():
+                grouped.setdefault((field, key), []).append(entry)
+    history = FraudHistory()
+    for (field, key), entries in grouped.items():
+        history.put(field, key, entries)
+    return history
+
+
 # -- the risk table's records (docs/formats.md, "Entity risk records") -------------------------------------
 
 _encode = msgspec.msgpack.Encoder().encode

@@ -47,7 +47,9 @@ import numpy as np
 from worker.core.batch_features import BatchFeatures
 from worker.core.batch_scoring import score_decoded
 from worker.core.decode import Decoder
+from worker.core.features import FeatureSpec, valid_time
 from worker.core.outputs import score_payloads
+from worker.core.risk import FraudHistory
 from worker.core.scoring import load_scorer
 from worker.core.signing import load_trusted_keys
 from worker.offline import backtest_metrics as metrics
@@ -69,6 +71,9 @@ class ScorerArgs(NamedTuple):
     label_columns: tuple[str, ...]
     trusted_keys: str | None = None  # comma-separated public key files; None: signatures not checked
     features: bool = False  # scores_include_features
+    # For a spec reading labels: (input file, its format, label column, label-time column) read first for the
+    # fraud entries (``file_history``); None: no labels, fraud_count 0 and fraud_rate the prior.
+    labelled_file: tuple[str, str, str, str] | None = None
 
 
 @dataclass
@@ -96,13 +101,14 @@ class BatchScorer:
 
     def __init__(self, models_dir: str, version: str | None, reasons: int, max_bytes: int,
                  label_columns: Sequence[str], trusted_keys: str | None = None,
-                 features: bool = False) -> None:  # fmt: skip
+                 features: bool = False, labelled_file: tuple[str, str, str, str] | None = None) -> None:  # fmt: skip
         keys = load_trusted_keys(trusted_keys, "--trusted-keys") if trusted_keys else None
         self.scorer = load_scorer(models_dir, version, trusted_keys=keys)
         self.features = features
         self.decoder = Decoder(self.scorer.input_names, max_bytes)
         spec = self.scorer.spec
-        self.behaviour = BatchFeatures(spec) if spec is not None else None  # state across the file's chunks
+        risk = file_history(spec, *labelled_file) if spec is not None and spec.risk_fields and labelled_file else None
+        self.behaviour = BatchFeatures(spec, risk=risk) if spec is not None else None  # state across the chunks
         self.reasons = reasons
         self.label_columns = tuple(label_columns)
         fields = [(f"l{i}", Any, msgspec.field(name=c, default=None)) for i, c in enumerate(self.label_columns)]
@@ -282,6 +288,52 @@ class Source:
                 lines, numbers, labels = [], [], []
         if lines:
             yield Chunk(numbers[0], lines, numbers, labels)
+
+
+def file_history(spec: FeatureSpec, path: str, fmt: str, label_column: str, label_time_column: str) -> FraudHistory:
+    """The fraud entries of a labelled file for the spec's label-derived features, by the rule fraud-train
+    follows (``FraudHistory.from_rows``: each fraud row at its label time, or its own time without the
+    column). Read before the backtest scores it: an event sees only the entries its rule lets count."""
+    names = (spec.time_field, *spec.risk_fields, label_column, label_time_column)
+    fields = [(f"f{j}", Any, msgspec.field(name=n, default=None)) for j, n in enumerate(names)]
+    decode = msgspec.json.Decoder(msgspec.defstruct("LabelledRow", fields)).decode  # type: ignore[arg-type]
+    to_ms = 1000 if spec.time_unit == "s" else 1
+    columns: dict[str, list[Any]] = {f: [] for f in spec.risk_fields}
+    times: list[int] = []
+    frauds: list[int] = []
+    label_times: list[int] = []
+    source = Source(Path(path), fmt)
+    try:
+        for chunk in source.chunks(10_000, names, label_column):
+            for k, line in enumerate(chunk.lines):
+                try:
+                    row = decode(line)
+                except msgspec.MsgspecError:
+                    continue  # not an event: the backtest rejects it
+                t = valid_time(row.f0, spec.time_unit)  # type: ignore[attr-defined]
+                label = chunk.labels[k] if chunk.labels is not None else getattr(row, f"f{len(names) - 2}")
+                if t is None or not _is_one(label):
+                    continue
+                tx = round(t * to_ms)
+                at = valid_time(getattr(row, f"f{len(names) - 1}"), spec.time_unit)
+                times.append(tx)
+                frauds.append(1)
+                label_times.append(max(tx, round(at * to_ms)) if at is not None else tx)
+                for j, f in enumerate(spec.risk_fields, start=1):
+                    columns[f].append(getattr(row, f"f{j}"))
+    finally:
+        source.close()
+    return FraudHistory.from_rows(spec.risk_fields, columns, times, frauds, label_times)
+
+
+def _is_one(label: Any) -> bool:
+    """A label cell or field that says fraud: 1 (1.0, "1", true)."""
+    if isinstance(label, bool):
+        return label
+    try:
+        return float(label) == 1.0
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_gzip(raw: IO[bytes]) -> bool:

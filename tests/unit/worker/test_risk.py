@@ -171,3 +171,21 @@ def test_the_prior_is_chosen_in_training_and_required_in_a_manifest():
         FeatureSpec.from_manifest(spec.to_manifest())
     given = from_mapping({**SPEC, "entity": [{**SPEC["entity"][0], "fraud_prior_rate": 0.5}]}, "spec")
     assert fit_priors(given, 0.01).entities[0].prior_rate == 0.5
+
+
+def test_a_label_stream_gives_the_entries_fraud_feedback_makes():
+    from worker.core.risk import history_from_labels
+
+    events = [("a", 100, {"terminal": "t1"}), ("b", 200, {"terminal": "t1"}), ("c", 300, {})]
+    labels = [
+        ("a", True, 150),
+        ("a", True, 140),  # older than the one held: nothing
+        ("b", False, 250),  # genuine from the first: no entry
+        ("a", False, 400),  # a correction: -1 from its own time
+        ("b", True, 180),  # older than b's genuine label: nothing
+        ("z", True, 10),  # no such event: nothing
+        ("c", True, 50),  # before its transaction: counted from the transaction's time, but it has no entity
+    ]
+    history = history_from_labels(events, labels)
+    assert list(history.entries("terminal", "t1")) == [(100, 150, 1), (100, 400, -1)]
+    assert len(history) == 1

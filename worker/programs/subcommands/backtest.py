@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input format (default: by the file name, else by its first byte)")  # fmt: skip
     p.add_argument("--label-column", default=None, metavar="COL",
                    help=f"label for the metrics (default: {' or '.join(LABEL_CANDIDATES)} if present)")  # fmt: skip
+    p.add_argument("--label-time-column", default="label_time", metavar="COL",
+                   help="with a spec reading labels (fraud_count, fraud_rate): when each label became known, in the "
+                   "spec's time unit (default: %(default)s, used when present; without it a label counts from its "
+                   "transaction's time)")  # fmt: skip
     p.add_argument("--thresholds", default=",".join(map(str, metrics.DEFAULT_THRESHOLDS)),
                    help="thresholds for the metrics besides the model's own (default: %(default)s)")  # fmt: skip
     p.add_argument("--cost-missed-fraud", type=float, default=metrics.COST_MISSED_FRAUD,
@@ -177,9 +181,16 @@ def _backtest(args: argparse.Namespace, scorer: Any, source: Source) -> int:
         return EXIT_CONFIG
     # Behavioural features are computed event after event over one state: one process, in file order.
     jobs = 1 if scorer.spec is not None else args.jobs or os.cpu_count() or 1
-    scorer_args = ScorerArgs(args.models_dir, scorer.version, args.reasons, args.max_message_bytes,
-                             label_columns_of(source, args.label_column), args.trusted_keys,
-                             args.scores_include_features)  # fmt: skip
+    label_columns = label_columns_of(source, args.label_column)
+    labelled_file = None
+    if scorer.spec is not None and scorer.spec.risk_fields:
+        if label_columns:  # fraud_count, fraud_rate: the file's own labels, read first (docs/entity-risk.md)
+            labelled_file = (args.input, source.format, label_columns[0], args.label_time_column)
+        else:
+            print(f"{PROG}: the spec reads labels (fraud_count, fraud_rate) and {args.input} has no label column: "
+                  "they are computed as having none", file=sys.stderr)  # fmt: skip
+    scorer_args = ScorerArgs(args.models_dir, scorer.version, args.reasons, args.max_message_bytes, label_columns,
+                             args.trusted_keys, args.scores_include_features, labelled_file)  # fmt: skip
     progress = Progress(source, not args.quiet)
     try:
         totals = backtest(source, args.output, args.rejects, scorer_args, scorer.event_fields, args.batch_size, jobs,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from worker.core.errors import FraudScoringError
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", default=None, metavar="SCORES.jsonl",
                    help="score records with features (one JSON per line) to compare with the offline "
                    "values too")  # fmt: skip
+    p.add_argument("--labels", default=None, metavar="LABELS.jsonl",
+                   help="label records (one JSON per line, as on the labels topic) for a spec reading labels "
+                   "(fraud_count, fraud_rate): both paths count them as fraud-feedback does")  # fmt: skip
     p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
                    help="input format (default: auto)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=10_000, help="records per batch (default: %(default)s)")
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.offline.backtest import Source
     from worker.offline.parity import compare
 
-    for flag, path in (("--input", args.input), ("--scores", args.scores)):
+    for flag, path in (("--input", args.input), ("--scores", args.scores), ("--labels", args.labels)):
         if path is not None and not Path(path).is_file():
             print(f"{PROG}: bad setting: {flag} {path}: no such file", file=sys.stderr)
             return 2
@@ -65,13 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: bundle {scorer.version} has no feature spec: nothing to compare", file=sys.stderr)
         return 1
     source = Source(Path(args.input), args.format)
+    if spec.risk_fields and args.labels is None:
+        print(f"{PROG}: bundle {scorer.version}'s spec reads labels (fraud_count, fraud_rate): without --labels "
+              "they are compared as having none", file=sys.stderr)  # fmt: skip
     try:
         chunks = source.chunks(args.batch_size, scorer.event_fields, None)
-        if args.scores is not None:
-            with open(args.scores, "rb") as records:
-                report = compare(spec, scorer.input_names, chunks, args.max_message_bytes, records)
-        else:
-            report = compare(spec, scorer.input_names, chunks, args.max_message_bytes)
+        with ExitStack() as stack:
+            records = stack.enter_context(open(args.scores, "rb")) if args.scores is not None else None
+            labels = stack.enter_context(open(args.labels, "rb")) if args.labels is not None else None
+            report = compare(spec, scorer.input_names, chunks, args.max_message_bytes, records, labels)
     finally:
         source.close()
     print(f"parity: {report.events:,} events, {len(report.features)} features of bundle {scorer.version}: "
