@@ -4,7 +4,9 @@
 1. the offline computation's rate (``compute_columns``, the function fraud-train and the backtest use), rows/s;
 2. the worker's throughput with the spec over the same model without it (the event's own ``amount`` only),
    over one backlog of synthetic v3 events, alternating, at-least-once; with the spec the state is in SQLite
-   files and logged to a changelog topic (the defaults);
+   files and logged to a changelog topic (the defaults); and with the spec plus label-derived features
+   (``RISK_BLOCK``: a terminal's fraud_count and fraud_rate over 1d, 7d and 30d, 3 days back) read from an
+   entity-risk table holding every fraud of the data (docs/entity-risk.md): the cost of the risk lookups;
 3. the worker's peak resident memory with ``entities`` entities in state (each event a new customer and a new
    terminal), and the time a replacement on an empty disk takes to restore them from the changelog
    (``fraud_feature_restore_seconds_total``), in entities/s.
@@ -44,6 +46,9 @@ SPEC = {
         {"field": "terminal_id", "windows": ["1h", "1d", "30d"], "aggregates": _AGGREGATES},
     ]
 }
+RISK_BLOCK = {"field": "terminal_id", "windows": ["1d", "7d", "30d"], "delay": "3d", "fraud_prior_rate": 0.01,
+              "aggregates": ["fraud_count", "fraud_rate"]}  # fmt: skip
+SPEC_RISK = {"entity": [*SPEC["entity"], RISK_BLOCK]}
 ALERT_EVERY = 20  # one event in this many alerts in the latency runs
 FIELDS = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "channel", "merchant_category")
 
@@ -102,32 +107,63 @@ def measure(bootstrap: str, n: int, repeats: int) -> dict:
     tag = uuid.uuid4().hex[:8]
     topics = {"input": f"bench-feat-in-{tag}", "alerts": f"bench-feat-alerts-{tag}", "dlq": f"bench-feat-dlq-{tag}"}
     create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {})})
-    values = _values(generate_behavioural(n, 4))
+    columns = generate_behavioural(n, 4)
+    values = _values(columns)
     secs = produce_all(bootstrap, topics["input"], values)
+    risk_topic = f"bench-feat-risk-{tag}"
+    frauds = _risk_table(bootstrap, risk_topic, columns)
+    log(f"features: entity-risk table of {frauds:,} frauds in {risk_topic}")
     log(f"features: produced {len(values):,} v3 events in {secs:.1f}s; {repeats} rounds of two runs")
     work = Path(tempfile.mkdtemp(prefix="fraud-bench-features-"))
     try:
-        plain, spec = work / "plain", work / "spec"
+        plain, spec, risk = work / "plain", work / "spec", work / "risk"
         _bundle(plain, "plain", None)
         _bundle(spec, "spec", SPEC)
-        runs: dict[str, list[float]] = {"without": [], "with": []}
+        _bundle(risk, "risk", SPEC_RISK)
+        runs: dict[str, list[float]] = {"without": [], "with": [], "with_risk": []}
+        order = ["without", "with", "with_risk"]
         for i in range(repeats):
-            for name in (["without", "with"] if i % 2 == 0 else ["with", "without"]):
+            for name in order[i % 3:] + order[: i % 3]:
                 extra: tuple[str, ...] = ()
                 models = plain
-                if name == "with":
-                    models = spec
-                    extra = ("--feature-state-dir", str(work / f"state-{i}"),
-                             "--feature-changelog-topic", f"bench-feat-cl-{tag}-{i}")  # fmt: skip
+                if name != "without":
+                    models = spec if name == "with" else risk
+                    extra = ("--feature-state-dir", str(work / f"state-{name}-{i}"),
+                             "--feature-changelog-topic", f"bench-feat-cl-{tag}-{name}-{i}",
+                             "--entity-risk-topic", risk_topic)  # fmt: skip
                 runs[name].append(worker_run(bootstrap, str(models), topics, n, extra=extra)["rate"])
-            log(f"round {i + 1}/{repeats}: without {runs['without'][-1]:,.0f}/s, with {runs['with'][-1]:,.0f}/s")
+            log(f"round {i + 1}/{repeats}: without {runs['without'][-1]:,.0f}/s, with {runs['with'][-1]:,.0f}/s, "
+                f"with the risk lookups {runs['with_risk'][-1]:,.0f}/s")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for name, r in runs.items():
         out[name] = median_runs(r)
     pairs = pair_ratios(runs["with"], runs["without"])
     out["with_over_without"] = {"median_of_pairs": statistics.median(pairs), "runs": pairs}
+    risk_pairs = pair_ratios(runs["with_risk"], runs["with"])
+    out["risk_block"] = RISK_BLOCK
+    out["risk_frauds"] = frauds
+    out["risk_over_spec"] = {"median_of_pairs": statistics.median(risk_pairs), "runs": risk_pairs}
     return out
+
+
+def _risk_table(bootstrap: str, topic: str, columns: dict) -> int:
+    """The entity-risk topic as fraud-feedback would publish it for ``columns``: every fraud at its label time."""
+    from kafka import KafkaProducer
+
+    from worker.core.risk import FraudHistory, encode_entries, record_key
+
+    create_topics(bootstrap, {topic: (1, {"cleanup.policy": "compact"})})
+    history = FraudHistory.from_rows(["terminal_id"], columns, columns["event_time"].tolist(),
+                                     columns["Class"].tolist(), columns["label_time"].tolist())  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    for terminal in sorted(set(columns["terminal_id"].tolist())):
+        entries = history.entries("terminal_id", terminal)
+        if entries:
+            producer.send(topic, key=record_key("terminal_id", terminal, 0), value=encode_entries(entries))
+    producer.flush()
+    producer.close()
+    return history.total()
 
 
 def measure_entities(bootstrap: str, entities: int) -> dict:
@@ -285,6 +321,10 @@ def print_features(f: dict) -> None:
         print(f"  worker without the spec                     {f['without']['median']:>10,.0f} events/s (median)")
         print(f"  worker with the spec                        {f['with']['median']:>10,.0f} events/s, ratio {r:.3f} "
               f"(goal >= 0.5: {'pass' if r >= 0.5 else 'FAIL'})")  # fmt: skip
+        if "with_risk" in f:
+            rr = f["risk_over_spec"]["median_of_pairs"]
+            print(f"  with the spec and risk lookups (+6 features) {f['with_risk']['median']:>9,.0f} events/s, ratio "
+                  f"{rr:.3f} over the spec alone ({f['risk_frauds']:,} frauds in the table)")  # fmt: skip
     if "latency" in f:
         for without, with_ in zip(f["latency"]["without"], f["latency"]["with"], strict=True):
             rate, p99 = with_["offered_rate"], with_["p99_ms"]

@@ -233,6 +233,8 @@ def test_topics_service_creates_the_topics_and_exactly_the_worker_acls(secrets_d
         | {(user, "transactional-id", prefix, "prefixed", op) for op in write}
         # its own topics, a feature spec's changelog and repartition topics: created, read and written
         | {(user, "topic", prefix, "prefixed", op) for op in ("Read", "Write", "Describe", "Create")}
+        # the entity-risk table fraud-feedback publishes, for a spec reading labels: read only
+        | {(user, "topic", config.entity_risk_topic, "literal", op) for op in read}
     )
     assert grants == expected
     # An exactly-once worker's transactional id falls under the granted prefix.
