@@ -157,8 +157,8 @@ def fraud_history(
     tx_ms = np.round(times * to_ms).astype(np.int64)
     label_ms = None
     if label_time_column is not None and label_time_column in columns:
-        raw = np.asarray(columns[label_time_column], dtype=np.float64)
-        label_ms = np.where(np.isfinite(raw), np.round(raw * to_ms), tx_ms).astype(np.int64)
+        raw = np.asarray(columns[label_time_column], dtype=np.float64)  # epoch ms, as label records carry it
+        label_ms = np.where(np.isfinite(raw), np.round(raw), tx_ms).astype(np.int64)
         late = int(((label_ms < tx_ms) & (y == 1)).sum())
         if late:
             logger.info("%d fraud labels are timed before their transaction: counted from the transaction's time", late)

@@ -86,8 +86,8 @@ class TrainConfig:
     )  # fmt: skip
     label_time_column: str = _option(
         "label_time", "columns",
-        "with --feature-spec fraud_count / fraud_rate: the column of the time each label became known, in the spec's "
-        "time unit (used when the file has it; without it a label counts as known at its transaction's time)",
+        "with --feature-spec fraud_count / fraud_rate: the column of the time each label became known, epoch ms as "
+        "in label records (used when the file has it; without it a label counts as known at its transaction's time)",
         metavar="NAME",
     )  # fmt: skip
     fit_since: str | None = _option(

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 Entry = tuple[int, int, int]  # (transaction's event time ms, label time ms, +1 / -1)
+MAX_KEY_LENGTH = 256  # an entity key longer than this gets no entries (score records leave it out)
 NO_ENTRIES: tuple[Entry, ...] = ()
 
 

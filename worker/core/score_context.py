@@ -4,7 +4,7 @@
 - ``entity_time`` and ``entities``, when the spec reads labels (``fraud_count``, ``fraud_rate``): the
   event's time as the spec reads it (epoch ms) and the key of each entity whose risk the spec reads. From
   them ``fraud-feedback`` makes the fraud entries of those entities when the event's label comes
-  (worker/core/risk.py).
+  (worker/core/risk.py). A key longer than ``MAX_KEY_LENGTH`` is left out: it gets no entries.
 - ``inputs``, when score records carry features (``scores_include_features``): the raw values of the
   fields the spec reads and of its time field, as the event had them, so that ``fraud-feedback export``
   writes examples the next model can be trained on with the same spec.
@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from worker.core.features import FeatureSpec, InputReader, key_of, valid_time
+from worker.core.risk import MAX_KEY_LENGTH
 
 _encode = msgspec.json.Encoder().encode
 
@@ -46,7 +47,8 @@ class ScoreContext:
                 t = valid_time(raw_time, self.unit)
                 if t is not None:
                     members["entity_time"] = round(t * self.to_ms)
-                    entities = {f: k for f, at in self.risk if (k := key_of(fields[at])) is not None}
+                    entities = {f: k for f, at in self.risk
+                                if (k := key_of(fields[at])) is not None and len(k) <= MAX_KEY_LENGTH}  # fmt: skip
                     members["entities"] = entities
             if self.inputs:
                 members["inputs"] = {**dict(zip(self.names, map(_plain, fields), strict=True)),

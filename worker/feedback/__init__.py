@@ -6,8 +6,9 @@ an embedded SQLite store that survives restarts (one file per partition under ``
 
     records.py   pure: score and label records decoded and checked
     quality.py   pure: the outcome of a scored transaction; precision, recall, average precision
-    store.py     one partition's store: the join, the outcome counts, expiry, pruning, offsets
-    consumer.py  the Kafka side: a consumer group over both topics, stores opened per assignment
+    store.py     one partition's store: the join, the outcome counts, entity fraud entries, expiry, pruning, offsets
+    consumer.py  the Kafka side: a consumer group over both topics, stores opened per assignment, the
+                 entity fraud entries published to the entity risk topic
     metrics.py   the Prometheus metrics, set from the stores
     export.py    the labelled examples as a CSV that ``fraud-train`` reads
 The program itself (``fraud-feedback`` and ``fraud-feedback export``) is worker/programs/fraud_feedback.py.

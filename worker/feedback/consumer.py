@@ -13,6 +13,15 @@ A store SQLite finds damaged or cannot open, at assignment or later (``damaged``
 its partition of every topic is read again from the beginning. A store that cannot be rebuilt, or
 any other SQLite failure, stops the service with one line naming the file (``StoreError``, exit 1).
 Every record polled is applied, counted as invalid, or read again (a rebuild, a revoked partition).
+
+Entity risk (worker/core/risk.py, docs/entity-risk.md): the fraud entries a store makes are published
+to a compacted topic (``entity_risk_topic``, created at start when missing, with as many partitions as
+the scores topic) that every worker reads whole as a table. After each batch and each pruning, and once
+when a store is opened (a crash may have left entities unpublished), every entity the store marked dirty
+is sent, keyed by entity field, partition and entity (``record_key``), its value all the entity's entries
+in that store (``encode_entries``) or a tombstone when none are left; once the broker has them they are
+cleared. A failed send is one warning line and a count: the entities stay dirty and are sent again
+(after ``RISK_RETRY_SECONDS``), by a new producer.
 """
 
 from __future__ import annotations
@@ -29,20 +38,33 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from worker.core.errors import AccessError, ConfigError
+from worker.core.risk import encode_entries, record_key
 from worker.edges.logs import Throttle
 from worker.feedback.metrics import FeedbackMetrics, snapshot
 from worker.feedback.records import BadRecord, decode_label, decode_score
-from worker.feedback.store import Store, StoreError, damaged, move_aside, now_ms, store_path
+from worker.feedback.store import (
+    DEFAULT_RISK_HORIZON_MS,
+    Store,
+    StoreError,
+    damaged,
+    move_aside,
+    now_ms,
+    store_path,
+)
 from worker.kafka_compat import KafkaCompat
 from worker.kafka_compat.inflate import DEFAULT_CAP
 
 logger = logging.getLogger(__name__)
 
 MAINTENANCE_SECONDS = 30.0  # expiry by the label window, pruning
+DEFAULT_ENTITY_RISK_TOPIC = "fraud-entity-risk"
+RISK_CHUNK = 5_000  # dirty entities read from a store and sent at a time
+RISK_RETRY_SECONDS = 5.0  # after a failed send, the entities stay dirty this long before the next attempt
+RISK_FLUSH_SECONDS = 40.0  # longer than the producer's delivery timeout: every send has an outcome by then
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,8 @@ class FeedbackSettings:
     # A compressed batch inflates to at most this many bytes (worker/kafka_compat/inflate.py; its records
     # are then counted invalid, batch_too_large); None: kafka-python inflates it whole (fast path off).
     inflate_cap: int | None = DEFAULT_CAP
+    entity_risk_topic: str = DEFAULT_ENTITY_RISK_TOPIC  # "": the entity risk is not published
+    risk_horizon_ms: int = DEFAULT_RISK_HORIZON_MS  # fraud entries of older transactions are dropped
 
 
 def partition_count(consumer: KafkaConsumer, topics: list[str], bootstrap: str,
@@ -96,6 +120,12 @@ class FeedbackConsumer:
         self._consumer: KafkaConsumer | None = None
         self._fatal: StoreError | None = None  # raised by the loop: a listener's exception would be swallowed
         self.health: Any = None  # worker.edges.health.HealthState when the metrics server runs
+        # Entity risk: the producer (made by ``connect``, again after a failure), the partitions whose
+        # stores may hold dirty entities, and the earliest time of the next attempt after a failure.
+        self.risk_publishing = False
+        self._producer: Any = None
+        self._risk_pending: set[int] = set()
+        self._risk_retry_at = 0.0
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -103,13 +133,12 @@ class FeedbackConsumer:
     # -- rebalances ------------------------------------------------------------------------------
 
     def _assigned(self, assigned: list[TopicPartition]) -> None:
-        s = self.settings
         partitions = sorted({tp.partition for tp in assigned})
         offsets: dict[int, dict[str, int]] = {}
         for p in list(partitions):
             try:
                 if p not in self.stores:
-                    self.stores[p] = Store(store_path(s.state_dir, p), s.label_window_ms, clock=self._clock)
+                    self.stores[p] = self._open(p)
                 offsets[p] = self.stores[p].next_offsets()
             except (sqlite3.Error, OSError) as exc:
                 self.stores.pop(p, None)
@@ -128,9 +157,15 @@ class FeedbackConsumer:
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
+        self._risk_pending.update(partitions)  # a crash may have left entities unpublished
         rebuilt = [p for p in partitions if not self.stores[p].existed]
         logger.info("joining partitions %s%s", partitions, f" (rebuilt from the topics: {rebuilt})" if rebuilt else "")
         self.metrics.partitions.set(len(self.stores))
+
+    def _open(self, p: int) -> Store:
+        s = self.settings
+        return Store(store_path(s.state_dir, p), s.label_window_ms, clock=self._clock,
+                     risk_horizon_ms=s.risk_horizon_ms)  # fmt: skip
 
     def _rebuild(self, p: int, exc: BaseException) -> Store:
         """A new empty store for partition p in place of the damaged one (moved aside); StoreError if it cannot be."""
@@ -147,7 +182,7 @@ class FeedbackConsumer:
                 pass
         try:
             aside = move_aside(path, self._clock)
-            store = Store(path, s.label_window_ms, clock=self._clock)
+            store = self._open(p)
         except (sqlite3.Error, OSError) as again:
             raise StoreError(f"store {path} is unusable ({reason}) and cannot be rebuilt: {again}") from None
         store.existed = False
@@ -168,6 +203,7 @@ class FeedbackConsumer:
     def _revoked(self, revoked: list[TopicPartition]) -> None:
         for p in sorted({tp.partition for tp in revoked}):
             store = self.stores.pop(p, None)
+            self._risk_pending.discard(p)  # its next owner publishes what is left dirty
             if store is not None:
                 store.close()
         self.metrics.partitions.set(len(self.stores))
@@ -196,10 +232,13 @@ class FeedbackConsumer:
             KafkaCompat.install(consumer, frozenset({"inflate_cap"}), s.inflate_cap)
         topics = [s.scores_topic, s.labels_topic, *([s.shadow_topic] if s.shadow_topic else [])]
         try:
-            partition_count(consumer, topics, s.bootstrap_servers, self._stop)
+            partitions = partition_count(consumer, topics, s.bootstrap_servers, self._stop)
         except ConfigError:
             consumer.close()
             raise
+        if s.entity_risk_topic:
+            self.ensure_risk_topic(partitions)
+            self.risk_publishing = True
         outer = self
 
         class Listener(ConsumerRebalanceListener):
@@ -252,14 +291,17 @@ class FeedbackConsumer:
                         try:
                             store.expire()
                             store.prune()
+                            self._risk_pending.add(p)
                         except sqlite3.Error as exc:
                             self._store_failed(p, exc)
                     last_maintenance = now
+                self.publish_risk()
                 if now - last_refresh >= self.settings.refresh_seconds:
                     self.refresh()
                     last_refresh = now
         finally:
             consumer.close(autocommit=False)
+            self._discard_producer()
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
@@ -307,6 +349,7 @@ class FeedbackConsumer:
                 self.metrics.label_lag.observe(lag)
             self.metrics.ignored.labels(kind="score").inc(applied.duplicates)
             self.metrics.ignored.labels(kind="label").inc(applied.stale_labels)
+            self._risk_pending.add(p)
         self.metrics.last_commit.set(time.time())
         try:
             consumer.commit({tp: o for tp, o in commit.items() if tp.partition in self.stores and
@@ -314,6 +357,118 @@ class FeedbackConsumer:
         except KafkaError as exc:  # the stores hold the offsets: only the lag figure is behind
             if self._throttle.ready("commit"):
                 logger.warning("committing offsets to Kafka failed: %s (the stores have them)", exc)
+        self.publish_risk()
+
+    # -- entity risk -----------------------------------------------------------------------------
+
+    def _client_options(self, accepted: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+        """Options for another kafka-python client: the consumer's own settings (security, timeouts) that
+        this client accepts, over ``defaults``."""
+        s = self.settings
+        shared = {k: v for k, v in s.consumer_options.items() if k in accepted}
+        return {"client_id": "fraud-feedback", "bootstrap_timeout_ms": 10_000, **defaults, **shared,
+                "bootstrap_servers": s.bootstrap_servers}  # fmt: skip
+
+    def ensure_risk_topic(self, partitions: int) -> None:
+        """Create the entity risk topic, compacted with ``partitions`` partitions, unless it exists. A failure
+        is one warning line: the sends fail (and are retried) until the topic exists."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+
+        topic = self.settings.entity_risk_topic
+        admin = None
+        try:
+            admin = KafkaAdminClient(**self._client_options(KafkaAdminClient.DEFAULT_CONFIG))
+            if topic not in set(admin.list_topics()):
+                try:
+                    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
+                                                  topic_configs={"cleanup.policy": "compact"})])  # fmt: skip
+                    logger.info("created the entity risk topic %s (%d partitions, compacted)", topic, partitions)
+                except TopicAlreadyExistsError:
+                    pass
+        except KafkaError as exc:
+            logger.warning("cannot make sure the entity risk topic %s exists: %s (create it compacted)", topic, exc)
+        finally:
+            if admin is not None:
+                admin.close()
+
+    def _risk_producer(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            options = self._client_options(KafkaProducer.DEFAULT_CONFIG, linger_ms=5, request_timeout_ms=10_000,
+                                           delivery_timeout_ms=30_000, max_block_ms=10_000)  # fmt: skip
+            self._producer = KafkaProducer(**{**options, "acks": "all"})
+        return self._producer
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - it is being discarded anyway
+                logger.debug("closing the entity risk producer: %s", exc)
+
+    def publish_risk(self) -> None:
+        """Publish the dirty entities of every store that may hold some (``RISK_CHUNK`` at a time)."""
+        if not self.settings.entity_risk_topic:
+            self._risk_pending.clear()
+            return
+        if not self.risk_publishing or not self._risk_pending or time.monotonic() < self._risk_retry_at:
+            return
+        for p in sorted(self._risk_pending):
+            while True:
+                store = self.stores.get(p)
+                if store is None:
+                    self._risk_pending.discard(p)
+                    break
+                try:
+                    dirty = store.dirty_records(RISK_CHUNK)
+                    sent = self._send_risk(p, dirty, store) if dirty else True
+                except sqlite3.Error as exc:
+                    self._store_failed(p, exc)  # rebuilt from the topics: its entities are published again
+                    break
+                if not sent:
+                    self._risk_retry_at = time.monotonic() + RISK_RETRY_SECONDS
+                    return
+                if len(dirty) < RISK_CHUNK:
+                    self._risk_pending.discard(p)
+                    break
+
+    def _send_risk(self, p: int, dirty: list[tuple[str, str, list[tuple[int, int, int]]]], store: Store) -> bool:
+        """Send one partition's dirty entities, wait for the broker, clear those it has; whether all were sent."""
+        topic = self.settings.entity_risk_topic
+        futures: list[tuple[tuple[str, str], Any]] = []
+        error: BaseException | None = None
+        try:
+            producer = self._risk_producer()
+            for field_name, entity, entries in dirty:
+                value = encode_entries(entries) if entries else None
+                try:
+                    future = producer.send(topic, key=record_key(field_name, entity, p), value=value)
+                except MessageSizeTooLargeError as exc:  # this entity alone: the others are still sent
+                    error = exc
+                    continue
+                futures.append(((field_name, entity), future))
+            producer.flush(timeout=RISK_FLUSH_SECONDS)
+        except KafkaError as exc:
+            error = exc
+        done = [key for key, future in futures if future.succeeded()]
+        if done:
+            store.clear_dirty(done)
+            self.metrics.risk_records.inc(len(done))
+        failed = len(dirty) - len(done)
+        if not failed:
+            return True
+        if error is None:
+            error = next((f.exception for _, f in futures if f.failed()), None)
+        self.metrics.risk_errors.inc(failed)
+        if self._throttle.ready("risk"):
+            logger.warning("publishing %d entity risk records of partition %d to %s failed: %s; they are sent "
+                           "again (reported once per 30 s)", failed, p, topic,
+                           error or "not acknowledged in time")  # fmt: skip
+        self._discard_producer()  # kafka-python's idempotent producer can stay broken after a failure
+        return False
 
     def refresh(self) -> None:
         s = self.settings

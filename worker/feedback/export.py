@@ -2,9 +2,15 @@
 
 One row per resolved transaction whose score record carried its features (the worker's
 ``--scores-include-features``): the feature columns, ``is_fraud`` (0/1: its latest label, or 0
-once it is older than the label window without one), ``event_time`` (epoch ms) and
-``transaction_id``. ``fraud-train --data FILE --label-column is_fraud`` never takes
-``transaction_id`` or ``event_time`` as a feature, and ``--split time`` orders by ``event_time``.
+once it is older than the label window without one), ``event_time`` (epoch ms),
+``transaction_id``, ``label_time`` (epoch ms: when its label was given; empty without one) and, when
+the score records carried the raw fields the model's feature spec reads (``inputs``), one column per
+such field (the union over the rows, in the order first seen; a name already a column is left out;
+an empty cell for a value the row lacks, or a null or boolean the spec reads as missing).
+``fraud-train --data FILE --label-column is_fraud`` never takes ``transaction_id``, ``event_time``
+or ``label_time`` as a feature, and ``--split time`` orders by ``event_time``; with
+``--feature-spec`` it computes the spec's features, the label-derived ones from ``is_fraud`` and
+``label_time``, from the input columns.
 Rows are in event-time order; the file is written under a temporary name and renamed into place.
 
 ``--state-dir``: the stores of a fraud-feedback instance, opened read-only (``Store(readonly=True)``:
@@ -140,18 +146,49 @@ def export(
     return ExportSummary(len(kept), sum(1 for r in kept if r[2]), len(unique) - len(kept), len(files), names)
 
 
-def _write(out: Path, names: tuple[str, ...], rows: Iterable[tuple]) -> None:
+FIXED_COLUMNS = ("is_fraud", "event_time", "transaction_id", "label_time")
+
+
+def input_columns(names: Iterable[str], rows: Iterable[tuple]) -> list[str]:
+    """The input fields of the rows (their ``inputs``), first seen first, less those already a column."""
+    taken = {*names, *FIXED_COLUMNS}
+    seen: dict[str, None] = {}
+    for row in rows:
+        if row[6]:
+            for name in row[6]:
+                if name not in taken:
+                    seen.setdefault(name)
+    return list(seen)
+
+
+def cell(value: object) -> str:
+    """An input value as a CSV cell that ``fraud-train`` reads as the worker's feature engine does: a string
+    as it is, a number in decimal (an integral float as an integer, as an entity key is written), and an
+    empty cell for a null or a boolean (the engine reads either as missing)."""
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _write(out: Path, names: tuple[str, ...], rows: list[tuple]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    inputs = input_columns(names, rows)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
     try:
         opener = gzip.open if out.suffix == ".gz" else open
         with opener(tmp, "wt", newline="", encoding="utf-8") as fh:  # type: ignore[operator]
             writer = csv.writer(fh)
-            writer.writerow([*names, "is_fraud", "event_time", "transaction_id"])
-            for txn, event_time, is_fraud, _names, vals in rows:
+            writer.writerow([*names, *FIXED_COLUMNS, *inputs])
+            for txn, event_time, is_fraud, _names, vals, label_time, raw in rows:
                 values = np.frombuffer(vals, "<f8").tolist()
-                writer.writerow([*(repr(v) for v in values), int(is_fraud), event_time, txn])
+                held = raw or {}
+                fixed = [int(is_fraud), event_time, txn, "" if label_time is None else label_time]
+                writer.writerow([*(repr(v) for v in values), *fixed, *(cell(held.get(n)) for n in inputs)])
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

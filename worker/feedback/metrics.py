@@ -144,6 +144,16 @@ class FeedbackMetrics:
             "fraud_feedback_last_commit_timestamp_seconds", "When the stores last took a batch (Unix time)",
             registry=registry,
         )  # fmt: skip
+        self.risk_records = Counter(
+            "fraud_feedback_entity_risk_records",
+            "Entity risk records published to the entity risk topic (an entity's fraud entries, or a tombstone)",
+            registry=registry,
+        )
+        self.risk_errors = Counter(
+            "fraud_feedback_entity_risk_errors",
+            "Entity risk records that could not be published (kept and sent again later)",
+            registry=registry,
+        )
         for topic in RECORD_TOPICS:
             self.records.labels(topic=topic)
         for kind in ("score", "label"):

@@ -2,7 +2,10 @@
 
 A score record is the worker's (docs/formats.md, "Score record"): ``transaction_id``, ``score``,
 ``threshold``, ``model_version``, ``event_time`` (epoch ms) and, with ``--scores-include-features``,
-``features`` (name -> raw value). A label is ``{"transaction_id": str, "is_fraud": bool,
+``features`` (name -> raw value). When the model has a feature spec it may also carry ``entity_time``
+(epoch ms, the event's time as the spec reads it) and ``entities`` (entity field -> key, the entities
+whose risk the spec reads: worker/core/risk.py), and ``inputs`` (field -> the event's raw value: a
+string, number, boolean or null; for ``fraud-feedback export``). A label is ``{"transaction_id": str, "is_fraud": bool,
 "label_time": epoch ms, "source": str}``. A record that is not one of these is skipped and counted
 by its reason (``fraud_feedback_invalid_total``), never stops the program.
 
@@ -22,10 +25,15 @@ from dataclasses import dataclass
 import msgspec
 
 from worker.core.decode import Unread
+from worker.core.risk import KEY_SEPARATOR, MAX_KEY_LENGTH
 
 MAX_ID_LENGTH = 256
+MAX_ENTITY_LENGTH = MAX_KEY_LENGTH  # an entity key, and an entity field's name
+MAX_ENTITIES = 16
+MAX_INPUTS = 64
 MAX_TIME_MS = 2**63 - 1  # a SQLite INTEGER
 FUTURE_MS = 86_400_000  # a time more than this ahead of the wall clock is refused ("future")
+InputValue = str | int | float | bool | None  # an input field's raw value, as the event had it
 
 
 class _Score(msgspec.Struct):
@@ -35,6 +43,9 @@ class _Score(msgspec.Struct):
     model_version: str
     event_time: int
     features: dict[str, float] | None = None
+    entity_time: int | None = None
+    entities: dict[str, str] | None = None
+    inputs: dict[str, InputValue] | None = None
 
 
 class _Label(msgspec.Struct):
@@ -56,6 +67,9 @@ class Score:
     threshold: float
     event_time: int
     features: tuple[tuple[str, ...], tuple[float, ...]] | None  # (names, values), the model's order
+    entity_time: int | None = None  # epoch ms: the transaction's time as the feature spec reads it
+    entities: dict[str, str] | None = None  # entity field -> key, for the entity risk (None: none)
+    inputs: dict[str, InputValue] | None = None  # the event's raw fields the spec reads
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,42 @@ def decode_score(value: bytes | None, now_ms: int | None = None) -> Score:
         if not all(math.isfinite(v) for v in s.features.values()):
             raise BadRecord("schema", "a feature value is not finite")
         features = (tuple(s.features), tuple(float(v) for v in s.features.values()))
-    return Score(s.transaction_id, s.model_version, float(s.score), float(s.threshold), int(s.event_time), features)
+    entity_time = None
+    if s.entity_time is not None:
+        _check_time("entity_time", s.entity_time, now_ms)
+        entity_time = int(s.entity_time)
+    entities = _entities(s.entities, entity_time)
+    inputs = _inputs(s.inputs)
+    return Score(s.transaction_id, s.model_version, float(s.score), float(s.threshold), int(s.event_time), features,
+                 entity_time, entities, inputs)  # fmt: skip
+
+
+def _entities(entities: dict[str, str] | None, entity_time: int | None) -> dict[str, str] | None:
+    """The entity keys, checked; None when there are none. A field name never holds the risk records' key
+    separator (worker/core/risk.py ``record_key``)."""
+    if not entities:
+        return None
+    if len(entities) > MAX_ENTITIES:
+        raise BadRecord("schema", f"entities has {len(entities)} fields, at most {MAX_ENTITIES}")
+    if entity_time is None:
+        raise BadRecord("schema", "entities without entity_time")
+    for name, key in entities.items():
+        if not name or len(name) > MAX_ENTITY_LENGTH or KEY_SEPARATOR in name:
+            raise BadRecord("schema", f"an entity field name must be 1 to {MAX_ENTITY_LENGTH} characters")
+        if not key or len(key) > MAX_ENTITY_LENGTH:
+            raise BadRecord("schema", f"an entity key must be 1 to {MAX_ENTITY_LENGTH} characters")
+    return dict(entities)
+
+
+def _inputs(inputs: dict[str, InputValue] | None) -> dict[str, InputValue] | None:
+    if not inputs:
+        return None
+    if len(inputs) > MAX_INPUTS:
+        raise BadRecord("schema", f"inputs has {len(inputs)} fields, at most {MAX_INPUTS}")
+    for value in inputs.values():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRecord("schema", "an input value is not finite")
+    return dict(inputs)
 
 
 def decode_label(value: bytes | None, now_ms: int | None = None) -> Label:

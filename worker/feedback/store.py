@@ -22,6 +22,16 @@ A store that SQLite finds damaged or cannot open (``damaged``: not a database, c
 directory or an unreadable file in its place) is moved aside by the consumer (``move_aside``) and
 rebuilt from the topics; any other SQLite failure (a full disk, an I/O error) is a ``StoreError``.
 ``Store(path, readonly=True)`` (the export) never writes to the store it reads (``_connect_readonly``).
+
+Entity risk (worker/core/risk.py): a score record that names its entities (``entities``, ``entity_time``)
+and its raw inputs leaves them in ``context``, per transaction (the first record to name an entity
+field wins; a later one adds only fields not held yet). Each change of a transaction's truth, a fraud
+label meeting its context or a later label overturning the one held, adds one fraud entry per entity
+(``risk_entries``) and marks the entity ``risk_dirty``, in the same SQLite transaction as the offsets:
+a record read again after a crash adds nothing. The consumer publishes the dirty entities' entries and
+then clears them (``dirty_records``, ``clear_dirty``). ``prune`` drops the entries of transactions older
+than the risk horizon before the newest ``entity_time`` held (the watermark), marking their entities
+dirty, and the context rows as it drops the feature rows.
 """
 
 from __future__ import annotations
@@ -39,13 +49,16 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.core.risk import Entry, change
 from worker.feedback.quality import outcome, truth
 from worker.feedback.records import Label, Score
 
 PENDING = "pending"
 DAY_MS = 86_400_000
 PRUNE_GRACE_MS = DAY_MS
+DEFAULT_RISK_HORIZON_MS = 40 * DAY_MS  # fraud entries of transactions older than this (before the watermark) go
 SCHEMA_VERSION = "1"
+WATERMARK = "risk_watermark"  # meta: the newest entity_time applied, epoch ms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -82,6 +95,22 @@ CREATE TABLE IF NOT EXISTS outcomes (
     model_version TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (model_version, outcome)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (topic TEXT PRIMARY KEY, next_offset INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS context (
+    transaction_id TEXT PRIMARY KEY,
+    entity_time INTEGER,
+    entities TEXT,
+    inputs TEXT,
+    event_time INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS context_time ON context (event_time);
+CREATE TABLE IF NOT EXISTS risk_entries (
+    field TEXT NOT NULL, entity TEXT NOT NULL, tx_time INTEGER NOT NULL, label_time INTEGER NOT NULL,
+    delta INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS risk_entries_entity ON risk_entries (field, entity);
+CREATE INDEX IF NOT EXISTS risk_entries_time ON risk_entries (tx_time);
+CREATE TABLE IF NOT EXISTS risk_dirty (field TEXT NOT NULL, entity TEXT NOT NULL, PRIMARY KEY (field, entity))
+    WITHOUT ROWID;
 """
 
 
@@ -149,10 +178,13 @@ class Store:
         clock: Callable[[], int] = now_ms,
         cache_kib: int = 4096,
         readonly: bool = False,
+        risk_horizon_ms: int = DEFAULT_RISK_HORIZON_MS,
     ) -> None:
         self.path = Path(path)
         self.existed = os.path.lexists(self.path)
         self.label_window_ms = label_window_ms
+        self.risk_horizon_ms = risk_horizon_ms
+        self.has_context = True  # False: a read-only store written before the context table existed
         self._clock = clock
         self._copy_dir: str | None = None
         self._feature_sets: dict[tuple[str, ...], int] = {}
@@ -163,6 +195,7 @@ class Store:
                 tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if not {"scored", "labels", "features", "feature_sets"} <= tables:
                     raise sqlite3.DatabaseError("not a fraud-feedback store (its tables are missing)")
+                self.has_context = "context" in tables
             except BaseException:
                 self.close()
                 raise
@@ -243,6 +276,39 @@ class Store:
         truths = np.fromiter((r[2] in ("tp", "fn") for r in rows), bool, len(rows))
         return a, b, truths
 
+    def watermark(self) -> int | None:
+        """The newest ``entity_time`` applied (epoch ms), or None before the first."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (WATERMARK,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def risk_entries(self, field: str, entity: str) -> list[Entry]:
+        """The entity's fraud entries in this store, sorted."""
+        rows = self.db.execute(
+            "SELECT tx_time, label_time, delta FROM risk_entries WHERE field = ? AND entity = ? "
+            "ORDER BY tx_time, label_time, delta",
+            (field, entity),
+        )
+        return [(int(t), int(lt), int(d)) for t, lt, d in rows]
+
+    def dirty_records(self, limit: int | None = None) -> list[tuple[str, str, list[Entry]]]:
+        """(field, entity, all its entries) of each entity whose entries changed since it was last cleared
+        (at most ``limit`` of them); an empty list of entries: it has none left."""
+        query = "SELECT field, entity FROM risk_dirty ORDER BY field, entity"
+        keys = self.db.execute(query + (" LIMIT ?" if limit is not None else ""),
+                               (limit,) if limit is not None else ()).fetchall()  # fmt: skip
+        return [(f, k, self.risk_entries(f, k)) for f, k in keys]
+
+    def clear_dirty(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Mark these (field, entity) published, in a transaction of its own."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM risk_dirty WHERE field = ? AND entity = ?", list(keys))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def rows(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM scored").fetchone()[0])
 
@@ -268,10 +334,19 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            newest = None
             for s in scores:
                 self._score(s, cutoff, applied)
+                if s.entity_time is not None and (newest is None or s.entity_time > newest):
+                    newest = s.entity_time
             for lab in labels:
                 self._label(lab, applied)
+            if newest is not None:
+                db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                    "CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+                    (WATERMARK, str(newest)),
+                )
             db.executemany(
                 "INSERT INTO offsets VALUES (?, ?) "
                 "ON CONFLICT (topic) DO UPDATE SET next_offset = excluded.next_offset",
@@ -303,13 +378,25 @@ class Store:
         return len(rows)
 
     def prune(self) -> int:
-        """Drop rows whose event is older than the label window plus a day (their counts stay); how many."""
+        """Drop rows whose event is older than the label window plus a day (their counts stay), and the fraud
+        entries of transactions older than the risk horizon before the watermark (their entities marked
+        dirty); how many scored rows."""
         before = self._clock() - self.label_window_ms - PRUNE_GRACE_MS
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             gone = db.execute("DELETE FROM scored WHERE event_time < ? AND outcome IS NOT NULL", (before,)).rowcount
             db.execute("DELETE FROM features WHERE event_time < ?", (before,))
+            db.execute("DELETE FROM context WHERE event_time < ?", (before,))
+            watermark = self.watermark()
+            if watermark is not None:
+                horizon = watermark - self.risk_horizon_ms
+                db.execute(
+                    "INSERT OR IGNORE INTO risk_dirty "
+                    "SELECT DISTINCT field, entity FROM risk_entries WHERE tx_time < ?",
+                    (horizon,),
+                )
+                db.execute("DELETE FROM risk_entries WHERE tx_time < ?", (horizon,))
             db.execute(
                 "DELETE FROM labels WHERE label_time < ? AND transaction_id NOT IN (SELECT transaction_id FROM scored)",
                 (before,),
@@ -322,6 +409,8 @@ class Store:
 
     def _score(self, s: Score, cutoff: int, applied: Applied) -> None:
         db = self.db
+        if s.entities is not None or s.inputs is not None:
+            self._context(s)
         cur = db.execute(
             "INSERT OR IGNORE INTO scored (transaction_id, model_version, score, threshold, event_time) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -365,6 +454,15 @@ class Store:
             "is_fraud = excluded.is_fraud, label_time = excluded.label_time, source = excluded.source",
             (lab.transaction_id, int(lab.is_fraud), lab.label_time, lab.source, 0 if old is None else old[2]),
         )
+        context = db.execute(
+            "SELECT entity_time, entities FROM context WHERE transaction_id = ?", (lab.transaction_id,)
+        ).fetchone()
+        if context is not None and context[0] is not None and context[1]:
+            entity_time = context[0]
+            was = False if old is None else bool(old[0])
+            entry = change(was, lab.is_fraud, entity_time, max(lab.label_time, entity_time))
+            if entry is not None:
+                self._add_entries(json.loads(context[1]), entry)
         scored = db.execute(
             "SELECT model_version, score, threshold, event_time, outcome FROM scored WHERE transaction_id = ?",
             (lab.transaction_id,),
@@ -376,6 +474,45 @@ class Store:
         if scored and (old is None or not old[2]):
             applied.label_lags.append(max(0.0, (lab.label_time - min(r[3] for r in scored)) / 1000))
             db.execute("UPDATE labels SET joined = 1 WHERE transaction_id = ?", (lab.transaction_id,))
+
+    def _context(self, s: Score) -> None:
+        """Hold the transaction's entities and inputs; a fraud label already held makes the entries of the
+        entity fields it names for the first time."""
+        db = self.db
+        row = db.execute(
+            "SELECT entity_time, entities, inputs FROM context WHERE transaction_id = ?", (s.transaction_id,)
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO context VALUES (?, ?, ?, ?, ?)",
+                (s.transaction_id, s.entity_time, _json(s.entities), _json(s.inputs), s.event_time),
+            )
+            entity_time, added = s.entity_time, s.entities or {}
+        else:
+            held = json.loads(row[1]) if row[1] else {}
+            added = {f: k for f, k in (s.entities or {}).items() if f not in held}
+            entity_time = row[0] if row[0] is not None else s.entity_time
+            if added or (row[2] is None and s.inputs is not None):
+                db.execute(
+                    "UPDATE context SET entity_time = ?, entities = ?, inputs = coalesce(inputs, ?) "
+                    "WHERE transaction_id = ?",
+                    (entity_time, _json({**held, **added} or None), _json(s.inputs), s.transaction_id),
+                )
+        if not added or entity_time is None:
+            return
+        label = db.execute(
+            "SELECT is_fraud, label_time FROM labels WHERE transaction_id = ?", (s.transaction_id,)
+        ).fetchone()
+        if label is not None:
+            entry = change(False, bool(label[0]), entity_time, max(label[1], entity_time))
+            if entry is not None:
+                self._add_entries(added, entry)
+
+    def _add_entries(self, entities: dict[str, str], entry: Entry) -> None:
+        self.db.executemany(
+            "INSERT INTO risk_entries VALUES (?, ?, ?, ?, ?)", [(f, k, *entry) for f, k in entities.items()]
+        )
+        self.db.executemany("INSERT OR IGNORE INTO risk_dirty VALUES (?, ?)", list(entities.items()))
 
     def _resolve(self, txn: str, version: str, was: str | None, new: str | None, resolved_at: int) -> None:
         self.db.execute(
@@ -404,26 +541,36 @@ class Store:
 
     # -- export ----------------------------------------------------------------------------------
 
-    def examples(self, since_ms: int | None, until_ms: int | None) -> Iterable[tuple[str, int, bool, list[str], bytes]]:
-        """(transaction_id, event_time, is_fraud, feature names, values) of each resolved transaction with features.
+    def examples(
+        self, since_ms: int | None, until_ms: int | None
+    ) -> Iterable[tuple[str, int, bool, list[str], bytes, int | None, dict | None]]:
+        """(transaction_id, event_time, is_fraud, feature names, values, label_time, inputs) of each resolved
+        transaction with features; ``label_time`` None without a label, ``inputs`` None without them.
 
         Resolved: labelled, or genuine by the label window. One row per transaction, whatever the
         number of model versions that scored it.
         """
         cutoff = self._clock() - self.label_window_ms
         sets = {fid: json.loads(names) for fid, names in self.db.execute("SELECT id, names FROM feature_sets")}
+        inputs, join = ("c.inputs", "LEFT JOIN context c ON c.transaction_id = f.transaction_id ")
+        if not self.has_context:
+            inputs, join = "NULL", ""
         query = (
-            "SELECT f.transaction_id, f.event_time, f.feature_set, f.vals, l.is_fraud FROM features f "
-            "LEFT JOIN labels l ON l.transaction_id = f.transaction_id WHERE f.event_time >= ? AND f.event_time < ? "
-            "ORDER BY f.event_time"
+            f"SELECT f.transaction_id, f.event_time, f.feature_set, f.vals, l.is_fraud, l.label_time, {inputs} "
+            f"FROM features f LEFT JOIN labels l ON l.transaction_id = f.transaction_id {join}"
+            "WHERE f.event_time >= ? AND f.event_time < ? ORDER BY f.event_time"
         )
         lo = since_ms if since_ms is not None else -(2**62)
         hi = until_ms if until_ms is not None else 2**62
-        for txn, event_time, fid, vals, is_fraud in self.db.execute(query, (lo, hi)):
+        for txn, event_time, fid, vals, is_fraud, label_time, raw in self.db.execute(query, (lo, hi)):
             known = truth(None if is_fraud is None else bool(is_fraud), event_time, cutoff)
             if known is None:
                 continue
-            yield txn, event_time, known, sets[fid], vals
+            yield txn, event_time, known, sets[fid], vals, label_time, None if raw is None else json.loads(raw)
+
+
+def _json(value: dict | None) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def label_counts_total(stores: Iterable[Store]) -> dict[tuple[str, str], int]:

@@ -315,10 +315,10 @@ def file_history(spec: FeatureSpec, path: str, fmt: str, label_column: str, labe
                 if t is None or not _is_one(label):
                     continue
                 tx = round(t * to_ms)
-                at = valid_time(getattr(row, f"f{len(names) - 1}"), spec.time_unit)
+                at = valid_time(getattr(row, f"f{len(names) - 1}"), "ms")
                 times.append(tx)
                 frauds.append(1)
-                label_times.append(max(tx, round(at * to_ms)) if at is not None else tx)
+                label_times.append(max(tx, round(at)) if at is not None else tx)  # epoch ms
                 for j, f in enumerate(spec.risk_fields, start=1):
                     columns[f].append(getattr(row, f"f{j}"))
     finally:

@@ -1,6 +1,7 @@
 """``fraud-feedback``: join the worker's scores with late labels; ``fraud-feedback export``: the examples.
 
-    fraud-feedback [--scores-topic fraud-scores] [--labels-topic fraud-labels] [--state-dir DIR] ...
+    fraud-feedback [--scores-topic fraud-scores] [--labels-topic fraud-labels] [--state-dir DIR]
+                   [--entity-risk-topic fraud-entity-risk | none] [--risk-horizon 40d] ...
     fraud-feedback export (--state-dir DIR | --from-topics) --out FILE.csv[.gz] [--since T] [--until T]
 
 The bootstrap servers, the scores topic and the Kafka settings (``FRAUD_KAFKA_*``,
@@ -25,6 +26,8 @@ PROG = "fraud-feedback"
 DEFAULT_SCORES_TOPIC = "fraud-scores"
 DEFAULT_LABELS_TOPIC = "fraud-labels"
 DEFAULT_LABEL_WINDOW = "120d"
+DEFAULT_ENTITY_RISK_TOPIC = "fraud-entity-risk"
+DEFAULT_RISK_HORIZON = "40d"
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 4
 
 
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="feedback-state",
                    help="directory of the stores, one SQLite file per partition (default: %(default)s)")  # fmt: skip
     add_window_flag(p)
+    p.add_argument("--entity-risk-topic", dest="fb_entity_risk_topic", default=DEFAULT_ENTITY_RISK_TOPIC,
+                   metavar="TOPIC",
+                   help="compacted topic the fraud entries of each entity are published to, for the workers' "
+                   "label-derived features (fraud_count, fraud_rate); created when missing; none: not published "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--risk-horizon", default=DEFAULT_RISK_HORIZON,
+                   help="fraud entries of transactions this much older than the newest one are dropped; at least "
+                   "the longest label-derived window plus its delay (default: %(default)s)")  # fmt: skip
     p.add_argument("--quality-window", default="7d",
                    help="precision, recall and PR AUC over the transactions resolved in this window (default: "
                    "%(default)s)")  # fmt: skip
@@ -74,7 +85,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     p = SettingsParser(
         prog=f"{PROG} export",
         description="Write the labelled examples as a CSV (plain or .gz): the feature columns, is_fraud (0/1), "
-        "event_time (epoch ms), transaction_id; fraud-train --data FILE --label-column is_fraud reads it. A "
+        "event_time (epoch ms), transaction_id, label_time (epoch ms, empty without a label) and, when the score "
+        "records carry them, the raw fields the model's feature spec reads; fraud-train --data FILE --label-column "
+        "is_fraud [--feature-spec SPEC.toml] reads it. A "
         "transaction without a label counts as genuine once older than the label window. The examples come from "
         "fraud-feedback's stores (--state-dir, opened read-only: nothing is written to them) or from the topics "
         "alone (--from-topics: every partition of the scores and labels topics up to their end offsets at start, "
@@ -112,6 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args, os.environ)
         label_window = parse_duration_ms(args.label_window)
         quality_window = parse_duration_ms(args.quality_window)
+        risk_horizon = parse_duration_ms(args.risk_horizon)
+        if risk_horizon <= 0:
+            raise ConfigError(f"--risk-horizon must be > 0 (got {args.risk_horizon!r})")
+        risk_topic = args.fb_entity_risk_topic.strip()
+        if not risk_topic:
+            raise ConfigError("--entity-risk-topic must name a topic (none: not published)")
+        risk_topic = "" if risk_topic.lower() == "none" else risk_topic
+        if risk_topic and risk_topic in (config.scores_topic or DEFAULT_SCORES_TOPIC, args.labels_topic,
+                                         config.shadow_topic):  # fmt: skip
+            raise ConfigError(f"--entity-risk-topic {risk_topic!r} is also a topic fraud-feedback reads")
         if args.quality_max_rows <= 0:
             raise ConfigError(f"--quality-max-rows must be > 0 (got {args.quality_max_rows})")
         if not args.refresh_seconds > 0:
@@ -146,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shadow_topic=config.shadow_topic,
         consumer_options={k: v for k, v in client_options(config, "consumer").items() if k != "bootstrap_servers"},
         inflate_cap=config.max_inflated_batch_bytes if "inflate_cap" in parse_fast_paths(config.fast_paths) else None,
+        entity_risk_topic=risk_topic,
+        risk_horizon_ms=risk_horizon,
     )
     registry = CollectorRegistry()
     metrics = FeedbackMetrics(registry)
@@ -163,9 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"{PROG}: cannot start, metrics port {args.fb_metrics_port}: {exc.strerror}", file=sys.stderr)
             return EXIT_ERROR
+    risk = f"entity risk to {risk_topic}, horizon {args.risk_horizon}" if risk_topic else "entity risk not published"
     logging.getLogger(__name__).info(
-        "joining %s and %s as group %s into %s (label window %s)", settings.scores_topic, settings.labels_topic,
-        settings.group_id, settings.state_dir, args.label_window,
+        "joining %s and %s as group %s into %s (label window %s; %s)", settings.scores_topic, settings.labels_topic,
+        settings.group_id, settings.state_dir, args.label_window, risk,
     )  # fmt: skip
     try:
         return consumer.run()

@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=None, metavar="COL",
                    help=f"label for the metrics (default: {' or '.join(LABEL_CANDIDATES)} if present)")  # fmt: skip
     p.add_argument("--label-time-column", default="label_time", metavar="COL",
-                   help="with a spec reading labels (fraud_count, fraud_rate): when each label became known, in the "
-                   "spec's time unit (default: %(default)s, used when present; without it a label counts from its "
-                   "transaction's time)")  # fmt: skip
+                   help="with a spec reading labels (fraud_count, fraud_rate): when each label became known, epoch "
+                   "ms as in label records (default: %(default)s, used when present; without it a label counts "
+                   "from its transaction's time)")  # fmt: skip
     p.add_argument("--thresholds", default=",".join(map(str, metrics.DEFAULT_THRESHOLDS)),
                    help="thresholds for the metrics besides the model's own (default: %(default)s)")  # fmt: skip
     p.add_argument("--cost-missed-fraud", type=float, default=metrics.COST_MISSED_FRAUD,
