@@ -77,7 +77,8 @@ RETRAIN_ARGS ?=
 RETRAIN_FROM ?= --state-dir $(FEEDBACK_STATE_DIR)
 retrain: $(STAMP)  ## export the last RETRAIN_DAYS (30) of labelled traffic, train on it (--split time), promote if not worse
 	$(VENV)/bin/fraud-feedback export $(RETRAIN_FROM) --since $(RETRAIN_DAYS)d --out $(RETRAIN_DATA)
-	$(VENV)/bin/fraud-train --data $(RETRAIN_DATA) --label-column is_fraud --split time --models-dir $(MODELS_DIR) $(RETRAIN_ARGS)
+	$(VENV)/bin/fraud-train --data $(RETRAIN_DATA) --label-column is_fraud --split time --models-dir $(MODELS_DIR) \
+	  --feature-spec current $(RETRAIN_ARGS)
 
 clean:  ## remove the virtualenv, broker state and caches (keeps models/)
 	-scripts/local-kafka stop

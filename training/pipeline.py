@@ -23,7 +23,7 @@ from training.thresholds import Policy
 from training.transforms import RULE as TRANSFORM_RULE
 from training.transforms import choose as choose_transforms
 from worker.core.errors import BundleError
-from worker.core.features import FeatureSpec, load_spec
+from worker.core.features import FeatureSpec, as_written, load_spec
 from worker.core.transforms import FeatureTransform, Transforms
 from worker.offline import synthetic
 
@@ -81,7 +81,8 @@ class TrainConfig:
     feature_spec: str | None = _option(
         None, "columns",
         "a feature spec (TOML, docs/features.md): per-entity windowed aggregates and categorical fields, "
-        "computed point-in-time over the file and carried in the bundle",
+        "computed point-in-time over the file and carried in the bundle; 'current': the spec of the bundle "
+        "CURRENT names in --models-dir (make retrain)",
         type=str, metavar="SPEC.toml",
     )  # fmt: skip
     label_time_column: str = _option(
@@ -237,6 +238,27 @@ def _apply_spec(cfg: TrainConfig, dataset: data.Dataset, spec: FeatureSpec) -> b
     return behaviour.apply(dataset, spec, columns, cfg.fit_since, split_rows, label_times)
 
 
+def _spec(cfg: TrainConfig) -> FeatureSpec | None:
+    """``--feature-spec``: a spec file, or ``current``: the spec of the bundle CURRENT names in ``--models-dir``
+    as written (what training chose, the categorical values and the label prior, is chosen again on this
+    data), none when that bundle has none: the next model keeps the serving one's features (make retrain)."""
+    if not cfg.feature_spec:
+        return None
+    if cfg.feature_spec != "current":
+        return load_spec(cfg.feature_spec)
+    from worker.core.bundle import load_bundle, read_current
+
+    version = read_current(cfg.models_dir)
+    if version is None:
+        raise DataError(f"--feature-spec current: no {cfg.models_dir}/CURRENT to take the spec from")
+    spec = load_bundle(cfg.models_dir, version).manifest.spec
+    if spec is None:
+        logger.info("--feature-spec current: bundle %s has no feature spec; training without one", version)
+        return None
+    logger.info("--feature-spec current: the spec of bundle %s", version)
+    return as_written(spec)
+
+
 def prior_correction(model, weights: dict[int, float]) -> float:
     """Undo the class weights' shift of the logit, so scores estimate the real fraud probability.
 
@@ -266,7 +288,7 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
 
     # First: a bad key file should not cost a whole training run (a ConfigError naming the file).
     signing_key = load_signing_key(cfg.signing_key) if cfg.signing_key else None
-    spec = load_spec(cfg.feature_spec) if cfg.feature_spec else None  # a bad spec too (a SpecError)
+    spec = _spec(cfg)  # a bad spec too (a SpecError)
     from training import evaluate, report
     from training import gate as promote
     from training.export import outside_rows, parity_max_abs_diff, to_tflite

@@ -45,13 +45,20 @@ SPEC = {
 }
 
 
-def _wait(what: str, check, timeout: float = 90.0) -> None:
+def _wait_frauds(w: WorkerProcess, expected: int, fb: FeedbackProcess, when: str, timeout: float = 90.0) -> None:
+    """Until the worker's risk table holds exactly ``expected`` frauds."""
     deadline = time.monotonic() + timeout
+    got = None
     while time.monotonic() < deadline:
-        if check():
+        got = w.metric("fraud_entity_risk_frauds")
+        if got == expected:
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    published = fb.metric("fraud_feedback_entity_risk_records_total")
+    raise AssertionError(
+        f"{when}: worker {w.proc.pid}'s risk table holds {got} frauds, not {expected}; fraud-feedback published "
+        f"{published} records\n{fb.output()[-3000:]}\n{w.output()[-3000:]}"
+    )
 
 
 def test_two_workers_read_the_offline_risk_values_through_kills(kafka, topics, workers, feedbacks, tmp_path):
@@ -104,8 +111,7 @@ def test_two_workers_read_the_offline_risk_values_through_kills(kafka, topics, w
         labels_sent[due] = True
         expected = int((is_fraud.astype(bool) & labels_sent & (times < lo)).sum())
         for w in instances:
-            _wait(f"day {day}: {expected} frauds in the table of worker {w.proc.pid}",
-                  lambda w=w, e=expected: w.metric("fraud_entity_risk_frauds") == e)  # fmt: skip
+            _wait_frauds(w, expected, fb, f"day {day}")
         if day == KILL_AT_DAY:
             # SIGKILL fraud-feedback and one worker; both come back (the worker on an empty disk), and the
             # tables converge to the same frauds, none counted twice.
@@ -115,8 +121,7 @@ def test_two_workers_read_the_offline_risk_values_through_kills(kafka, topics, w
             instances[1] = worker()
             instances[1].wait_ready(timeout=90)
             for w in instances:
-                _wait(f"after the kills: {expected} frauds in the table of worker {w.proc.pid}",
-                      lambda w=w, e=expected: w.metric("fraud_entity_risk_frauds") == e)  # fmt: skip
+                _wait_frauds(w, expected, fb, "after the kills")
             time.sleep(2.0)  # fraud-feedback read its partitions again: still exactly the same frauds
             assert all(w.metric("fraud_entity_risk_frauds") == expected for w in instances)
         if day == DAYS:

@@ -388,6 +388,13 @@ def fit_priors(spec: FeatureSpec, fraud_share: float) -> FeatureSpec:
     return FeatureSpec(spec.time_field, spec.time_unit, blocks, spec.categoricals)
 
 
+def as_written(spec: FeatureSpec) -> FeatureSpec:
+    """The spec without what training chose (categorical values, label priors not given): to train again."""
+    blocks = tuple(replace(b, prior_rate=None) if b.reads_labels else b for b in spec.entities)
+    cats = tuple(replace(c, values=()) for c in spec.categoricals)
+    return FeatureSpec(spec.time_field, spec.time_unit, blocks, cats)
+
+
 def key_of(value: Any) -> str | None:
     """An entity or category value as the state's key: a string as it is, an integer (or a float holding
     one, as CSV readers give) in decimal; None for anything else (null, empty, bool, fraction)."""

@@ -104,3 +104,29 @@ def test_backtest_and_parity_compute_the_training_risk_values(trained, tmp_path,
     assert "online equal; 8,000 score records equal" in capsys.readouterr().out
     assert worker_main(args) == 1  # without the labels the score records' risk values differ
     assert "terminal_id.fraud_count" in capsys.readouterr().out
+
+
+def test_retraining_takes_the_serving_bundles_spec(trained, tmp_path):
+    # make retrain: fraud-feedback export's columns (the inputs, is_fraud, event_time, label_time), then
+    # fraud-train --feature-spec current: the next bundle computes the same features, its priors chosen again.
+    import shutil
+
+    from training.fraud_train import main
+
+    models = tmp_path / "models"
+    shutil.copytree(Path(trained.path).parent, models)
+    cols = synthetic.generate_behavioural(ROWS, 5)
+    export = {"amount": cols["amount"], "is_fraud": cols["Class"], "event_time": cols["event_time"],
+              "transaction_id": cols["transaction_id"], "label_time": cols["label_time"],
+              "customer_id": cols["customer_id"], "terminal_id": cols["terminal_id"]}  # fmt: skip
+    data = synthetic.write_csv(tmp_path / "examples.csv", export, quote_header=False)
+    assert main(["--data", str(data), "--label-column", "is_fraud", "--split", "time", "--feature-spec", "current",
+                 "--models-dir", str(models), *FAST, "--batch-size", "0", "--epochs", "50"]) == 0  # fmt: skip
+    versions = sorted(p.name for p in models.iterdir() if p.is_dir())
+    newest = load_bundle(models, versions[-1]).manifest
+    assert newest.version != trained.manifest.version
+    assert newest.spec.names == trained.manifest.spec.names
+    assert newest.own_features == ("amount",)  # label_time and event_time are never features
+    assert newest.spec.entities[1].prior_rate == pytest.approx(
+        float(cols["Class"][: newest.training["rows"]["train"]].mean())
+    )
