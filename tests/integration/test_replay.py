@@ -82,6 +82,7 @@ def test_v3_replay_keeps_the_entities_and_the_datas_event_times(kafka, tmp_path)
     assert [e["event_time"] for e in events] == want["event_time"].tolist()
     assert [r.key.decode() for r in records] == [e["customer_id"] for e in events] == want["customer_id"].tolist()
     assert all({"terminal_id", "amount", "channel", "merchant_category"} <= set(e) for e in events)
+    assert all("label_time" not in e and "Class" not in e for e in events)  # the label's, not the event's
 
     path = synthetic.write_csv(tmp_path / "v3.csv", want, quote_header=False)
     topic = kafka.topic(partitions=1)
@@ -90,3 +91,22 @@ def test_v3_replay_keeps_the_entities_and_the_datas_event_times(kafka, tmp_path)
     assert [e["event_time"] for e in events] == want["event_time"].tolist()
     assert all(isinstance(e["event_time"], int) for e in events)
     assert [e["customer_id"] for e in events] == want["customer_id"].tolist()
+    assert all("label_time" not in e for e in events)
+
+
+def test_v3_replay_in_data_time_sends_each_label_at_its_label_time(kafka):
+    """make run's labels: with the data's event times, each label carries the data's label time."""
+    from worker.offline import synthetic
+
+    topic, labels_topic = kafka.topic(partitions=1), kafka.topic(partitions=1)
+    assert replay_main(["--synthetic", "300", "--generator", "v3", "--event-time", "data", "--topic", topic,
+                        "--bootstrap-servers", kafka.bootstrap, "--quiet", "--id-prefix", "d",
+                        "--labels-topic", labels_topic, "--label-delay-seconds", "5"]) == 0  # fmt: skip
+    want = synthetic.generate_behavioural(300, 0)
+    events = [json.loads(r.value) for r in _read_all(kafka, topic, 300)]
+    labels = [json.loads(r.value) for r in _read_all(kafka, labels_topic, 300)]
+    assert all("label_time" not in e for e in events)
+    row = {e["transaction_id"]: i for i, e in enumerate(events)}
+    assert len(labels) == 300
+    assert [lab["label_time"] for lab in labels] == sorted(want["label_time"].tolist())
+    assert all(lab["label_time"] == want["label_time"][row[lab["transaction_id"]]] for lab in labels)

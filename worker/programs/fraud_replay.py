@@ -3,6 +3,9 @@
 For demos and load tests. Rows become transaction events (DESIGN.md): a ``transaction_id``,
 one number per numeric column, and ``event_time`` (epoch ms, stamped when the event is sent; with
 ``--event-time data``, the row's own, as a feature spec's windows need it).
+With ``--labels-topic``, each row's label goes to that topic too (``Labels``): ``--label-delay-seconds``
+after its event on the wall clock; with ``--event-time data``, in the data's time, at the row's
+``label_time`` (a column of the data, never an event field), once the replay has passed that time.
 Records are keyed by the account id column where the data has one (``account_id`` by default),
 so one account's events stay in order on one partition. The topic (the worker's input topic), the
 bootstrap servers and the passed-through Kafka settings come from ``worker.edges.config`` (flags,
@@ -16,9 +19,11 @@ import argparse
 import collections
 import csv
 import gzip
+import heapq
 import io
 import itertools
 import logging
+import math
 import sys
 import time
 import zlib
@@ -35,6 +40,7 @@ from worker.programs.settings import TOOL_BOOTSTRAP_TIMEOUT_MS, failure, parse_s
 
 logger = logging.getLogger(__name__)
 DEFAULT_LABEL = "Class"
+DEFAULT_LABEL_TIME = "label_time"  # the synthetic v3 generator's label time column, and --label-time-column's default
 PROG = "fraud-replay"
 
 
@@ -104,9 +110,16 @@ def _csv_rows(
 
 
 def rows_from_synthetic(
-    n: int, seed: int, key_column: str, with_label: bool, label_column: str = DEFAULT_LABEL, generator: str = "v2",
+    n: int,
+    seed: int,
+    key_column: str,
+    with_label: bool,
+    label_column: str = DEFAULT_LABEL,
+    generator: str = "v2",
     key_in_event: bool = False,
 ) -> Iterator[tuple[bytes | None, dict]]:
+    """Stream (key, row) from the synthetic generator: every column but the key (unless ``key_in_event``) and
+    the label (unless ``with_label``). A v3 row holds ``label_time``, which ``replay`` takes out of the event."""
     columns = generate_behavioural(n, seed) if generator == "v3" else generate(n, seed=seed)
     names = [c for c in columns if (key_in_event or c != key_column) and (with_label or c != label_column)]
     keys = columns.get(key_column)
@@ -155,16 +168,21 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
     from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError
 
-    labels = Labels(args.labels_topic, args.label_delay_seconds, args.label_column) if args.labels_topic else None
+    keep_time = args.event_time == "data"
+    labels = None
+    if args.labels_topic:
+        labels = Labels(args.labels_topic, args.label_delay_seconds, args.label_column, data_time=keep_time)
     keep_label = args.with_label or labels is not None  # read it; sent in the event only with --with-label
     if args.data:
         rows = rows_from_csv(Path(args.data), args.key_column, keep_label, args.label_column, args.key_in_event)
+        label_time_column = args.label_time_column
         total = args.count
     else:
         rows = rows_from_synthetic(args.synthetic, args.seed, args.key_column, keep_label, generator=args.generator,
                                    key_in_event=args.key_in_event)  # fmt: skip
         if labels is not None:
             labels.column = DEFAULT_LABEL  # the generator's label column
+        label_time_column = DEFAULT_LABEL_TIME  # the v3 generator's (v2 has none)
         total = min(args.count or args.synthetic, args.synthetic)
     if args.count:
         rows = itertools.islice(rows, args.count)
@@ -181,7 +199,6 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
             "(is the broker up, and the topic created?)"
         ) from None
     encode = msgspec.json.Encoder().encode
-    keep_time = args.event_time == "data"
     progress = Progress(total, not args.quiet)
     start = time.monotonic()
     sent = 0
@@ -199,12 +216,15 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
                 fields["event_time"] = time.time_ns() // 1_000_000
             elif isinstance(fields["event_time"], float) and fields["event_time"].is_integer():
                 fields["event_time"] = int(fields["event_time"])  # a CSV's number, as the epoch ms it is
+            label_time = fields.pop(label_time_column, None)  # the label's, not an event field
             if labels is not None:
                 labels.due(producer, failures)
-                labels.add(transaction_id, fields, keep=args.with_label)
+                labels.add(transaction_id, fields, keep=args.with_label, label_time=label_time)
             future = producer.send(topic, key=key, value=encode(fields))
             if len(failures) < 1:
                 future.add_errback(failures.append)
+            if labels is not None and keep_time:
+                labels.passed(producer, failures, fields["event_time"])
             sent += 1
             progress.update(sent)
         if labels is not None:
@@ -224,19 +244,32 @@ def replay(args: argparse.Namespace, config: WorkerConfig) -> dict:
 
 
 class Labels:
-    """Each replayed row's label, sent to the labels topic ``delay`` seconds after its event.
+    """Each replayed row's label, sent to the labels topic after its event.
+
+    On the wall clock (the default): ``delay`` seconds after the event, with ``label_time`` the time of
+    sending. In the data's time (``data_time``, for ``--event-time data``): ``label_time`` is the row's
+    label time (``add``'s ``label_time``, epoch ms; a label time before the event counts as the event's
+    time), or without one the event's ``event_time`` plus ``delay``; the labels wait in a heap keyed by
+    label time and each is sent once the replay has sent an event whose ``event_time`` is at or past it
+    (``passed``), the rest at the end (``finish``), so that a label-derived feature sees a label exactly
+    from its label time on.
 
     Keyed by ``transaction_id`` (as the worker keys its score records), so a label lands in the
     same partition number as the score record it belongs to. The value is the label contract
     (``worker.feedback.records``): ``transaction_id``, ``is_fraud``, ``label_time``, ``source``.
     """
 
-    def __init__(self, topic: str, delay: float, column: str) -> None:
-        self.topic, self.delay, self.column = topic, delay, column
+    def __init__(self, topic: str, delay: float, column: str, data_time: bool = False) -> None:
+        self.topic, self.delay, self.column, self.data_time = topic, delay, column, data_time
+        # on the wall clock: (monotonic time due, transaction id, is fraud), in the order added
         self.pending: collections.deque[tuple[float, str, bool]] = collections.deque()
+        # in the data's time: a heap of (label time ms, transaction id, is fraud)
+        self.waiting: list[tuple[int, str, bool]] = []
         self.sent = self.frauds = self.missing = 0
 
-    def add(self, transaction_id: str, fields: dict, keep: bool) -> None:
+    def add(self, transaction_id: str, fields: dict, keep: bool, label_time: Any = None) -> None:
+        """Queue the row's label (``fields``' label column; taken out of ``fields`` unless ``keep``);
+        ``label_time``: the row's label time in epoch ms, read in the data's time only."""
         value = fields.get(self.column) if keep else fields.pop(self.column, None)
         try:
             number = float(value) if value is not None and value != "" else None
@@ -247,26 +280,69 @@ class Labels:
         if is_fraud is None:
             self.missing += 1
             return
-        self.pending.append((time.monotonic() + self.delay, transaction_id, is_fraud))
+        if self.data_time:
+            heapq.heappush(self.waiting, (self._data_label_time(fields.get("event_time"), label_time),
+                                          transaction_id, is_fraud))  # fmt: skip
+        else:
+            self.pending.append((time.monotonic() + self.delay, transaction_id, is_fraud))
+
+    def _data_label_time(self, event_time: Any, label_time: Any) -> int:
+        event_ms = _epoch_ms(event_time)
+        label_ms = _epoch_ms(label_time)
+        if label_ms is not None:
+            return label_ms if event_ms is None else max(label_ms, event_ms)
+        if event_ms is None:  # an event time that is no number: the wall clock's
+            event_ms = time.time_ns() // 1_000_000
+        return event_ms + round(self.delay * 1000)
 
     def due(self, producer, failures: list, until: float | None = None) -> None:
+        """On the wall clock: send the labels due by ``until`` (monotonic; now by default)."""
         now = time.monotonic() if until is None else until
         while self.pending and self.pending[0][0] <= now:
             _, transaction_id, is_fraud = self.pending.popleft()
-            value = encode_label(transaction_id, is_fraud, time.time_ns() // 1_000_000, "fraud-replay")
-            future = producer.send(self.topic, key=transaction_id.encode(), value=value)
-            if len(failures) < 1:
-                future.add_errback(failures.append)
-            self.sent += 1
-            self.frauds += is_fraud
+            self._send(producer, failures, transaction_id, is_fraud, time.time_ns() // 1_000_000)
+
+    def passed(self, producer, failures: list, event_time: Any) -> None:
+        """In the data's time: an event of ``event_time`` was sent; send the labels timed at or before it."""
+        now = _epoch_ms(event_time)
+        if now is None:
+            return
+        while self.waiting and self.waiting[0][0] <= now:
+            label_time, transaction_id, is_fraud = heapq.heappop(self.waiting)
+            self._send(producer, failures, transaction_id, is_fraud, label_time)
 
     def finish(self, producer, failures: list) -> None:
-        """Wait for the labels still due, sending each at its time."""
+        """Send the labels still queued: on the wall clock each at its time (waited for), in the data's time
+        all of them now, in label time order."""
+        while self.waiting:
+            label_time, transaction_id, is_fraud = heapq.heappop(self.waiting)
+            self._send(producer, failures, transaction_id, is_fraud, label_time)
         while self.pending:
             wait = self.pending[0][0] - time.monotonic()
             if wait > 0:
                 time.sleep(min(wait, 0.5))
             self.due(producer, failures)
+
+    def _send(self, producer, failures: list, transaction_id: str, is_fraud: bool, label_time: int) -> None:
+        value = encode_label(transaction_id, is_fraud, label_time, "fraud-replay")
+        future = producer.send(self.topic, key=transaction_id.encode(), value=value)
+        if len(failures) < 1:
+            future.add_errback(failures.append)
+        self.sent += 1
+        self.frauds += is_fraud
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """A time in epoch ms as an int: a finite number (or numeric text) within 64 bits, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if abs(value) < 2**62 else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(number) if math.isfinite(number) and abs(number) < 2**62 else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         "then measures the data's age) (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
-        "--key-in-event", action="store_true",
+        "--key-in-event",
+        action="store_true",
         help="also keep the key column in the event (an entity of the model's feature spec)",
     )
     p.add_argument(
@@ -314,9 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--label-delay-seconds", type=float, default=0.0,
-        help="send each label this long after its event (default: %(default)s), as analyst labels arrive later",
+        help="send each label this long after its event (default: %(default)s), as analyst labels arrive later; "
+        "with --event-time data in the data's time instead: a label's label_time is then its row's label time "
+        "(--label-time-column, or the v3 generator's), or without one the row's event_time plus this, and each "
+        "label is sent once an event at or past its label_time has been sent (the rest at the end), so that "
+        "label-derived features see it from then on",
     )  # fmt: skip
     p.add_argument("--label-column", default=DEFAULT_LABEL, help="the label column (default: %(default)s)")
+    p.add_argument(
+        "--label-time-column", default=DEFAULT_LABEL_TIME,
+        help="with --data: the column of the time each row's label became known, in epoch ms, when the file has "
+        "it; never sent in the event, read for the labels with --labels-topic and --event-time data (the "
+        "synthetic v3 generator's is label_time) (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
