@@ -387,10 +387,13 @@ class Store:
         try:
             gone = db.execute("DELETE FROM scored WHERE event_time < ? AND outcome IS NOT NULL", (before,)).rowcount
             db.execute("DELETE FROM features WHERE event_time < ?", (before,))
-            db.execute("DELETE FROM context WHERE event_time < ?", (before,))
             watermark = self.watermark()
+            # A transaction's entities stay while its label can still make an entry inside the risk horizon
+            # (the data's clock, not the wall clock: a replay of old data keeps them too).
+            horizon = watermark - self.risk_horizon_ms if watermark is not None else before
+            db.execute("DELETE FROM context WHERE event_time < ? AND (entity_time IS NULL OR entity_time < ?)",
+                       (before, horizon))  # fmt: skip
             if watermark is not None:
-                horizon = watermark - self.risk_horizon_ms
                 db.execute(
                     "INSERT OR IGNORE INTO risk_dirty "
                     "SELECT DISTINCT field, entity FROM risk_entries WHERE tx_time < ?",

@@ -51,6 +51,8 @@ SUMMARY_METRICS = {
     "fraud_alerts": "alerts",
     "fraud_events_invalid": "dead_lettered",
     "fraud_consumer_lag": "lag",
+    "fraud_entity_risk_entities": "risk_entities",  # the entity-risk table (docs/entity-risk.md), when it fills
+    "fraud_entity_risk_frauds": "risk_frauds",
 }
 
 # fraud-feedback's per-version gauges the summary line shows (quality over its window of resolved rows).
@@ -185,7 +187,10 @@ def format_summary(
     return (
         f"{datetime.now().strftime('%H:%M:%S')} ---- scored {totals['scored']:,.0f}{rate}"
         f" · alerts {totals['alerts']:,.0f} · dead-lettered {totals['dead_lettered']:,.0f}"
-        f" · lag {totals['lag']:,.0f}" + (f" · {labelled}" if labelled else "")
+        f" · lag {totals['lag']:,.0f}"
+        + (f" · risk table {totals['risk_entities']:,.0f} entities, {totals['risk_frauds']:,.0f} frauds"
+           if totals.get("risk_entities") else "")  # fmt: skip
+        + (f" · {labelled}" if labelled else "")
     )
 
 

@@ -195,16 +195,23 @@ def test_the_watermark_is_the_newest_entity_time_and_survives_reopening(tmp_path
     store.close()
 
 
-def test_context_rows_are_pruned_with_the_feature_rows(tmp_path):
+def test_context_rows_are_pruned_by_the_datas_clock_not_the_wall_clock(tmp_path):
+    # An old transaction (a replay of last year's data) keeps its entities while it is inside the risk
+    # horizon of the newest transaction held: its label, however late on the wall clock, still counts.
     clock = Clock()
     store = Store(tmp_path / "p.sqlite", WINDOW, clock=clock)
     store.apply([score("a", inputs={"amount": 3.5})], [], {})
     clock.now = NOW + WINDOW + 2 * DAY_MS
     store.expire()
     store.prune()
-    store.apply([], [label("a", True, clock.now)], {})  # its context is gone: no entry
+    store.apply([], [label("a", True, T + DAY_MS)], {})
+    assert entries(store) == [(T, T + DAY_MS, 1)]
+    # Once newer transactions put it beyond the horizon, its context and its entries go.
+    later = T + store.risk_horizon_ms + DAY_MS
+    store.apply([score("b", entity_time=later, entities={"terminal_id": "t-2"})], [], {})
+    store.prune()
     assert entries(store) == []
-    assert store.db.execute("SELECT count(*) FROM context").fetchone()[0] == 0
+    assert store.db.execute("SELECT transaction_id FROM context").fetchall() == [("b",)]
     store.close()
 
 

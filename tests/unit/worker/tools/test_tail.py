@@ -79,7 +79,16 @@ fraud_events_scored_created 1.7e9
 
 def test_metrics_are_summed_over_labels_and_created_samples_ignored() -> None:
     totals = parse_metrics(METRICS)
-    assert totals == {"consumed": 0.0, "scored": 1234.0, "alerts": 7.0, "dead_lettered": 5.0, "lag": 15.0}
+    assert totals == {"consumed": 0.0, "scored": 1234.0, "alerts": 7.0, "dead_lettered": 5.0, "lag": 15.0,
+                      "risk_entities": 0.0, "risk_frauds": 0.0}  # fmt: skip
+
+
+def test_the_summary_line_shows_the_entity_risk_table_once_it_fills() -> None:
+    totals = parse_metrics(METRICS)
+    assert "risk table" not in format_summary(totals, None, 5.0)
+    text = METRICS + "fraud_entity_risk_entities 12.0\nfraud_entity_risk_frauds 30.0\n"
+    line = format_summary(parse_metrics(text), None, 5.0)
+    assert line.endswith(" · lag 15 · risk table 12 entities, 30 frauds")
 
 
 def test_summary_line_with_rate_since_the_previous_one() -> None:
