@@ -17,6 +17,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 
 from tests.support.bundles import make_bundle
 from tests.support.feedback import FeedbackProcess
@@ -167,3 +168,38 @@ def test_two_workers_read_the_offline_risk_values_through_kills(kafka, topics, w
         f"events with confirmed fraud at their terminal; every risk value equals the offline one, on both "
         f"instances, through a SIGKILL of fraud-feedback and of a worker; {stale:.0f} events scored stale"
     )
+
+
+def test_a_worker_without_its_risk_table_keeps_scoring_and_says_so(kafka, topics, workers, tmp_path):
+    # No fraud-feedback, no entity-risk topic: every event is scored at once with no confirmed fraud (the
+    # prior), and the metrics the FraudEntityRiskStale alert reads say the table was never read.
+    columns = synthetic.generate_behavioural(300, 5, days=2)
+    spec = fit_priors(from_mapping(SPEC, "spec"), 0.02)
+    names = ["amount", *spec.names]
+    models = tmp_path / "models"
+    make_bundle(models, "r1", feature_names=names, mean=[0.0] * len(names), scale=[1.0] * len(names),
+                weights=[0.001] * len(names), bias=-3.0, threshold=0.5, feature_spec=spec.to_manifest())  # fmt: skip
+    w = WorkerProcess(kafka.bootstrap, models, group=kafka.group(), extra=[
+        "--scores-include-features", "--entity-risk-topic", f"{kafka.group()}-no-such-topic",
+        "--entity-risk-wait-seconds", "1", "--feature-state-dir", str(tmp_path / "state"),
+    ], **topics).start()  # fmt: skip
+    workers.append(w)
+    w.wait_ready(timeout=90)
+    producer = kafka.producer(linger_ms=5)
+    for i in range(300):
+        event = {f: columns[f][i].item() for f in FIELDS}
+        producer.send(topics["input_topic"], key=str(columns["terminal_id"][i]).encode(),
+                      value=json.dumps(event).encode())  # fmt: skip
+    producer.flush()
+    w.wait_metric("fraud_events_scored_total", 300, timeout=60)
+    assert w.metric("fraud_entity_risk_stale_events_total") == 300
+    assert w.metric("fraud_entity_risk_age_seconds") == float("inf")
+    assert w.metric("fraud_entity_risk_entities") == 0
+    assert w.stop() == 0
+    assert "entity risk topic" in w.output() and "does not exist" in w.output()
+    records = [json.loads(r.value) for r in read_topic(kafka, topics["scores_topic"])]
+    assert len(records) == 300
+    assert {r["features"]["terminal_id.fraud_count.1d.delay_1d"] for r in records} == {0.0}
+    for r in records:  # no fraud: the prior, 0.02 as if over 5 more transactions, (0 + 0.02 * 5) / (count + 5)
+        f = r["features"]
+        assert f["terminal_id.fraud_rate.3d.delay_1d"] == pytest.approx(0.1 / (f["terminal_id.count.3d.delay_1d"] + 5))
