@@ -113,7 +113,7 @@ def measure(bootstrap: str, n: int, repeats: int) -> dict:
     risk_topic = f"bench-feat-risk-{tag}"
     frauds = _risk_table(bootstrap, risk_topic, columns)
     log(f"features: entity-risk table of {frauds:,} frauds in {risk_topic}")
-    log(f"features: produced {len(values):,} v3 events in {secs:.1f}s; {repeats} rounds of two runs")
+    log(f"features: produced {len(values):,} v3 events in {secs:.1f}s; {repeats} rounds of three runs")
     work = Path(tempfile.mkdtemp(prefix="fraud-bench-features-"))
     try:
         plain, spec, risk = work / "plain", work / "spec", work / "risk"

@@ -169,5 +169,9 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
 
 
 def decode_entries(raw: bytes) -> list[Entry]:
-    """A record's entries; ``msgspec.DecodeError`` / ``ValidationError`` for anything else."""
-    return _decode_entries(raw)
+    """A record's entries, sorted; ``msgspec.DecodeError`` / ``ValidationError`` for anything else, ``ValueError``
+    for a delta other than +1 or -1."""
+    entries = _decode_entries(raw)
+    if any(e[2] not in (1, -1) for e in entries):
+        raise ValueError("an entry's delta is not +1 or -1")
+    return sorted(entries)

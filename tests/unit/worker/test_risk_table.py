@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import msgspec
+
 from worker.core.features import from_mapping
 from worker.core.risk import encode_entries, record_key
 from worker.core.score_context import ScoreContext
@@ -42,8 +44,10 @@ def test_a_record_it_cannot_read_is_counted_and_skipped():
     table.apply(b"no separators", encode_entries([(1, 2, 1)]))
     table.apply(record_key("terminal_id", "t1", 0), b"\xff\x00 not msgpack")
     table.apply(None, b"")
+    table.apply(record_key("terminal_id", "t1", 0), msgspec.msgpack.encode([[1, 2, 1000]]))  # not +1 or -1
+    table.apply(record_key("terminal_id", "t1", 0), msgspec.msgpack.encode([[1, "x", 1]]))
     table.apply(record_key("terminal_id", "t2", 0), encode_entries([(1, 2, 1)]))
-    assert table.bad == 3 and table.records == 4 and table.frauds() == 1
+    assert table.bad == 5 and table.records == 6 and table.frauds() == 1
 
 
 def test_the_table_is_stale_until_it_has_read_its_topic_and_once_it_falls_behind():
