@@ -176,7 +176,7 @@ class WorkerConfig:
                   "its topic for this long; events are then scored with the values it has, and counted"},
     )  # fmt: skip
     entity_risk_wait_seconds: float = field(
-        default=30.0,
+        default=10.0,
         metadata={"help": "with a spec reading labels: at most this long, when the table is first needed, to read "
                   "the risk topic to its end before scoring (0: do not wait)"},
     )  # fmt: skip
