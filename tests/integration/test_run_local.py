@@ -150,7 +150,11 @@ def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, feedback_
         assert any("fraud-feedback --bootstrap-servers" in cmdline(p) for p in started), "fraud-feedback never ran"
 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert proc.wait(timeout=60) == 0  # Ctrl-C is how a run ends: a clean stop is a success
+        try:
+            status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"run-local still running 60 s after Ctrl-C:\n{''.join(lines)[-3000:]}") from None
+        assert status == 0  # Ctrl-C is how a run ends: a clean stop is a success
     finally:
         if proc.poll() is None:  # a failed check: let run-local clean up as after a Ctrl-C first
             os.killpg(proc.pid, signal.SIGINT)
