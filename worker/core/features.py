@@ -629,6 +629,7 @@ class FeatureEngine:
         whole bucket ending at or before ``t - delay``."""
         windows = state.windows
         entries: Sequence[tuple[int, int, int]] | None = None  # the entity's fraud entries, read once
+        frauds_at: dict[int, float] = {}  # per window: its frauds, for fraud_count and fraud_rate alike
         tops = []
         delay, n_numeric = b.delay, b.n_numeric
         for window, width in zip(windows, b.widths, strict=True):
@@ -659,11 +660,14 @@ class FeatureEngine:
                 mean = window.sums[slot] / count if count else 0.0
                 out.append(_number(values[b.numeric_at[slot]]) / mean if mean > 0.0 else 1.0)
             else:  # fraud_count, fraud_rate: the frauds confirmed by t among the window's transactions
-                width = b.widths[w]
-                top = tops[w]
-                if entries is None:
-                    entries = self.risk.entries(b.entity, key) if key is not None else ()
-                frauds = frauds_in(entries, (top - BUCKETS + 1) * width, (top + 1) * width, t)
+                cached = frauds_at.get(w)
+                if cached is not None:
+                    frauds = cached
+                else:
+                    if entries is None:
+                        entries = self.risk.entries(b.entity, key) if key is not None else ()
+                    width, top = b.widths[w], tops[w]
+                    frauds = frauds_at[w] = frauds_in(entries, (top - BUCKETS + 1) * width, (top + 1) * width, t)
                 if fn == "fraud_count":
                     out.append(frauds)
                 else:

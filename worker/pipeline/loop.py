@@ -155,13 +155,7 @@ class Worker:
         specs: dict[str, FeatureSpec] = {}
         if spec is not None and spec.risk_fields and not self.risk_table.started:
             wait = self.config.entity_risk_wait_seconds
-            self.risk_table.start()
-            deadline = time.monotonic() + wait
-            while not self.risk_table.ready.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
-                self.health.beat()  # waiting on purpose, not stalled
-                if time.monotonic() >= deadline or self._stop.is_set():
-                    break
-            if not self.risk_table.ready.is_set() and wait > 0:
+            if not self.risk_table.start(wait, self.health.beat, self._stop) and wait > 0:
                 logger.warning("entity risk table: %s not read to its end within %g s; scoring with what it holds "
                                "(fraud_entity_risk_age_seconds)", self.risk_table.topic, wait)  # fmt: skip
         if spec is not None:

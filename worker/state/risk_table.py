@@ -59,12 +59,21 @@ class RiskTable:
 
     # -- its life ----------------------------------------------------------------------------------------
 
-    def start(self, wait: float = 0.0) -> bool:
-        """Start reading (once); wait up to ``wait`` seconds for the first read to the end. True when it has."""
+    def start(self, wait: float = 0.0, beat: Callable[[], None] | None = None,
+              stop: threading.Event | None = None) -> bool:  # fmt: skip
+        """Start reading (once); wait up to ``wait`` seconds for the first read to the end, calling ``beat`` every
+        second meanwhile (the caller is waiting on purpose, not stalled) and giving up early once ``stop`` is set.
+        True when the table has read its topic to the end."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="entity-risk-table", daemon=True)
             self._thread.start()
-        return self.ready.wait(wait) if wait > 0 else self.ready.is_set()
+        deadline = self._clock() + wait
+        while not self.ready.wait(min(1.0, max(0.0, deadline - self._clock()))):
+            if beat is not None:
+                beat()
+            if self._clock() >= deadline or (stop is not None and stop.is_set()):
+                break
+        return self.ready.is_set()
 
     @property
     def started(self) -> bool:
