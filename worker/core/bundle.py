@@ -84,6 +84,8 @@ class Manifest:
     # The feature spec (worker/core/features.py, docs/features.md) whose features are the last of
     # feature_names; None: the model reads only the event's own fields.
     feature_spec: dict[str, Any] | None = None
+    # Thresholds per value of one event field (worker/core/decisions.py, docs/rules.md); None: the global one only.
+    segment_thresholds: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -123,6 +125,7 @@ class Manifest:
                 score_histogram=_histogram(data),
                 feature_transforms=read_transforms(data.get("feature_transforms"), len(feature_names)),
                 feature_spec=_feature_spec(data),
+                segment_thresholds=_segment_thresholds(data),
                 format_version=FORMAT_VERSION,
             )
         except (TypeError, ValueError, OverflowError) as exc:  # a backstop: every check above is explicit
@@ -166,6 +169,13 @@ class Manifest:
         """The event fields the model reads as they are: ``feature_names`` before the spec's features."""
         spec = self.spec
         return self.feature_names if spec is None else self.feature_names[: self.n_features - len(spec.names)]
+
+
+def _segment_thresholds(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    from worker.core.decisions import SegmentThresholds
+
+    segments = SegmentThresholds.from_manifest(data.get("segment_thresholds"))  # a BundleError names the problem
+    return None if segments is None else segments.to_manifest()
 
 
 def _feature_spec(data: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ import msgspec
 import numpy as np
 
 from worker.core.decimals import float32_decimals, rounded
+from worker.core.decisions import Decisions, decide
 from worker.core.decode import DecodedBatch, Unread
 from worker.core.errors import DecodeError
 from worker.core.scoring import Scorer
@@ -75,8 +76,15 @@ def build_outputs(
     scores: np.ndarray | None,
     scored_at: int,
     context: Sequence[bytes] | None = None,
+    decisions: Decisions | None = None,
+    shadow_decisions: Decisions | None = None,
 ) -> Outputs:
     """Alerts, score records and DLQ records for ``decoded``, in the order they are sent.
+
+    ``decisions`` (worker/core/decisions.py): an alert for every row whose action is not ``allow``, each alert
+    and score record carrying its decision record and the threshold that applied; None: an alert where the
+    score is at or above the model's threshold, decided as such. ``shadow_decisions``: the shadow rule set's,
+    carried by the score records as ``shadow_decision``.
 
     The reasons' raw values are ``decoded.features``, the rows ``scaled`` was computed from. ``context``:
     per valid row, JSON members the score record carries besides (worker/core/score_context.py).
@@ -84,18 +92,22 @@ def build_outputs(
     c, out = settings, Outputs()
     if decoded.index and scaled is not None and scores is not None:
         ids = decoded.transaction_ids
-        hits = np.flatnonzero(scores >= scorer.threshold)
+        if decisions is None:
+            thresholds = np.full(len(scores), scorer.threshold, dtype=np.float64)
+            decisions = decide(scores, thresholds, None, None, [None] * len(scores), None)
+        hits = decisions.alerts
         # Event time, or the record's timestamp for an event without one: for every row when
         # every score is published, else only for the alerts.
         rows = range(len(scores)) if c.scores_topic else hits.tolist()
         times = {j: _event_time(decoded, records, j) for j in rows}
         out.scores, out.hits, out.alert_times = scores, hits, [times[j] for j in hits.tolist()]
         raw = decoded.features
-        alerts = encode_results(scorer, hits, ids, times, scaled, raw, scores, scored_at, c.reasons)
+        alerts = encode_results(scorer, hits, ids, times, scaled, raw, scores, scored_at, c.reasons,
+                                decisions=decisions)  # fmt: skip
         out.records += [(c.alert_topic, ids[j].encode(), p, None) for j, p in zip(hits.tolist(), alerts, strict=True)]
         if c.scores_topic:
             payloads = score_payloads(scorer, decoded, scaled, scores, times, scored_at, c.reasons,
-                                      c.scores_include_features, context)  # fmt: skip
+                                      c.scores_include_features, context, decisions, shadow_decisions)  # fmt: skip
             out.records += keyed(c.scores_topic, payloads, records, decoded)
     limit = dlq_limit(c)
     for i, err in decoded.errors:
@@ -179,12 +191,15 @@ def score_payloads(
     reasons: int,
     features: bool = False,
     context: Sequence[bytes] | None = None,
+    decisions: Decisions | None = None,
+    shadow_decisions: Decisions | None = None,
 ) -> list[bytes]:
     """The score record's JSON of every valid row of ``decoded``, in order: the one place a score record is
     built, for the scores topic, the shadow topic and the backtest's output lines alike."""
     rows = range(len(scores))
     return encode_results(scorer, rows, decoded.transaction_ids, times, scaled, decoded.features, scores, scored_at,
-                          reasons, features=features, context=context)  # fmt: skip
+                          reasons, features=features, context=context, decisions=decisions,
+                          shadow_decisions=shadow_decisions)  # fmt: skip
 
 
 def keyed(topic: str, payloads: Sequence[bytes], records: Sequence, decoded: DecodedBatch) -> list[Output]:
@@ -210,6 +225,8 @@ def encode_results(
     k: int,
     features: bool = False,
     context: Sequence[bytes] | None = None,
+    decisions: Decisions | None = None,
+    shadow_decisions: Decisions | None = None,
 ) -> list[bytes]:
     """One JSON payload per row index in ``rows`` (indices into the batch's valid rows).
 
@@ -219,7 +236,7 @@ def encode_results(
 
     The payload is what msgspec makes of the dict ``{"transaction_id": ..., "score": ...,
     "threshold": ..., "model_version": ..., "reasons": [...], "event_time": ..., "scored_at": ...,
-    "features": {...}}``, byte for byte (tests/unit/worker/test_outputs_encoding.py holds it to
+    "features": {...}, "decision": {...}, "shadow_decision": {...}}``, byte for byte (tests/unit/worker/test_outputs_encoding.py holds it to
     that), built column by column: msgspec encodes each column's values in one call and the rows
     are joined from the pieces, so no dict or list is made per row.
     """
@@ -233,7 +250,12 @@ def encode_results(
     row.column(list(map(_encode, [transaction_ids[j] for j in rows])))
     row.text(b',"score":')
     row.column(_numbers(scores[rows].astype(np.float64).tolist()))
-    row.text(b',"threshold":' + _encode(scorer.threshold) + b',"model_version":' + _encode(scorer.version))
+    if decisions is None:
+        row.text(b',"threshold":' + _encode(scorer.threshold))
+    else:  # the threshold that applied: the global one or the event's segment's
+        row.text(b',"threshold":')
+        row.column(_numbers(decisions.thresholds[rows].tolist()))
+    row.text(b',"model_version":' + _encode(scorer.version))
     row.text(b',"reasons":[')
     for r in range(order.shape[1]):
         row.text(b',{"feature":' if r else b'{"feature":')
@@ -254,6 +276,10 @@ def encode_results(
         row.text(b"}")
     if context is not None:
         row.column([context[j] for j in rows])
+    if decisions is not None:
+        row.column(decisions.fragments(rows))
+    if shadow_decisions is not None:
+        row.column(shadow_decisions.fragments(rows, b"shadow_decision"))
     row.text(b"}")
     return row.join()
 

@@ -32,6 +32,7 @@ from ai_edge_litert.interpreter import Interpreter
 from worker.core.bundle import Bundle, Manifest, load_bundle
 from worker.core.decimals import float32_decimals
 from worker.core.decode import OUT_OF_RANGE, DecodedBatch, reject_rows
+from worker.core.decisions import SegmentThresholds
 from worker.core.errors import BundleError, DecodeError
 from worker.core.probe import check as probe_check
 from worker.core.transforms import SCALED_LIMIT, Transforms
@@ -65,6 +66,8 @@ class Scorer:
         self.bundle = bundle
         self.version = m.version
         self.threshold = float(m.threshold)
+        # Thresholds per segment (docs/rules.md): None, or the manifest's, checked when it was read.
+        self.segments = SegmentThresholds.from_manifest(m.segment_thresholds)
         self.feature_names = m.feature_names
         # The event's own fields the decoder reads; the feature spec's features (if any) follow them.
         self.spec = m.spec

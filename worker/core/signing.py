@@ -129,24 +129,28 @@ class TrustedKeys:
         ``others`` are the bundle's other files as found on disk (name -> sha256 hex), every file
         but manifest.json, model.tflite and signature.json: the signature must list exactly these.
         """
+        return self.verify_files(f"bundle {bundle}", signature_doc, bundle_files(manifest_bytes, model_bytes, others))
+
+    def verify_files(self, what: str, signature_doc: bytes | None, found: Mapping[str, str]) -> str:
+        """The id of the trusted key whose signature lists exactly the files ``found`` (name -> sha256 hex), else
+        ``SignatureError`` naming ``what`` (``bundle <version>``, ``rule set <version>``)."""
         if signature_doc is None:
-            raise SignatureError(UNSIGNED, f"bundle {bundle} is not signed (no signature.json)")
-        algorithm, kid, signature, signed = _parse(bundle, signature_doc)
+            raise SignatureError(UNSIGNED, f"{what} is not signed (no signature.json)")
+        algorithm, kid, signature, signed = _parse(what, signature_doc)
         if algorithm != ALGORITHM:
-            why = f"bundle {bundle}: signature.json algorithm {repr(algorithm)[:40]} is not ed25519"
+            why = f"{what}: signature.json algorithm {repr(algorithm)[:40]} is not ed25519"
             raise SignatureError(MALFORMED, why)
         public_key = self.keys.get(kid)
         if public_key is None:
             trusted = ", ".join(self.ids)
-            raise SignatureError(UNKNOWN_KEY, f"bundle {bundle} is signed by key {kid}, not a trusted key ({trusted})")
+            raise SignatureError(UNKNOWN_KEY, f"{what} is signed by key {kid}, not a trusted key ({trusted})")
         try:
             public_key.verify(signature, signed_message(signed))
         except InvalidSignature:
             raise SignatureError(
-                MISMATCH, f"bundle {bundle}: the signature by key {kid} does not match its file list (signature.json "
+                MISMATCH, f"{what}: the signature by key {kid} does not match its file list (signature.json "
                 "changed after signing)",
             ) from None  # fmt: skip
-        found = bundle_files(manifest_bytes, model_bytes, others)
         for name in sorted(set(found) | set(signed)):
             if name not in signed:
                 why = "is not covered by the signature (added after signing)"
@@ -156,13 +160,13 @@ class TrustedKeys:
                 why = "differs from the signed one (changed after signing)"
             else:
                 continue
-            raise SignatureError(MISMATCH, f"bundle {bundle}: {name} {why}; the signature is by key {kid}")
+            raise SignatureError(MISMATCH, f"{what}: {name} {why}; the signature is by key {kid}")
         return kid
 
 
-def _parse(bundle: str, doc: bytes) -> tuple[str, str, bytes, dict[str, str]]:
+def _parse(what: str, doc: bytes) -> tuple[str, str, bytes, dict[str, str]]:
     def malformed(why: str) -> SignatureError:
-        return SignatureError(MALFORMED, f"bundle {bundle}: signature.json {why}")
+        return SignatureError(MALFORMED, f"{what}: signature.json {why}")
 
     if len(doc) > MAX_SIGNATURE_BYTES:
         raise malformed(f"is larger than {MAX_SIGNATURE_BYTES} bytes")
@@ -182,7 +186,7 @@ def _parse(bundle: str, doc: bytes) -> tuple[str, str, bytes, dict[str, str]]:
         raise malformed("key_id is not 16 hex digits")
     if "format" not in data and "files" not in data:
         raise SignatureError(
-            OLD_FORMAT, f"bundle {bundle}: signature.json is the first format, over manifest.json and model.tflite "
+            OLD_FORMAT, f"{what}: signature.json is the first format, over manifest.json and model.tflite "
             f"only; sign the bundle again to cover every file: {RESIGN}",
         )  # fmt: skip
     fmt = data.get("format")

@@ -10,7 +10,9 @@ from kafka import TopicPartition
 from kafka.future import Future as KafkaFuture
 
 from worker.core.batch_scoring import ShadowCounts
+from worker.core.decisions import Decisions
 from worker.core.decode import DecodedBatch
+from worker.core.rules import ServingRules
 from worker.core.scoring import Scorer
 
 
@@ -24,6 +26,8 @@ class Batch:
     epoch: int  # rebalances seen when it was polled (worker/delivery/rebalance.py)
     scorer: Scorer | None = None  # the model it is scored with, fixed when it is submitted
     challenger: Scorer | None = None  # the shadow challenger scoring it too (worker/pipeline/shadow.py), fixed likewise
+    rules: ServingRules | None = None  # the rule set deciding it (worker/models/rules.py), fixed likewise
+    shadow_rules: ServingRules | None = None  # the shadow rule set, fixed likewise
     decoded: DecodedBatch | None = None
     urgent: bool = False  # sent results: committed without waiting for the commit interval
     # Written by the producer's and the consumer's IO threads once emitted (worker/delivery/acks.py).
@@ -43,6 +47,8 @@ class Batch:
     hits: np.ndarray | None = None
     times: list = field(default_factory=list)  # event times of the alerts (epoch ms)
     shadow: ShadowCounts | None = None
+    decisions: Decisions | None = None  # the rule set's (or the threshold's) decisions, when any rule or segment applies
+    shadow_decisions: Decisions | None = None
     forwarded: int = 0  # rows sent on to a repartition topic (worker/pipeline/repartition.py)
     repartitioned: int = 0  # records polled from a repartition topic
 
@@ -89,9 +95,11 @@ def without(batch: Batch, partitions: frozenset[TopicPartition]) -> Batch:
         {tp: o for tp, o in batch.first_offsets.items() if tp not in partitions},
         {tp: o for tp, o in batch.next_offsets.items() if tp not in partitions},
         batch.epoch,
-        batch.scorer,
-        batch.challenger,
-        decoded,
+        scorer=batch.scorer,
+        challenger=batch.challenger,
+        rules=batch.rules,
+        shadow_rules=batch.shadow_rules,
+        decoded=decoded,
     )
 
 

@@ -12,6 +12,8 @@ configuration names, so a typo fails at start naming the key instead of being ig
 
 from __future__ import annotations
 
+import os
+
 import argparse
 import re
 import sys
@@ -148,6 +150,16 @@ class WorkerConfig:
     models_dir: str = field(
         default="models", metadata={"help": "models directory holding <version>/ bundles and CURRENT"}
     )
+    lists_dir: str = field(
+        default="",
+        metadata={"help": "where the rule sets' named lists are (one value a line, read again when they change; "
+                  "docs/rules.md); empty: <models_dir>/lists"},
+    )  # fmt: skip
+    rules_compiled: bool = field(
+        default=True,
+        metadata={"help": "evaluate rules compiled to numpy over the batch (each checked against rule-engine when "
+                  "loaded); false: every rule row by row by rule-engine itself (about 40 us a rule and an event)"},
+    )  # fmt: skip
     feature_state_dir: str = field(
         default="feature-state",
         metadata={"help": "with a bundle's feature spec: where each input partition's feature state lives "
@@ -217,7 +229,8 @@ class WorkerConfig:
         default=30.0, metadata={"help": "/healthz fails when the loop has not polled for this long"}
     )
     reload_interval_seconds: float = field(
-        default=1.0, metadata={"help": "how often models/CURRENT is checked between batches"}
+        default=1.0, metadata={"help": "how often models/CURRENT, the rule-set pointers and the list files are "
+                               "checked between batches"}
     )
     retry_backoff_max_seconds: float = field(
         default=10.0, metadata={"help": "longest wait between retries while the broker is down"}
@@ -316,6 +329,11 @@ class WorkerConfig:
 
     def producer_options(self) -> dict[str, Any]:
         return self.passed_through("producer")
+
+    @property
+    def lists_directory(self) -> str:
+        """Where the rule sets' named lists are: ``lists_dir``, or ``<models_dir>/lists``."""
+        return self.lists_dir or os.path.join(self.models_dir, "lists")
 
     @property
     def output_settings(self) -> OutputSettings:

@@ -296,6 +296,54 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
+        # Rules and decisions (docs/rules.md): role "serving" (models/RULES) or "shadow" (models/RULES_SHADOW).
+        self.rule_set_info = Gauge(
+            "fraud_rule_set_info", "The rule set in use (value 1) per role, and how many of its rules are compiled.",
+            ["role", "version"], registry=r,
+        )  # fmt: skip
+        self.rule_set_reloads = Counter(
+            "fraud_rule_set_reloads", "Attempts to load the rule set a pointer names, by role and result.",
+            ["role", "result"], registry=r,
+        )  # fmt: skip
+        self.rule_list_reloads = Counter(
+            "fraud_rule_list_reloads", "Attempts to read a named list's file, by list and result.", ["list", "result"],
+            registry=r,
+        )  # fmt: skip
+        self.rule_list_entries = Gauge("fraud_rule_list_entries", "Values in each named list.", ["list"], registry=r)
+        self.rule_matches = Counter(
+            "fraud_rule_matches",
+            "Events each rule matched (deciding or not), by role, rule and the rule's action.",
+            ["role", "rule", "action"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "fraud_decisions", "Scored events by the action decided (every action but allow is an alert).",
+            ["action"], registry=r,
+        )  # fmt: skip
+        self.shadow_decisions = Counter(
+            "fraud_shadow_decisions", "Scored events by the action the shadow rule set would have decided.",
+            ["action"], registry=r,
+        )  # fmt: skip
+        self.allow_overrides = Counter(
+            "fraud_decision_allow_overrides",
+            "Events an allow rule let through although their score was at or above the threshold, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.rules_interpreted = Gauge(
+            "fraud_rules_interpreted",
+            "Rules of the rule set in use evaluated row by row by rule-engine (not compiled to numpy), by role.",
+            ["role"],
+            registry=r,
+        )
+        self.decision_seconds = Counter(
+            "fraud_decision_seconds", "Time spent deciding batches (rules and thresholds), in seconds.", registry=r
+        )
+        for action in ("allow", "review"):
+            self.decisions.labels(action=action)
+        for role in ("serving", "shadow"):
+            for result in ("ok", "failed"):
+                self.rule_set_reloads.labels(role=role, result=result)
         self.psi = PsiCollector(r)
         # Every valid event gets a finite score (worker/core/scoring.py): what the guards did, counted when scored.
         self.feature_values_clipped = Counter(
@@ -373,6 +421,37 @@ class WorkerMetrics:
         self.shadow_alerts.inc(alerts)
         for outcome, n in agreement.items():
             self.shadow_agreement.labels(outcome=outcome).inc(n)
+
+    def observe_decisions(self, role: str, actions: Mapping[str, int], matches: Mapping[tuple[str, str], int],
+                          overrides: Mapping[str, int]) -> None:
+        """An acknowledged batch's decisions: counts per action, matches per (rule, action), allow overrides per rule."""
+        counter = self.decisions if role == "serving" else self.shadow_decisions
+        for action, n in actions.items():
+            counter.labels(action=action).inc(n)
+        for (rule, action), n in matches.items():
+            self.rule_matches.labels(role=role, rule=rule, action=action).inc(n)
+        for rule, n in overrides.items():
+            self.allow_overrides.labels(rule=rule).inc(n)
+
+    def set_rule_set(self, role: str, version: str | None, old: str | None, rules: Sequence[tuple[str, str]] = (),
+                     interpreted: int = 0) -> None:
+        """The rule set now in use for ``role`` (None: none); its rules' match series start at 0."""
+        if old is not None:
+            try:
+                self.rule_set_info.remove(role, old)
+            except KeyError:
+                pass
+        if version is not None:
+            self.rule_set_info.labels(role=role, version=version).set(1)
+        for rule, action in rules:
+            self.rule_matches.labels(role=role, rule=rule, action=action)
+            if action == "allow" and role == "serving":
+                self.allow_overrides.labels(rule=rule)
+            if role == "serving":
+                self.decisions.labels(action=action)
+            else:
+                self.shadow_decisions.labels(action=action)
+        self.rules_interpreted.labels(role=role).set(interpreted)
 
     def observe_scores(self, scores: np.ndarray) -> None:
         """One batch of scores: the score histogram and the drift window (two numpy calls each)."""

@@ -31,7 +31,9 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from worker.core.batch_decisions import Judge
 from worker.core.batch_scoring import score_decoded
+from worker.core.decisions import decision_counts
 from worker.core.decode import DecodedBatch
 from worker.core.errors import AccessError
 from worker.core.features import FeatureSpec
@@ -50,6 +52,7 @@ from worker.edges.health import HealthState
 from worker.edges.metrics import WorkerMetrics
 from worker.edges.trouble import Trouble
 from worker.models.challenger import ChallengerWatcher
+from worker.models.rules import RulesWatcher
 from worker.models.watcher import ModelWatcher
 from worker.pipeline.decoder_process import DecoderProcess, InlineDecoder
 from worker.pipeline.lag import LagReporter
@@ -75,8 +78,18 @@ class Worker:
         clients: KafkaClients | None = None,
         clock: Callable[[], float] = time.monotonic,
         shadow: ChallengerWatcher | None = None,
+        rules: RulesWatcher | None = None,
+        shadow_rules: RulesWatcher | None = None,
     ) -> None:
         self.config, self.models, self.metrics, self.health = config, models, metrics, health
+        # The rule sets (docs/rules.md): the one deciding (models/RULES) and one in shadow (models/RULES_SHADOW).
+        self.rules = rules or RulesWatcher(config.models_dir, config.lists_directory, metrics,
+                                           config.reload_interval_seconds, models.trusted_keys, "serving",
+                                           config.rules_compiled)  # fmt: skip
+        self.shadow_rules = shadow_rules or RulesWatcher(config.models_dir, config.lists_directory, metrics,
+                                                         config.reload_interval_seconds, models.trusted_keys,
+                                                         "shadow", config.rules_compiled)  # fmt: skip
+        self.judge = Judge()
         self.shadow = shadow or ChallengerWatcher(
             config.models_dir, metrics, config.reload_interval_seconds, trusted_keys=models.trusted_keys,
             min_version=models.min_version,
@@ -207,6 +220,8 @@ class Worker:
                     self.health.model_version = self.models.version
                     self._follow_spec()
                 self.shadow.maybe_reload(self.models.scorer)
+                self.rules.maybe_reload()
+                self.shadow_rules.maybe_reload()
                 if self._then is Next.REJOIN and not self._rejoin_group():
                     break
                 if self._then is Next.REPOSITION:
@@ -332,6 +347,7 @@ class Worker:
             # emitted and the next poll runs.
             new.scorer = self.models.scorer
             new.challenger = self.shadow.for_champion(new.scorer)
+            new.rules, new.shadow_rules = self.rules.serving, self.shadow_rules.serving
             values = [r.value for r in new.records]
             self._decoder.submit(values, new.scorer.input_names, self.config.max_message_bytes)
             self._decoding = new  # until emitted: a rewind before then drops it too
@@ -372,7 +388,14 @@ class Worker:
         scored_at = int(time.time() * 1000)
         settings = self.config.output_settings
         context = self._context(scorer.spec, batch, decoded) if settings.scores_topic else None
-        out = build_outputs(settings, scorer, batch.records, decoded, scored.scaled, scored.scores, scored_at, context)
+        if decoded.index and scored.scores is not None and (batch.rules or batch.shadow_rules or scorer.segments):
+            start = time.perf_counter()
+            values = [batch.records[i].value for i in decoded.index]
+            batch.decisions, batch.shadow_decisions = self.judge.decide(scorer, decoded, values, scored.scores,
+                                                                        batch.rules, batch.shadow_rules)  # fmt: skip
+            self.metrics.decision_seconds.inc(time.perf_counter() - start)
+        out = build_outputs(settings, scorer, batch.records, decoded, scored.scaled, scored.scores, scored_at, context,
+                            batch.decisions, batch.shadow_decisions)  # fmt: skip
         batch.scores, batch.hits, batch.times = out.scores, out.hits, out.alert_times
         if batch.challenger is not None and out.hits is not None:
             shadow, batch.shadow = shadow_outputs(settings, batch.challenger, batch.records, decoded, out.hits,
@@ -475,6 +498,11 @@ class Worker:
                 self.metrics.dlq_truncated.inc(truncated)
         if batch.shadow is not None:
             self.metrics.observe_shadow(batch.shadow.scored, batch.shadow.alerts, batch.shadow.agreement)
+        for role, decisions in (("serving", batch.decisions), ("shadow", batch.shadow_decisions)):
+            if decisions is not None:
+                self.metrics.observe_decisions(role, *decision_counts(decisions))
+        if batch.decisions is None and batch.hits is not None and len(batch.hits):
+            self.metrics.decisions.labels(action="review").inc(len(batch.hits))
         if decoded.errors and logger.isEnabledFor(logging.DEBUG):
             for i, err in decoded.errors:
                 r = batch.records[i]

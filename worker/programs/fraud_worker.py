@@ -70,6 +70,8 @@ def _run(config) -> int:
     from worker.edges.health import HealthState
     from worker.edges.health_server import HealthServer
     from worker.edges.metrics import WorkerMetrics
+    from worker.core.rules import RuleSetError
+    from worker.models.rules import RulesWatcher
     from worker.models.watcher import ModelWatcher, signed_by
     from worker.pipeline.loop import Worker
 
@@ -90,6 +92,21 @@ def _run(config) -> int:
     except BundleError as exc:
         print(f"fraud-worker: cannot start, no servable model in {config.models_dir}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+    rules = RulesWatcher(config.models_dir, config.lists_directory, metrics, config.reload_interval_seconds,
+                         trusted_keys, "serving", config.rules_compiled)  # fmt: skip
+    shadow_rules = RulesWatcher(config.models_dir, config.lists_directory, metrics, config.reload_interval_seconds,
+                                trusted_keys, "shadow", config.rules_compiled)  # fmt: skip
+    try:
+        rules.load_initial()
+        shadow_rules.load_initial()
+    except RuleSetError as exc:
+        print(f"fraud-worker: cannot start, bad rule set: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    for watcher in (rules, shadow_rules):
+        if watcher.rule_set is not None:
+            logger.info("%s rule set %s: %d rules (%s)", watcher.role, watcher.version, len(watcher.rule_set.rules),
+                        ", ".join(f"{a} {sum(r.action == a for r in watcher.rule_set.rules)}"
+                                  for a in watcher.rule_set.actions))  # fmt: skip
     health.model_version = scorer.version
     health.model_check = models.files_problem
     logger.info("serving model %s (%d features, threshold %.4f%s)", scorer.version, scorer.n_features,
@@ -101,7 +118,7 @@ def _run(config) -> int:
     else:
         logger.info("serving only model bundles signed by one of the trusted keys %s", ", ".join(trusted_keys.ids))
 
-    worker = Worker(config, models, metrics, health)
+    worker = Worker(config, models, metrics, health, rules=rules, shadow_rules=shadow_rules)
     _install_signals(worker)
     server = None
     if config.metrics_port:
