@@ -58,6 +58,7 @@ def make_bundle(
     feature_transforms: Sequence[dict] | None = None,
     signing_key: SigningKey | None = None,
     feature_spec: dict | None = None,
+    segment_thresholds: dict | None = None,
 ) -> Path:
     """Write (and by default promote) a bundle; ``feature_transforms`` None or [] means none (all identity)."""
     model_bytes = model_bytes if model_bytes is not None else tflite_for(weights, bias)
@@ -75,6 +76,7 @@ def make_bundle(
         score_histogram=dict(score_histogram or {}),
         feature_transforms=read_transforms(list(feature_transforms or []), len(feature_names)),
         feature_spec=feature_spec,
+        segment_thresholds=segment_thresholds,
     )
     manifest.validate()
     path = write_bundle(models_dir, manifest, model_bytes, signing_key=signing_key)

@@ -155,10 +155,11 @@ class WorkerConfig:
         metadata={"help": "where the rule sets' named lists are (one value a line, read again when they change; "
                   "docs/rules.md); empty: <models_dir>/lists"},
     )  # fmt: skip
-    rules_compiled: bool = field(
-        default=True,
-        metadata={"help": "evaluate rules compiled to numpy over the batch (each checked against rule-engine when "
-                  "loaded); false: every rule row by row by rule-engine itself (about 40 us a rule and an event)"},
+    rules_interpreted: bool = field(
+        default=False,
+        metadata={"help": "evaluate every rule row by row with rule-engine itself (about 40 us a rule and an event) "
+                  "instead of compiled to numpy over the batch (each compiled rule is checked against rule-engine "
+                  "when loaded; docs/rules.md)"},
     )  # fmt: skip
     feature_state_dir: str = field(
         default="feature-state",

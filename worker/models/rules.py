@@ -210,6 +210,7 @@ class RulesWatcher:
         """Serve ``rule_set`` (replacing version ``old``)."""
         self.rule_set, self._lists = rule_set, lists
         self._serving = ServingRules(rule_set, self._contents())
+        self._next_list_check = self._clock() + self.interval
         interpreted = sum(1 for r in rule_set.rules if not r.compiled)
         self.metrics.set_rule_set(self.role, rule_set.version, old, [(r.id, r.action) for r in rule_set.rules],
                                   interpreted)  # fmt: skip

@@ -85,10 +85,10 @@ class Worker:
         # The rule sets (docs/rules.md): the one deciding (models/RULES) and one in shadow (models/RULES_SHADOW).
         self.rules = rules or RulesWatcher(config.models_dir, config.lists_directory, metrics,
                                            config.reload_interval_seconds, models.trusted_keys, "serving",
-                                           config.rules_compiled)  # fmt: skip
+                                           not config.rules_interpreted)  # fmt: skip
         self.shadow_rules = shadow_rules or RulesWatcher(config.models_dir, config.lists_directory, metrics,
                                                          config.reload_interval_seconds, models.trusted_keys,
-                                                         "shadow", config.rules_compiled)  # fmt: skip
+                                                         "shadow", not config.rules_interpreted)  # fmt: skip
         self.judge = Judge()
         self.shadow = shadow or ChallengerWatcher(
             config.models_dir, metrics, config.reload_interval_seconds, trusted_keys=models.trusted_keys,

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {  # name -> "module:function", e.g. a later "reco
     "promote": "worker.programs.subcommands.promote:main",
     "sign-bundle": "worker.programs.subcommands.sign_bundle:main",
     "parity": "worker.programs.subcommands.parity:main",
+    "rules": "worker.programs.subcommands.rules:main",
 }
 
 
@@ -93,9 +94,9 @@ def _run(config) -> int:
         print(f"fraud-worker: cannot start, no servable model in {config.models_dir}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     rules = RulesWatcher(config.models_dir, config.lists_directory, metrics, config.reload_interval_seconds,
-                         trusted_keys, "serving", config.rules_compiled)  # fmt: skip
+                         trusted_keys, "serving", not config.rules_interpreted)  # fmt: skip
     shadow_rules = RulesWatcher(config.models_dir, config.lists_directory, metrics, config.reload_interval_seconds,
-                                trusted_keys, "shadow", config.rules_compiled)  # fmt: skip
+                                trusted_keys, "shadow", not config.rules_interpreted)  # fmt: skip
     try:
         rules.load_initial()
         shadow_rules.load_initial()
