@@ -14,11 +14,11 @@ import json
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import rule_engine
+import tomllib
 
 from tests.support.bundles import make_bundle
 from tests.support.workers import WorkerProcess, produce, read_topic, wait_committed
@@ -192,8 +192,11 @@ def test_decisions_equal_an_independent_evaluation_and_a_list_edit_changes_them_
     for action in actions:
         n = sum(1 for d in expected.values() if d["action"] == action)
         assert w.metric("fraud_decisions_total", {"action": action}) == n
-    print(f"\n{2 * N} events; decisions {dict(sorted((a, sum(d['action'] == a for d in expected.values())) for a in actions))}"
-          f"; list edit in use after {took:.2f} s (reload interval 0.2 s); {len(newly)} payments matched by it")
+    counts = dict(sorted((a, sum(d["action"] == a for d in expected.values())) for a in actions))
+    print(
+        f"\n{2 * N} events; decisions {counts}"
+        f"; list edit in use after {took:.2f} s (reload interval 0.2 s); {len(newly)} payments matched by it"
+    )
 
     # A malformed rule set on reload: refused in one line, the old set keeps serving.
     bad = "20990101T000000Z-0badc0de"

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from worker.core.decode import DecodedBatch
 from worker.core.decisions import Decisions, SegmentThresholds, decide
+from worker.core.decode import DecodedBatch
 from worker.core.rules import Field, RuleSet, ServingRules
 from worker.core.scoring import Scorer
 
@@ -109,7 +109,7 @@ class Judge:
             thresholds, segments = np.full(n, scorer.threshold, dtype=np.float64), [None] * n
         field = plan.segments.field if plan.segments is not None else None
         base = {"score": scores.astype(np.float64), "threshold": thresholds}
-        out = []
+        out: list[Decisions | None] = []
         for r in (rules, shadow):
             if r is None:
                 out.append(None)
@@ -117,10 +117,14 @@ class Judge:
             columns = dict(base)
             for f in r.rule_set.fields:
                 j = plan.from_rows.get((f.source, f.type))
-                columns[f.name] = decoded.features[:, j].astype(np.float64) if j is not None else typed(raw[f.source], f)
+                columns[f.name] = (
+                    decoded.features[:, j].astype(np.float64) if j is not None else typed(raw[f.source], f)
+                )
             matches = r.rule_set.matches(columns, r.lists, n)
             out.append(decide(scores, thresholds, r.rule_set, matches, segments, field))
-        first = out[0] if rules is not None else decide(scores, thresholds, None, None, segments, field)
+        first = out[0]
+        if first is None:  # no rule set: the threshold decides
+            first = decide(scores, thresholds, None, None, segments, field)
         return first, out[1]
 
     def _plan(self, scorer: Scorer, sets: Sequence[RuleSet]) -> _Plan:

@@ -112,7 +112,9 @@ class Decisions:
         return np.flatnonzero(self.codes != 0)
 
     def action_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.codes, minlength=len(self.actions)) if len(self.codes) else []
+        if not len(self.codes):
+            return {}
+        counts = np.bincount(self.codes, minlength=len(self.actions)).tolist()
         return {a: int(c) for a, c in zip(self.actions, counts, strict=False) if c}
 
     def rule_matches(self) -> dict[str, int]:
@@ -149,7 +151,9 @@ class Decisions:
         """``,"<key>":{...}`` for each row: the decision record a JSON payload carries."""
         head = b',"' + key + b'":'
         plain: dict[int, bytes] = {}  # by action code: rows without a match or a segment share one fragment
-        has_match = self.matches.any(axis=1) if self.matches is not None and self.matches.shape[1] else None
+        has_match: np.ndarray | None = None
+        if self.matches is not None and self.matches.shape[1]:
+            has_match = np.asarray(self.matches.any(axis=1))
         out = []
         for j in rows:
             if (has_match is None or not has_match[j]) and self.segments[j] is None:
@@ -177,6 +181,7 @@ def decide(
     """Each row's action by the precedence of the module's doc."""
     n = len(scores)
     high = scores >= thresholds
+    actions: tuple[str, ...]
     if rule_set is None or matches is None:
         actions = (ALLOW, MODEL_ACTION)
         codes = high.astype(np.int64)

@@ -236,9 +236,10 @@ def encode_results(
 
     The payload is what msgspec makes of the dict ``{"transaction_id": ..., "score": ...,
     "threshold": ..., "model_version": ..., "reasons": [...], "event_time": ..., "scored_at": ...,
-    "features": {...}, "decision": {...}, "shadow_decision": {...}}``, byte for byte (tests/unit/worker/test_outputs_encoding.py holds it to
-    that), built column by column: msgspec encodes each column's values in one call and the rows
-    are joined from the pieces, so no dict or list is made per row.
+    "features": {...}, "decision": {...}, "shadow_decision": {...}}``, byte for byte
+    (tests/unit/worker/test_outputs_encoding.py holds it to that), built column by column: msgspec
+    encodes each column's values in one call and the rows are joined from the pieces, so no dict or
+    list is made per row.
     """
     if len(rows) == 0:
         return []

@@ -235,7 +235,7 @@ def from_mapping(doc: Mapping[str, Any], where: str, version: str, sha256: str, 
             raise RuleSetError(f"{where}: rule {rule.id!r} is declared twice")
         seen.add(rule.id)
         engines[rule.id] = engine
-        fn, why = (_compile_checked(engine, types, fields) if compiled else (None, "compilation is off"))
+        fn, why = _compile_checked(engine, types, fields) if compiled else (None, "compilation is off")
         if fn is not None:
             functions[rule.id] = fn
         parsed.append(Rule(rule.id, rule.action, rule.when, rule.description, position, fn is not None, why))
@@ -299,7 +299,9 @@ def _lists(raw: object, where: str) -> dict[str, str]:
     return out
 
 
-def _rule(raw: Mapping[str, Any], position: int, where: str, context: Any, types: Mapping[str, str]) -> tuple[Rule, Any]:
+def _rule(
+    raw: Mapping[str, Any], position: int, where: str, context: Any, types: Mapping[str, str]
+) -> tuple[Rule, Any]:
     import rule_engine
 
     rid = raw.get("id")
@@ -324,7 +326,9 @@ def _rule(raw: Mapping[str, Any], position: int, where: str, context: Any, types
         engine = rule_engine.Rule(when, context=context)
     except rule_engine.SymbolResolutionError as exc:
         known = ", ".join(sorted(types))
-        raise RuleSetError(f"{at}: unknown field {exc.symbol_name!r} (declare it in [fields]; known: {known})") from None
+        raise RuleSetError(
+            f"{at}: unknown field {exc.symbol_name!r} (declare it in [fields]; known: {known})"
+        ) from None
     except rule_engine.RuleSyntaxError as exc:
         token = getattr(exc, "token", None)
         near = f" near {str(token.value)[:30]!r}" if token is not None else " (incomplete condition)"
@@ -333,7 +337,9 @@ def _rule(raw: Mapping[str, Any], position: int, where: str, context: Any, types
         raise RuleSetError(f"{at}: {_engine_message(exc)}: {when[:80]!r}") from None
     result = engine.statement.expression.result_type
     if result != rule_engine.DataType.BOOLEAN and result != rule_engine.DataType.UNDEFINED:
-        raise RuleSetError(f"{at}: type error: the condition is a {result.name.lower()}, not true or false: {when[:80]!r}")
+        raise RuleSetError(
+            f"{at}: type error: the condition is a {result.name.lower()}, not true or false: {when[:80]!r}"
+        )
     problem = _contains_problem(engine.statement.expression, types)
     if problem:
         raise RuleSetError(f"{at}: type error: {problem}: {when[:80]!r}")
@@ -465,8 +471,8 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
         if _static_type(node.left, types) != "boolean" or _static_type(node.right, types) != "boolean":
             raise _Unsupported("'and'/'or' of values that are not true or false")
         left, right = _compile(node.left, types), _compile(node.right, types)
-        op = np.logical_and if node.type == "and" else np.logical_or
-        return lambda c, ls, n: op(left(c, ls, n), right(c, ls, n))
+        logic: Any = np.logical_and if node.type == "and" else np.logical_or
+        return lambda c, ls, n: logic(left(c, ls, n), right(c, ls, n))
     if isinstance(node, ast.UnaryExpression):
         right = _compile(node.right, types)
         if node.type == "not":
@@ -485,9 +491,9 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
         if isinstance(node, ast.ArithmeticComparisonExpression) and lt == "boolean":
             raise _Unsupported("an ordering of true and false")
         left, right = _compile(node.left, types), _compile(node.right, types)
-        op = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+        compare: Any = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
               "ge": np.greater_equal}[node.type]  # fmt: skip
-        return lambda c, ls, n: op(left(c, ls, n), right(c, ls, n))
+        return lambda c, ls, n: compare(left(c, ls, n), right(c, ls, n))
     if isinstance(node, ast.ContainsExpression):
         return _compile_contains(node, types)
     if isinstance(node, (ast.AddExpression, ast.SubtractExpression, ast.ArithmeticExpression)):
@@ -497,7 +503,7 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
         if node.type == "tdiv":
             if not isinstance(node.right, ast.FloatExpression) or node.right.value == 0:
                 raise _Unsupported("division by anything but a non-zero number")
-        ops = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "tdiv": np.true_divide}
+        ops: dict[str, Any] = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "tdiv": np.true_divide}
         if node.type not in ops:
             raise _Unsupported(f"the operator {node.type}")
         op = ops[node.type]
@@ -529,7 +535,11 @@ def _compile_contains(node: Any, types: Mapping[str, str]) -> Callable[[Columns,
             literal.append(_float_literal(item) if isinstance(item, Decimal) else item)
         kinds = {type(v) for v in literal}
         member_kind = _static_type(node.member, types)
-        if not literal or len(kinds) != 1 or {"float": float, "string": str, "boolean": bool}.get(member_kind or "") not in kinds:
+        if (
+            not literal
+            or len(kinds) != 1
+            or {"float": float, "string": str, "boolean": bool}.get(member_kind or "") not in kinds
+        ):
             raise _Unsupported("'in' an array of mixed or other types than its member")
         values = frozenset(literal)
 

@@ -424,7 +424,7 @@ class WorkerMetrics:
 
     def observe_decisions(self, role: str, actions: Mapping[str, int], matches: Mapping[tuple[str, str], int],
                           overrides: Mapping[str, int]) -> None:
-        """An acknowledged batch's decisions: counts per action, matches per (rule, action), allow overrides per rule."""
+        """An acknowledged batch's decisions: events per action, matches per (rule, action), overrides per rule."""
         counter = self.decisions if role == "serving" else self.shadow_decisions
         for action, n in actions.items():
             counter.labels(action=action).inc(n)

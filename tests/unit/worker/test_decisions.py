@@ -87,8 +87,11 @@ def reference(event: dict, score: float, scorer: Scorer) -> tuple[str, list[str]
     types = {"score": "FLOAT", "threshold": "FLOAT", "amount": "FLOAT", "channel": "STRING", "terminal_id": "STRING",
              "f4": "FLOAT"}  # fmt: skip
     resolver = rule_engine.type_resolver_from_dict(
-        {**{k: getattr(rule_engine.DataType, v) for k, v in types.items()},
-         "deny_terminals": rule_engine.DataType.SET, "vip_terminals": rule_engine.DataType.SET}  # fmt: skip
+        {
+            **{k: getattr(rule_engine.DataType, v) for k, v in types.items()},
+            "deny_terminals": rule_engine.DataType.SET,
+            "vip_terminals": rule_engine.DataType.SET,
+        }  # fmt: skip
     )
     ctx = rule_engine.Context(type_resolver=resolver, resolver=rule_engine.resolve_item)
     import tomllib

@@ -108,7 +108,13 @@ def test_precedence_is_allow_then_block_then_review_then_custom_in_file_order():
     rs = rule_set(["score > 0", "score > 0", "score > 0", "score > 0", "score > 0", "score > 0"],
                   ["step_up", "review", "block", "allow", "hold", "block"])  # fmt: skip
     assert [(r.id, r.action) for r in rs.rules] == [
-        ("r3", "allow"), ("r2", "block"), ("r5", "block"), ("r1", "review"), ("r0", "step_up"), ("r4", "hold")]
+        ("r3", "allow"),
+        ("r2", "block"),
+        ("r5", "block"),
+        ("r1", "review"),
+        ("r0", "step_up"),
+        ("r4", "hold"),
+    ]
     assert rs.actions == ("allow", "block", "review", "step_up", "hold")
 
 
