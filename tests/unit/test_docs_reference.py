@@ -78,6 +78,10 @@ def registered_metrics() -> dict[str, tuple[str, set[str]]]:
     m.set_model("v2", "b" * 64, 0.5)  # a switch: the previous champion's series
     m.set_shadow_model(("v3", "c" * 64))
     m.set_feature_partitions({("transactions", 0): (10, 4096)})
+    m.set_rule_set("serving", "r1", None, [("deny-terminal", "block"), ("trusted", "allow")], 1)
+    m.set_rule_set("shadow", "r2", None, [("deny-terminal", "block")])
+    m.rule_list_reloads.labels(list="deny_terminals", result="ok")
+    m.rule_list_entries.labels(list="deny_terminals").set(3)
     out = {}
     for family in registry.collect():
         name = family.name + "_total" if family.type == "counter" else family.name

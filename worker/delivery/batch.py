@@ -47,7 +47,7 @@ class Batch:
     hits: np.ndarray | None = None
     times: list = field(default_factory=list)  # event times of the alerts (epoch ms)
     shadow: ShadowCounts | None = None
-    decisions: Decisions | None = None  # the rule set's (or the threshold's) decisions, when any rule or segment applies
+    decisions: Decisions | None = None  # the rule set's decisions, when a rule set or a segment applies
     shadow_decisions: Decisions | None = None
     forwarded: int = 0  # rows sent on to a repartition topic (worker/pipeline/repartition.py)
     repartitioned: int = 0  # records polled from a repartition topic

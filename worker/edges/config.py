@@ -12,9 +12,8 @@ configuration names, so a typo fails at start naming the key instead of being ig
 
 from __future__ import annotations
 
-import os
-
 import argparse
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence

@@ -298,7 +298,7 @@ class WorkerMetrics:
         )
         # Rules and decisions (docs/rules.md): role "serving" (models/RULES) or "shadow" (models/RULES_SHADOW).
         self.rule_set_info = Gauge(
-            "fraud_rule_set_info", "The rule set in use (value 1) per role, and how many of its rules are compiled.",
+            "fraud_rule_set_info", "The rule set in use (value 1), by role and version.",
             ["role", "version"], registry=r,
         )  # fmt: skip
         self.rule_set_reloads = Counter(

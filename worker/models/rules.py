@@ -167,6 +167,8 @@ class RulesWatcher:
     def _read_lists(self, rule_set: RuleSet) -> dict[str, _ListFile]:
         files = {}
         for name, file in rule_set.lists.items():
+            for result in ("ok", "failed"):  # every series from 0, so that increase() sees the first failure
+                self.metrics.rule_list_reloads.labels(list=name, result=result)
             lf = _ListFile(self.lists_dir / file)
             lf.seen = lf.stat()
             try:

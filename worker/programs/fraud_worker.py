@@ -67,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(config) -> int:
     from prometheus_client import CollectorRegistry
 
+    from worker.core.rules import RuleSetError
     from worker.core.signing import load_trusted_keys
     from worker.edges.health import HealthState
     from worker.edges.health_server import HealthServer
     from worker.edges.metrics import WorkerMetrics
-    from worker.core.rules import RuleSetError
     from worker.models.rules import RulesWatcher
     from worker.models.watcher import ModelWatcher, signed_by
     from worker.pipeline.loop import Worker

@@ -12,6 +12,11 @@ and recall on labelled traffic for the model version the worker serves, and leav
 while fraud-feedback does not answer. No TensorFlow, no model: only kafka-python and the standard
 library.
 
+An alert line starts with the decided action in capitals (``BLOCK``, ``REVIEW``, a rule set's own
+action such as ``STEP_UP``) and names the deciding rule, the other rules that matched, the rule set's
+version and the segment whose threshold applied (docs/formats.md, "Alert"); an alert without a
+decision record (written before decisions) prints as ``ALERT`` with score, threshold, reasons and model.
+
 ``format_alert``, ``format_summary`` and ``format_feedback`` are pure and tested without a broker.
 """
 
@@ -55,6 +60,14 @@ SUMMARY_METRICS = {
     "fraud_entity_risk_frauds": "risk_frauds",
 }
 
+# How much of an alert's decision record a line shows (a rule set's rule ids are at most 64 characters and its
+# actions 32: worker/core/rules.py).
+MAX_ACTION_CHARS = 32
+MAX_RULE_CHARS = 64
+MAX_OTHER_RULES = 5
+MAX_SEGMENT_CHARS = 64
+MAX_VERSION_CHARS = 80
+
 # fraud-feedback's per-version gauges the summary line shows (quality over its window of resolved rows).
 FEEDBACK_METRICS = {
     "fraud_feedback_precision": "precision",
@@ -82,7 +95,13 @@ def _number(value: object, spec: str) -> str:
 
 
 def format_alert(alert: object) -> str:
-    """One line for one alert: time, transaction id, score vs threshold, top reasons, model.
+    """One line for one alert: time, action, transaction id, score vs threshold (and the segment whose
+    threshold applied), top reasons, the deciding and other matched rules, model and rule-set versions::
+
+        12:00:05 BLOCK tx-1  score 0.4120 < 0.9000 (segment channel=web)  reasons: V14 +3.18  by rule
+        deny-terminal, also matched big-web  [model 20260101T000000Z-b24332bc, rules 20261207T101500Z-3f2a9c1d]
+
+    (one line). ``ALERT``, and no rule part, for an alert without a decision record.
 
     Every field comes from the alert topic, which anyone allowed to write it controls: control
     characters are escaped (``worker.core.printable``), so an alert cannot rewrite the operator's terminal."""
@@ -109,12 +128,78 @@ def _format_alert(alert: Mapping) -> str:
             # The feature, its raw value in the event when the alert carries it, its contribution.
             value = f"={_number(r.get('value'), '.6g')}" if "value" in r else ""
             reasons.append(f"{r.get('feature', '?')}{value} {_number(r.get('contribution'), '+.2f')}")
+    decision = alert.get("decision")
+    if not isinstance(decision, Mapping):  # an alert from before decisions: the model's threshold decided
+        decision = None
+    score, threshold = alert.get("score"), alert.get("threshold")
     return (
-        f"{_clock(alert.get('scored_at'))} ALERT {alert.get('transaction_id', '?')}"
-        f"  score {_number(alert.get('score'), '.4f')} >= {_number(alert.get('threshold'), '.4f')}"
+        f"{_clock(alert.get('scored_at'))} {_action(decision)} {alert.get('transaction_id', '?')}"
+        f"  score {_number(score, '.4f')} {_comparison(score, threshold)} {_number(threshold, '.4f')}"
+        f"{_segment(decision)}"
         f"  reasons: {', '.join(reasons) or '-'}"
-        f"  [model {alert.get('model_version', '?')}]"
+        f"{_decided_by(decision)}"
+        f"  [model {alert.get('model_version', '?')}{_rule_set(decision)}]"
     )
+
+
+def _text(value: object, limit: int) -> str:
+    """A value of the decision record as text: escaped (``printable``) and cut at ``limit`` characters; a
+    number, true, false or null as its JSON, an object or a list as ``?``."""
+    if isinstance(value, str):
+        return printable(value, limit)
+    if value is None or isinstance(value, (bool, int, float)):
+        return printable(json.dumps(value), limit)
+    return "?"
+
+
+def _action(decision: Mapping | None) -> str:
+    """The decided action in capitals (BLOCK, REVIEW, STEP_UP); ALERT for an alert without a decision."""
+    action = decision.get("action") if decision is not None else None
+    if not isinstance(action, str) or not action:
+        return "ALERT"
+    return printable(action.upper(), MAX_ACTION_CHARS)
+
+
+def _comparison(score: object, threshold: object) -> str:
+    """``>=``, or ``<`` for a score below the threshold (a rule decided the alert)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (score, threshold)):
+        return ">="
+    return "<" if score < threshold else ">="  # type: ignore[operator]
+
+
+def _segment(decision: Mapping | None) -> str:
+    """`` (segment channel=web)`` when the threshold was the event's segment's, else nothing."""
+    if decision is None or decision.get("threshold_source") != "segment":
+        return ""
+    segment = decision.get("segment")
+    if not isinstance(segment, Mapping):
+        return " (segment)"
+    field, value = segment.get("field", "?"), segment.get("value", "?")
+    return f" (segment {_text(field, MAX_SEGMENT_CHARS)}={_text(value, MAX_SEGMENT_CHARS)})"
+
+
+def _decided_by(decision: Mapping | None) -> str:
+    """``  by rule deny-terminal, also matched big-web``, or ``  by threshold`` when no rule decided."""
+    if decision is None:
+        return ""
+    rule = decision.get("rule")
+    given = decision.get("rules")
+    matched = [r for r in given if r != rule] if isinstance(given, list) else []
+    others = ", ".join(_text(r, MAX_RULE_CHARS) for r in matched[:MAX_OTHER_RULES])
+    if len(matched) > MAX_OTHER_RULES:
+        others += f" and {len(matched) - MAX_OTHER_RULES} more"
+    also = f", also matched {others}" if others else ""
+    if rule is None:
+        return f"  by threshold{also}"
+    return f"  by rule {_text(rule, MAX_RULE_CHARS)}{also}"
+
+
+def _rule_set(decision: Mapping | None) -> str:
+    """``, rules <version>`` (or ``, no rule set``) for the line's closing bracket."""
+    if decision is None:
+        return ""
+    version = decision.get("rule_set")
+    return ", no rule set" if version is None else f", rules {_text(version, MAX_VERSION_CHARS)}"
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -198,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = SettingsParser(
         prog=PROG,
         description="Print alerts from the alert topic as they arrive, one line each "
-        "(time, transaction id, score >= threshold, top reasons, model). Joins no consumer group.",
+        "(time, action, transaction id, score and threshold, top reasons, deciding rule, model and rule set). "
+        "Joins no consumer group.",
         epilog=SETTINGS_EPILOG + " Exit codes: 0 stopped (or --max-alerts reached), 1 broker trouble, 2 bad settings.",
     )
     add_settings(p, ("bootstrap_servers", "alert_topic"), aliases={"alert_topic": ("--topic",)})

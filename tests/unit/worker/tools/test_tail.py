@@ -60,6 +60,76 @@ def test_alert_line_survives_missing_or_odd_fields() -> None:
     assert "not an alert object" in format_alert(b"\xff garbage")
 
 
+DECISION = {
+    "action": "block", "rule": "deny-terminal", "rules": ["deny-terminal", "big-web"],
+    "rule_set": "20261207T101500Z-3f2a9c1d", "threshold_source": "segment",
+    "segment": {"field": "channel", "value": "web"},
+}  # fmt: skip
+
+
+def test_alert_line_starts_with_the_decided_action_and_names_the_rules_rule_set_and_segment() -> None:
+    line = format_alert({**ALERT, "score": 0.41203, "decision": DECISION})
+    assert re.match(r"^\d\d:\d\d:\d\d BLOCK tx-000123 ", line)
+    # A rule decided below the threshold: the comparison says so; the threshold is the segment's.
+    assert "score 0.4120 < 0.9000 (segment channel=web)  reasons: V14 +3.18, V4 -1.05" in line
+    assert "  by rule deny-terminal, also matched big-web  " in line
+    assert line.endswith("[model 20260101T000000Z-b24332bc, rules 20261207T101500Z-3f2a9c1d]")
+    assert "ALERT" not in line and "\n" not in line
+
+
+def test_alert_line_for_a_custom_action_a_lone_rule_and_the_global_threshold() -> None:
+    decision = {**DECISION, "action": "step_up", "rule": "new-device", "rules": ["new-device"],
+                "threshold_source": "global"}  # fmt: skip
+    del decision["segment"]
+    line = format_alert({**ALERT, "decision": decision})
+    assert re.match(r"^\d\d:\d\d:\d\d STEP_UP tx-000123 ", line)
+    assert "score 0.9731 >= 0.9000  reasons:" in line and "segment" not in line
+    assert "  by rule new-device  [model " in line and "also matched" not in line
+
+
+def test_alert_line_when_the_threshold_decided() -> None:
+    # A rule set serves and no rule matched: its default action for a score at or above the threshold.
+    decision = {"action": "review", "rule": None, "rules": [], "rule_set": "rs-1", "threshold_source": "global"}
+    line = format_alert({**ALERT, "decision": decision})
+    assert " REVIEW tx-000123 " in line and "  by threshold  [model 20260101T000000Z-b24332bc, rules rs-1]" in line
+    # Matched rules without a deciding one are still named.
+    line = format_alert({**ALERT, "decision": {**decision, "rules": ["watch-list"]}})
+    assert "  by threshold, also matched watch-list  [model" in line
+    # No rule set serves: the model's threshold decided, action review.
+    line = format_alert({**ALERT, "decision": {**decision, "rule_set": None}})
+    assert " REVIEW tx-000123 " in line
+    assert line.endswith("  by threshold  [model 20260101T000000Z-b24332bc, no rule set]")
+
+
+def test_alert_line_without_a_decision_is_the_older_line() -> None:
+    old = format_alert(ALERT)
+    assert " ALERT tx-000123 " in old and "by " not in old and old.endswith("[model 20260101T000000Z-b24332bc]")
+    for odd in (None, "block", [1], 5):  # a decision member that is not an object: read as none
+        assert format_alert({**ALERT, "decision": odd})[8:] == old[8:]
+
+
+def test_alert_line_survives_an_odd_decision_record() -> None:
+    line = format_alert({**ALERT, "decision": {"action": 7, "rule": ["x"], "rules": "r", "rule_set": 12,
+                                               "threshold_source": "segment", "segment": "web"}})  # fmt: skip
+    assert " ALERT tx-000123 " in line  # no action text: ALERT
+    assert "(segment)  reasons:" in line and "  by rule ?  [model 20260101T000000Z-b24332bc, rules 12]" in line
+    line = format_alert({**ALERT, "decision": {"action": "", "rule": True, "segment": {"value": {"a": 1}}}})
+    assert " ALERT tx-000123 " in line and "  by rule true  [model 20260101T000000Z-b24332bc, no rule set]" in line
+    line = format_alert({**ALERT, "decision": {**DECISION, "segment": {"value": {"a": 1}}}})
+    assert "(segment ?=?)" in line
+
+
+def test_alert_line_caps_the_decision_texts() -> None:
+    rules = [f"rule-{i}" for i in range(40)]
+    decision = {**DECISION, "action": "x" * 500, "rule": "rule-0", "rules": rules,
+                "segment": {"field": "channel", "value": "w" * 1000}}  # fmt: skip
+    line = format_alert({**ALERT, "decision": decision})
+    assert "X" * 32 + "... tx-000123" in line
+    assert "also matched rule-1, rule-2, rule-3, rule-4, rule-5 and 34 more  [model" in line
+    assert "(segment channel=" + "w" * 64 + "...)" in line
+    assert len(line) < 600
+
+
 METRICS = """\
 # HELP fraud_events_scored_total Valid events scored by the model.
 # TYPE fraud_events_scored_total counter

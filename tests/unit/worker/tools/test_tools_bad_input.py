@@ -95,6 +95,12 @@ def test_tail_alert_line_escapes_control_characters_in_every_field():
         assert not RAW_CONTROLS.search(line), repr(line)
     line = tail.format_alert(alert)
     assert "tx\\x1b]0;owned\\x07\\x1b[2J\\x0dFAKE\\x0aline\\x9b1m\\x7f" in line and "v\\x1b[31m1" in line
+    # The decision record's texts too: action, rules, rule set, segment.
+    decision = {"action": "bl\x1b[2Jock", "rule": HOSTILE, "rules": [HOSTILE, "r\u202e2"], "rule_set": "v\r2",
+                "threshold_source": "segment", "segment": {"field": "f\n", "value": HOSTILE}}  # fmt: skip
+    line = tail.format_alert({**alert, "decision": decision})
+    assert not RAW_CONTROLS.search(line), repr(line)
+    assert "BL\\x1b[2JOCK" in line and "r\\u202e2" in line and "rules v\\x0d2" in line and "segment f\\x0a=" in line
 
 
 @pytest.mark.parametrize(
