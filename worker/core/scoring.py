@@ -31,8 +31,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from worker.core.bundle import Bundle, Manifest, load_bundle
 from worker.core.decimals import float32_decimals
-from worker.core.decode import OUT_OF_RANGE, DecodedBatch, reject_rows
 from worker.core.decisions import SegmentThresholds
+from worker.core.decode import OUT_OF_RANGE, DecodedBatch, reject_rows
 from worker.core.errors import BundleError, DecodeError
 from worker.core.probe import check as probe_check
 from worker.core.transforms import SCALED_LIMIT, Transforms
