@@ -39,6 +39,7 @@ class Applied:
     own_features: int  # the data set's own columns come first in ``dataset.X``
     warm_rows: int
     seconds: float
+    kept: np.ndarray  # the given data set's rows that ``dataset`` holds (from ``--fit-since`` on), in order
 
 
 def parse_since(text: str, unit: str) -> float:
@@ -141,7 +142,7 @@ def apply(
         time=t,
         time_column=spec.time_field,
     )
-    return Applied(extended, split, spec, dataset.X.shape[1], dataset.n_rows - int(keep.sum()), seconds)
+    return Applied(extended, split, spec, dataset.X.shape[1], dataset.n_rows - int(keep.sum()), seconds, kept_rows)
 
 
 def fraud_history(

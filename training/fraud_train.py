@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.class_weight not in ("balanced", "none"):
             if not float(args.class_weight) > 0:
                 raise ValueError("--class-weight must be 'balanced', 'none' or a positive number")
-        for name in ("epochs", "patience", "min_rows"):
+        for name in ("epochs", "patience", "min_rows", "segment_min_support"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if args.batch_size < 0:
@@ -166,6 +166,7 @@ def summary(result) -> str:
         ("threshold", f"{result.threshold:.6f} ({result.manifest.threshold_policy['name']}, on validation)"),
         ("precision / recall / F1", f"{m['precision']:.4f} / {m['recall']:.4f} / {m['f1']:.4f}"),
         ("confusion tn fp fn tp", f"{c['tn']} {c['fp']} {c['fn']} {c['tp']}"),
+        *segments_summary(result.manifest),
         ("feature transforms", transforms_summary(result.manifest)),
         ("parity max |TFLite-Keras|", f"{result.parity_max_abs_diff:.2e}"),
         (
@@ -177,6 +178,19 @@ def summary(result) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k.ljust(width)}  {v}" for k, v in rows), line])
+
+
+def segments_summary(manifest) -> list[tuple[str, str]]:
+    """With --segment-field: how many segments have a threshold of their own, and the test metrics with them."""
+    facts = manifest.training.get("segments")
+    if not facts:
+        return []
+    s = facts["test"]["with_segment_thresholds"]
+    kept = facts["below_support"] + facts["no_fraud"] + facts["too_long"]
+    return [
+        ("segment thresholds", f"{facts['chosen']} values of {facts['field']}; {kept} others keep the global one"),
+        ("precision / recall / F1 (segments)", f"{s['precision']:.4f} / {s['recall']:.4f} / {s['f1']:.4f}"),
+    ]
 
 
 def transforms_summary(manifest) -> str:

@@ -1,6 +1,7 @@
 """The training job end to end: data -> split -> per-feature transforms -> scaler -> fit (with and
-without the transforms, the better on validation kept) -> TFLite -> parity -> threshold -> metrics
--> report -> bundle -> promotion. Nothing is written unless every step before it passed.
+without the transforms, the better on validation kept) -> TFLite -> parity -> threshold (and one per
+segment with --segment-field) -> metrics -> report -> bundle -> promotion. Nothing is written unless
+every step before it passed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from training import behaviour, data
+from training import behaviour, data, segments
 from training.errors import DataError, ParityError
 from training.split import Split, stratified_split, time_split
 from training.thresholds import Policy
@@ -130,6 +131,17 @@ class TrainConfig:
     policy: Policy = field(
         default_factory=lambda: Policy("max-f1"), metadata={"group": "threshold (chosen on the validation split)"}
     )
+    segment_field: str | None = _option(
+        None, "threshold (chosen on the validation split)",
+        "a column of the data (an event field, e.g. channel; only read, never made a model input): each of its "
+        "values with --segment-min-support validation rows and a fraud among them gets a threshold of its own, "
+        "chosen by the same policy on those rows; the other values keep the global threshold",
+        type=str, metavar="FIELD",
+    )  # fmt: skip
+    segment_min_support: int = _option(
+        1000, "threshold (chosen on the validation split)",
+        "with --segment-field: the validation rows a value needs for a threshold of its own", metavar="N",
+    )  # fmt: skip
     models_dir: str = _option("models", "output", "where bundles and CURRENT live")
     promote_tolerance: float = _option(
         0.005, "output", "promote unless test PR AUC is worse than CURRENT's on the same rows by more than this"
@@ -310,10 +322,16 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         timings["load"],
     )
 
+    # The segment field's values, read before the fit so a missing column costs no training run.
+    segment_values = None
+    if cfg.segment_field is not None:
+        segment_values = segments.read_values(cfg.segment_field, dataset, cfg.data_path)
     applied = None
     if spec is not None:
         applied = _apply_spec(cfg, dataset, spec)
         dataset, split = applied.dataset, applied.split
+        if segment_values is not None:
+            segment_values = segment_values[applied.kept]
     elif cfg.fit_since:
         raise DataError("--fit-since needs --feature-spec (its rows before that time warm the features' state)")
     t = time.perf_counter()
@@ -327,6 +345,14 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
             split = stratified_split(y, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     y_train, y_val, y_test = y[split.train], y[split.val], y[split.test]
     weights = class_weights(y_train, cfg.class_weight)
+    support = None
+    if segment_values is not None:
+        assert cfg.segment_field is not None
+        support = segments.support(cfg.segment_field, cfg.segment_min_support, segment_values[split.val], y_val)
+        logger.info(
+            "segment field %s: %d of its %d values in the validation rows have at least %d rows there and a fraud",
+            cfg.segment_field, len(support.chosen), support.values, cfg.segment_min_support,
+        )  # fmt: skip
 
     # Transforms chosen on the training rows only; the same model is fitted with and without them,
     # and they are kept unless they lose on validation PR AUC by more than TRANSFORMS_LOSS_MARGIN.
@@ -476,6 +502,14 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
     choice = cfg.policy.choose(y_val, lite_val)
     test_metrics = evaluate.metrics(y_test, lite_test, choice.threshold)
     test_metrics["parity_max_abs_diff"] = parity
+    segment_outcome = None
+    if support is not None and segment_values is not None:
+        # The same policy object on each segment's validation rows; the test rows measured both ways.
+        segment_outcome = segments.measure(
+            support, segments.choose(support, cfg.policy, y_val, lite_val), cfg.policy, choice.threshold,
+            y_val, segment_values[split.test], y_test, lite_test,
+        )  # fmt: skip
+        test_metrics["with_segment_thresholds"] = segment_outcome.test
     threshold_policy = {
         **choice.policy,
         "chosen_on": "validation",
@@ -515,6 +549,8 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         },
         "history": fitted.history,
     }
+    if segment_outcome is not None:
+        training_facts["segments"] = segment_outcome.facts
     if applied is not None:
         without = behaviour.lift_without(
             applied, weights, cfg.l2,
@@ -543,11 +579,16 @@ def run(cfg: TrainConfig, dataset: data.Dataset | None = None) -> TrainResult:
         metrics=test_metrics,
         training=training_facts,
         score_histogram=evaluate.histogram(lite_train, cfg.histogram_bins),
+        segment_thresholds=(
+            segment_outcome.table.to_manifest()
+            if segment_outcome is not None and segment_outcome.table is not None
+            else None
+        ),
     )
     manifest.validate()
     files = report.render(
         y_test, lite_test, test_metrics, version, transforms=training_facts["transforms"], optimum=optimum,
-        behaviour=training_facts.get("behaviour"),
+        behaviour=training_facts.get("behaviour"), segments=training_facts.get("segments"),
     )  # fmt: skip
     files["metrics.json"] = (
         json.dumps({"test": test_metrics, "threshold_policy": threshold_policy}, indent=2) + "\n"

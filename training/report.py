@@ -1,6 +1,7 @@
 """The evaluation report of a bundle: four PNG plots and a small ``report.html`` that shows them,
 the test metrics, and each feature's transform (which, why, clip) with the validation PR AUC of
-the model fitted with and without the transforms.
+the model fitted with and without the transforms; with per-segment thresholds, each segment's
+threshold and its test precision and recall at it and at the global threshold.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def render(
     transforms: dict[str, Any] | None = None,
     optimum: dict[str, Any] | None = None,
     behaviour: dict[str, Any] | None = None,
+    segments: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """File name -> bytes for the plots, ``report.html`` and nothing else.
 
     ``transforms``: the manifest's ``training.transforms`` (rule, used, validation_pr_auc, features).
     ``optimum``: the manifest's ``training.optimum`` (the fit's objective against the reference optimum).
     ``behaviour``: the manifest's ``training.behaviour`` (the feature spec's lift and each of its features).
+    ``segments``: the manifest's ``training.segments`` (per-segment thresholds and their test metrics).
     """
     import matplotlib
 
@@ -81,7 +84,7 @@ def render(
     out["threshold_curves.png"] = _png(fig)
     plt.close("all")
 
-    out["report.html"] = _html(metrics, version, transforms, optimum, behaviour).encode("utf-8")
+    out["report.html"] = _html(metrics, version, transforms, optimum, behaviour, segments).encode("utf-8")
     return out
 
 
@@ -156,12 +159,51 @@ at {behaviour["rows_per_second"]:,.0f} rows/s.</p>
 </table>"""
 
 
+def _pr(m: dict[str, Any]) -> str:
+    return f"{m['precision']:.4f} / {m['recall']:.4f}"
+
+
+def _segments_html(segments: dict[str, Any] | None, threshold: float) -> str:
+    if not segments:
+        return ""
+    test = segments["test"]
+    glob, seg = test["global_threshold"], test["with_segment_thresholds"]
+    field = html.escape(segments["field"])
+    policy = html.escape(segments["policy"]["name"])
+    kept = segments["below_support"] + segments["no_fraud"] + segments["too_long"]
+    shown = (
+        f" The table lists the {segments['listed']} with the most validation rows."
+        if segments["listed"] < segments["chosen"]
+        else ""
+    )
+    too_long = f", {segments['too_long']} too long" if segments["too_long"] else ""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(s['value'])}</td><td>{s['validation']['rows']} / {s['validation']['frauds']}</td>"
+        f"<td>{s['threshold']:.6f}</td><td>{s['test']['rows']} / {s['test']['frauds']}</td>"
+        f"<td>{_pr(s['test']['segment_threshold'])}</td><td>{_pr(s['test']['global_threshold'])}</td></tr>"
+        for s in segments["segments"]
+    )
+    return f"""<h2>Per-segment thresholds</h2>
+<p>Field <code>{field}</code>: {segments["chosen"]} values with at least {segments["min_support"]} validation
+rows and a fraud among them have a threshold of their own, chosen by the same policy ({policy}) on their
+validation rows; {kept} other values ({segments["below_support"]} below the support, {segments["no_fraud"]}
+without a fraud{too_long}) and every value not seen keep the global threshold {threshold:.6f}.
+On the test rows at the global threshold: precision / recall {_pr(glob)}; with the segment thresholds
+({seg["rows_at_segment_threshold"]} rows at their segment's): {_pr(seg)}.{shown}</p>
+<table class="segments"><tr><th>{field}</th><th>validation rows / frauds</th><th>threshold</th>
+<th>test rows / frauds</th><th>test precision / recall, segment threshold</th>
+<th>test precision / recall, global threshold</th></tr>
+{rows}
+</table>"""
+
+
 def _html(
     metrics: dict[str, Any],
     version: str,
     transforms: dict[str, Any] | None = None,
     optimum: dict[str, Any] | None = None,
     behaviour: dict[str, Any] | None = None,
+    segments: dict[str, Any] | None = None,
 ) -> str:
     c = metrics["confusion"]
     rows = [
@@ -174,22 +216,35 @@ def _html(
         ("confusion (tn / fp / fn / tp)", f"{c['tn']} / {c['fp']} / {c['fn']} / {c['tp']}"),
         ("test rows / frauds", f"{metrics['rows']} / {metrics['positives']}"),
     ]
+    with_segments = metrics.get("with_segment_thresholds")
+    if with_segments:
+        s = with_segments
+        rows.append((
+            "with the segment thresholds: precision / recall / F1",
+            f"{s['precision']:.4f} / {s['recall']:.4f} / {s['f1']:.4f}",
+        ))  # fmt: skip
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     figures = "\n".join(
         f'<figure><img src="{name}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
         for name, title in PLOTS.items()
     )
     v = html.escape(version)
+    scope = (
+        " (the global one for every row; the last row: each row of a segment at its segment's threshold)"
+        if with_segments
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fraud model {v}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 figure{{display:inline-block;margin:1em}}img{{max-width:600px}}</style></head>
-<body><h1>Model {v}</h1><p>Metrics on the test split, at the threshold chosen on validation.</p>
+<body><h1>Model {v}</h1><p>Metrics on the test split, at the threshold chosen on validation{scope}.</p>
 <table>{table}</table>
 {figures}
 {_transforms_html(transforms)}
 {_optimum_html(optimum, metrics)}
 {_behaviour_html(behaviour)}
+{_segments_html(segments, float(metrics["threshold"]))}
 </body></html>
 """

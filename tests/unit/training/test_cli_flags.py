@@ -15,7 +15,8 @@ FLAGS = {
     "--time-column", "--val-fraction", "--test-fraction", "--seed", "--epochs", "--patience", "--l2",
     "--learning-rate", "--lr-decay", "--batch-size", "--class-weight", "--threshold-policy", "--target-precision",
     "--cost-missed-fraud", "--cost-false-alarm", "--models-dir", "--promote-tolerance", "--force", "--challenger",
-    "--signing-key", "--generator", "--feature-spec", "--fit-since", "--label-time-column",
+    "--signing-key", "--generator", "--feature-spec", "--fit-since", "--label-time-column", "--segment-field",
+    "--segment-min-support",
     "-q", "--quiet",
 }  # fmt: skip
 
@@ -30,7 +31,7 @@ def test_the_parser_defaults_are_trainconfigs() -> None:
     args = build_parser().parse_args(["--synthetic", "1000"])
     defaults = TrainConfig()
     flagged = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
-    assert len(flagged) == 27  # every field but policy (four flags of its own) and histogram_bins
+    assert len(flagged) == 29  # every field but policy (four flags of its own) and histogram_bins
     for f in flagged:
         if f.name != "synthetic_rows":
             assert getattr(args, f.name) == getattr(defaults, f.name), f.name
@@ -46,6 +47,7 @@ def test_each_flag_sets_its_field() -> None:
         "--threshold-policy", "cost", "--target-precision", "0.8", "--cost-missed-fraud", "50",
         "--cost-false-alarm", "2", "--models-dir", "m", "--promote-tolerance", "0.1", "--force",
         "--signing-key", "k.pem", "--generator", "v3", "--feature-spec", "s.toml", "--fit-since", "2026-01-15",
+        "--segment-field", "channel", "--segment-min-support", "200",
     ]  # fmt: skip
     cfg = config_from_args(build_parser().parse_args(argv))
     assert cfg == TrainConfig(
@@ -54,14 +56,14 @@ def test_each_flag_sets_its_field() -> None:
         learning_rate=0.01, lr_decay=0.5, batch_size=64, class_weight="7",
         policy=Policy("cost", target_precision=0.8, cost_missed_fraud=50.0, cost_false_alarm=2.0),
         models_dir="m", promote_tolerance=0.1, force=True, signing_key="k.pem", generator="v3",
-        feature_spec="s.toml", fit_since="2026-01-15",
+        feature_spec="s.toml", fit_since="2026-01-15", segment_field="channel", segment_min_support=200,
     )  # fmt: skip
 
 
 def test_help_shows_each_default_and_group() -> None:
     text = " ".join(build_parser().format_help().split())
     defaults = TrainConfig()
-    for shown in ("Class", "0.005", "stratified", "42", "5000", "1e-06", "0", "balanced", "models"):
+    for shown in ("Class", "0.005", "stratified", "42", "5000", "1e-06", "0", "balanced", "models", "1000"):
         assert f"(default: {shown})" in text, shown
     for _, attr, _ in POLICY_FLAGS:
         assert f"(default: {getattr(defaults.policy, attr)})" in text, attr
