@@ -44,7 +44,8 @@ and stops it at the end. ``--only-latency CAPACITY`` runs step 4 alone.
 This is the entry point only: each step is a module of ``benchmarks`` (1 and 2 ``throughput``, 3
 ``naive_loop``, 4 ``latency_vs_load``, 5 ``worker_memory`` and ``startup_time``, 6 ``scoring_cost``,
 7 ``backtest_speed``, ``shadow_cost``, the shadow challenger's cost, ``--only-shadow``, and ``feature_cost``,
-what behavioural features cost, ``--only-features``) over
+what behavioural features cost, ``--only-features``, and ``rules_cost``, what a 50-rule set costs,
+``--only-rules``) over
 ``harness`` (the broker, topics, load generation, the worker process, timing, the environment, the
 printed table). Run as ``python benchmarks/bench.py`` or ``python -m benchmarks.bench``.
 """
@@ -66,6 +67,7 @@ from benchmarks import (  # noqa: E402
     feature_cost,
     latency_vs_load,
     naive_loop,
+    rules_cost,
     scoring_cost,
     shadow_cost,
     startup_time,
@@ -146,6 +148,9 @@ def main() -> int:
                     help="run only the shadow challenger's cost: the worker with and without one, alternating "
                     "(a broker and a trained model; writes --out only if given)")  # fmt: skip
     ap.add_argument("--shadow-repeats", type=int, default=5, help="alternating rounds of the shadow cost step")
+    ap.add_argument("--only-rules", action="store_true",
+                    help="the 50-rule set's cost alone: the worker with and without it, alternating")  # fmt: skip
+    ap.add_argument("--rules-repeats", type=int, default=5, help="alternating rounds of the rules' cost step")
     ap.add_argument("--only-features", action="store_true",
                     help="run only the behavioural features' cost: offline rate, the worker with and without a "
                     "spec, memory and restore with many entities (a broker, no training; writes --out only if "
@@ -196,7 +201,7 @@ def main() -> int:
     guarantees = [g.strip() for g in args.guarantees.split(",") if g.strip()]
     if guarantees[:1] != ["at-least-once"] or not set(guarantees) <= {"at-least-once", "exactly-once"}:
         ap.error("--guarantees: at-least-once first (its throughput sets the latency rates), then exactly-once")
-    if args.only_latency is None and not args.only_shadow:
+    if args.only_latency is None and not args.only_shadow and not args.only_rules:
         args.out = args.out or str(REPO / "benchmarks/results.json")
         args.plot = args.plot or str(REPO / "docs/img/latency.png")
     scratch: list[str] = []  # temporary directories, removed at the end
@@ -225,6 +230,11 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         sh = shadow_cost.measure(bootstrap, models, values, args.shadow_repeats)
         write_results(args.out, sh)
         shadow_cost.print_shadow(sh)
+        return 0
+    if args.only_rules:
+        rc = rules_cost.measure(bootstrap, models, values, args.rules_repeats)
+        write_results(args.out, rc)
+        rules_cost.print_rules(rc)
         return 0
     if args.only_latency is None:
         results.update(throughput_step(bootstrap, models, manifest, version, values, guarantees, args))
@@ -256,6 +266,7 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         log(f"backtest against json.loads: {args.backtest_repeats} alternating runs")
         results["backtest"] = backtest_speed.measure(models, args.backtest_events, args.backtest_repeats)
         results["shadow"] = shadow_cost.measure(bootstrap, models, values, args.shadow_repeats)
+        results["rules"] = rules_cost.measure(bootstrap, models, values, args.rules_repeats)
         results["features"] = feature_cost.measure(bootstrap, args.feature_events, args.feature_repeats)
         if args.feature_latency_rates:
             results["features"]["latency"] = feature_cost.measure_latency(bootstrap,
@@ -272,6 +283,8 @@ def run(args: argparse.Namespace, bootstrap: str, guarantees: list[str], started
         backtest_speed.print_backtest(results["backtest"])
     if "shadow" in results:
         shadow_cost.print_shadow(results["shadow"])
+    if "rules" in results:
+        rules_cost.print_rules(results["rules"])
     if "features" in results:
         feature_cost.print_features(results["features"])
     return 0

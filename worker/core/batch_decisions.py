@@ -10,6 +10,7 @@ field's default. Then each row's threshold, every rule's matches over the batch'
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,9 @@ class EventFields:
                     structs.append(self._one(v))
                 except msgspec.DecodeError:
                     structs.append(None)
-        return [[getattr(s, f"f{j}", None) for s in structs] for j in range(len(self.names))]
+        if any(s is None for s in structs):
+            return [[getattr(s, f"f{j}", None) for s in structs] for j in range(len(self.names))]
+        return [list(map(operator.attrgetter(f"f{j}"), structs)) for j in range(len(self.names))]
 
 
 def typed(values: list[Any], f: Field) -> np.ndarray:
@@ -59,7 +62,7 @@ def typed(values: list[Any], f: Field) -> np.ndarray:
     if f.type == "boolean":
         return np.fromiter((v if isinstance(v, bool) else d for v in values), dtype=bool, count=len(values))
     out = np.empty(len(values), dtype=object)
-    out[:] = [v if isinstance(v, str) else d for v in values]
+    out[:] = [v if type(v) is str else d for v in values]  # noqa: E721 - str itself: msgspec makes no subclass
     return out
 
 

@@ -129,10 +129,11 @@ class RuleSet:
         out = np.zeros((n, len(self.rules)), dtype=bool)
         if n == 0:
             return out
+        work = dict(columns)  # the compiled rules keep what several of them test (a list lookup) in it too
         for k, rule in enumerate(self.rules):
             fn = self._compiled.get(rule.id)
             if fn is not None:
-                out[:, k] = fn(columns, lists, n)
+                out[:, k] = fn(work, lists, n)
             else:
                 out[:, k] = self._interpreted(rule.id, columns, lists, n)
         return out
@@ -140,10 +141,12 @@ class RuleSet:
     def _interpreted(self, rule_id: str, columns: Columns, lists: Lists, n: int) -> np.ndarray:
         engine = self._engine[rule_id]
         names = [s for s in self.symbols if s in columns]
+        values = {s: columns[s].tolist() for s in names}
+        sets = {name: set(v) for name, v in lists.items()}  # the type rule-engine takes, made once a batch
         got = np.zeros(n, dtype=bool)
         for j in range(n):
-            row = {s: _python(columns[s][j]) for s in names}
-            got[j] = _reference_match(engine, row, lists)
+            row = {s: values[s][j] for s in names}
+            got[j] = _reference_match(engine, row, sets)
         return got
 
     def reference(self, row: Mapping[str, Any], lists: Lists) -> list[bool]:
@@ -157,10 +160,10 @@ class RuleSet:
                        self._engine, self._compiled)  # fmt: skip
 
 
-def _reference_match(engine: Any, row: Mapping[str, Any], lists: Lists) -> bool:
+def _reference_match(engine: Any, row: Mapping[str, Any], lists: Mapping[str, Any]) -> bool:
     import rule_engine
 
-    thing = {**row, **{name: set(values) for name, values in lists.items()}}
+    thing = {**row, **{name: v if isinstance(v, set) else set(v) for name, v in lists.items()}}
     try:
         return bool(engine.matches(thing))
     except (rule_engine.EngineError, ArithmeticError, TypeError, ValueError):
@@ -408,6 +411,12 @@ class _Unsupported(Exception):
     pass
 
 
+def _literal_types() -> tuple[type, ...]:
+    from rule_engine import ast
+
+    return (ast.FloatExpression, ast.StringExpression, ast.BooleanExpression)
+
+
 def _compile_checked(
     engine: Any, types: Mapping[str, str], fields: Sequence[Field]
 ) -> tuple[Callable[[Columns, Lists, int], np.ndarray] | None, str]:
@@ -471,8 +480,23 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
         if _static_type(node.left, types) != "boolean" or _static_type(node.right, types) != "boolean":
             raise _Unsupported("'and'/'or' of values that are not true or false")
         left, right = _compile(node.left, types), _compile(node.right, types)
-        logic: Any = np.logical_and if node.type == "and" else np.logical_or
-        return lambda c, ls, n: logic(left(c, ls, n), right(c, ls, n))
+        if node.type == "and":
+
+            def both(c: Columns, ls: Lists, n: int) -> Any:
+                a = left(c, ls, n)
+                if not np.any(a):  # most rules are rare: the right side is often not needed
+                    return a
+                return np.logical_and(a, right(c, ls, n))
+
+            return both
+
+        def either(c: Columns, ls: Lists, n: int) -> Any:
+            a = left(c, ls, n)
+            if np.all(a):
+                return a
+            return np.logical_or(a, right(c, ls, n))
+
+        return either
     if isinstance(node, ast.UnaryExpression):
         right = _compile(node.right, types)
         if node.type == "not":
@@ -490,9 +514,13 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
             raise _Unsupported("a comparison of values of different or unknown types")
         if isinstance(node, ast.ArithmeticComparisonExpression) and lt == "boolean":
             raise _Unsupported("an ordering of true and false")
-        left, right = _compile(node.left, types), _compile(node.right, types)
         compare: Any = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
               "ge": np.greater_equal}[node.type]  # fmt: skip
+        symbol, literal_node = node.left, node.right
+        if isinstance(symbol, ast.SymbolExpression) and isinstance(literal_node, _literal_types()) and not symbol.scope:
+            name, literal = symbol.name, _compile(literal_node, types)(None, None, 0)  # type: ignore[arg-type]
+            return lambda c, ls, n: compare(c[name], literal)  # the usual form, one call
+        left, right = _compile(node.left, types), _compile(node.right, types)
         return lambda c, ls, n: compare(left(c, ls, n), right(c, ls, n))
     if isinstance(node, ast.ContainsExpression):
         return _compile_contains(node, types)
@@ -518,12 +546,24 @@ def _compile_contains(node: Any, types: Mapping[str, str]) -> Callable[[Columns,
     container = node.container
     if isinstance(container, ast.SymbolExpression) and types.get(container.name) == "set":
         name = container.name
+        # A symbol's lookup in a list is kept in the batch's columns: rules testing the same pair share it.
+        key = f"\0{node.member.name}\0{name}" if isinstance(node.member, ast.SymbolExpression) else None
 
         def in_list(c: Columns, ls: Lists, n: int) -> np.ndarray:
+            if key is not None and key in c:
+                return c[key]
             values, m = ls.get(name, frozenset()), member(c, ls, n)
             if np.ndim(m) == 0:
-                return np.full(n, m in values, dtype=bool)
-            return np.fromiter(map(values.__contains__, m), dtype=bool, count=n)
+                got = np.full(n, m in values, dtype=bool)
+            else:
+                members = m.tolist()
+                if values.isdisjoint(members):  # a deny list matches rarely: one C call says so for the batch
+                    got = np.zeros(n, dtype=bool)
+                else:
+                    got = np.fromiter(map(values.__contains__, members), dtype=bool, count=n)
+            if key is not None and isinstance(c, dict):
+                c[key] = got
+            return got
 
         return in_list
     if isinstance(container, (ast.ArrayExpression, ast.SetExpression)):
