@@ -8,9 +8,11 @@ LiteRT call, with the ``Scorer`` of ``load_scorer``) and ``score_payloads`` (wor
 so each output line is the JSON a score record would carry. ``fraud-worker backtest``
 (worker/programs/subcommands/backtest.py) is its command line.
 
-- A CSV row becomes the document fraud-replay would send: each model feature column as a number
-  (text that is not one stays text), ``transaction_id`` (``line-<N>`` when the file has no such
-  column) and ``event_time`` when the file has the column and the cell is not empty.
+- A CSV row becomes the document fraud-replay would send: each column of ``feature_names`` (the
+  event fields the model reads, and with rule sets those their fields, the amount and the segment
+  thresholds read: ``event_columns``) as a number (text that is not one stays text),
+  ``transaction_id`` (``line-<N>`` when the file has no such column) and ``event_time`` when the
+  file has the column and the cell is not empty.
 - ``event_time`` of an event without one is 0 in its output line (the worker would take the Kafka
   record timestamp, which a file does not have).
 - A bad record gets a reject line ``{"line": N, "error": code, "error_detail": text}``: the reason
@@ -21,6 +23,10 @@ so each output line is the JSON a score record would carry. ``fraud-worker backt
   (``1e999``, NaN, inf) is rejected with ``bad_label`` (``BAD_LABEL``) rather than given a score
   line: no metric could use it.
 - ``scored_at`` is the clock when the batch was scored, as in the worker.
+- With rule sets (``ScorerArgs.rules``, ``candidate_rules``) or a bundle's segment thresholds, each
+  batch is decided by the worker loop's ``Judge.decide`` over each valid event's JSON: the output
+  lines carry the decision record (the candidate's as ``shadow_decision``), an alert is an action
+  other than allow, and ``Result.decided`` holds what worker/offline/rule_backtest.py adds up.
 
 Batches (``batch_size`` lines) are scored by ``jobs`` processes, each with its own scorer, and
 written in input order; the reading and writing stay in the calling process (``backtest``).
@@ -44,15 +50,18 @@ from typing import IO, Any, NamedTuple
 import msgspec
 import numpy as np
 
+from worker.core.batch_decisions import Judge
 from worker.core.batch_features import BatchFeatures
 from worker.core.batch_scoring import score_decoded
 from worker.core.decode import Decoder
 from worker.core.features import FeatureSpec, valid_time
 from worker.core.outputs import score_payloads
 from worker.core.risk import FraudHistory
+from worker.core.rules import RuleSet
 from worker.core.scoring import load_scorer
 from worker.core.signing import load_trusted_keys
 from worker.offline import backtest_metrics as metrics
+from worker.offline.rule_backtest import Amounts, DecidedRows, RuleFile, decided_rows
 
 LABEL_CANDIDATES = ("Class", "is_fraud")
 BAD_LABEL = "bad_label"  # a reject line's code for a label that is not finite or not readable
@@ -74,6 +83,11 @@ class ScorerArgs(NamedTuple):
     # For a spec reading labels: (input file, its format, label column, label-time column) read first for the
     # fraud entries (``file_history``); None: no labels, fraud_count 0 and fraud_rate the prior.
     labelled_file: tuple[str, str, str, str] | None = None
+    # Rule sets deciding each batch as the worker's do (worker/offline/rule_backtest.py): the serving one, a
+    # candidate decided beside it (its records' ``shadow_decision``), and the event field the amounts come from.
+    rules: RuleFile | None = None
+    candidate_rules: RuleFile | None = None
+    amount_field: str = "amount"
 
 
 @dataclass
@@ -94,6 +108,7 @@ class Result:
     scores: bytes  # float32 scores of the valid rows, in order
     labels: dict[str, list[Any]] = field(default_factory=dict)  # label column -> values of the valid rows
     alerts: int = 0
+    decided: DecidedRows | None = None  # with rule sets: what the rule figures need of the valid rows
 
 
 class BatchScorer:
@@ -101,7 +116,9 @@ class BatchScorer:
 
     def __init__(self, models_dir: str, version: str | None, reasons: int, max_bytes: int,
                  label_columns: Sequence[str], trusted_keys: str | None = None,
-                 features: bool = False, labelled_file: tuple[str, str, str, str] | None = None) -> None:  # fmt: skip
+                 features: bool = False, labelled_file: tuple[str, str, str, str] | None = None,
+                 rules: RuleFile | None = None, candidate_rules: RuleFile | None = None,
+                 amount_field: str = "amount") -> None:  # fmt: skip
         keys = load_trusted_keys(trusted_keys, "--trusted-keys") if trusted_keys else None
         self.scorer = load_scorer(models_dir, version, trusted_keys=keys)
         self.features = features
@@ -115,6 +132,10 @@ class BatchScorer:
         struct = msgspec.defstruct("Labels", fields)
         self._labels = msgspec.json.Decoder(list[struct]).decode  # type: ignore[valid-type]
         self._keys = [json.dumps(c).encode() for c in self.label_columns]
+        self.rules = rules.serving() if rules is not None else None
+        self.candidate = candidate_rules.serving() if candidate_rules is not None else None
+        self.judge = Judge()
+        self.amounts = Amounts(amount_field)
 
     def run(self, chunk: Chunk) -> Result:
         scorer = self.scorer
@@ -150,10 +171,22 @@ class BatchScorer:
             return Result(len(chunk.lines), b"", rejects, b"")
         scores = scored.scores
         times = {j: t if t is not None else 0 for j, t in enumerate(decoded.event_times)}
+        decisions = candidate = None
+        events: list[bytes] = []
+        if self.rules is not None or self.candidate is not None or scorer.segments is not None:
+            # The worker's decisions (its loop's Judge.decide): rules, segment thresholds, each event's JSON.
+            events = [chunk.lines[i] for i in decoded.index]
+            decisions, candidate = self.judge.decide(scorer, decoded, events, scores, self.rules, self.candidate)
         payloads = score_payloads(scorer, decoded, scored.scaled, scores, times, int(time.time() * 1000),
-                                  self.reasons, self.features)  # fmt: skip
+                                  self.reasons, self.features, decisions=decisions,
+                                  shadow_decisions=candidate)  # fmt: skip
         result = Result(len(chunk.lines), b"\n".join(payloads) + b"\n", rejects, scores.astype(np.float32).tobytes())
-        result.alerts = int(np.count_nonzero(scores >= scorer.threshold))
+        if decisions is not None:
+            result.alerts = len(decisions.alerts)
+            if self.rules is not None or self.candidate is not None:
+                result.decided = decided_rows(decisions, candidate, scores, self.amounts.read(events))
+        else:
+            result.alerts = int(np.count_nonzero(scores >= scorer.threshold))
         result.labels = labels
         return result
 
@@ -290,6 +323,15 @@ class Source:
             yield Chunk(numbers[0], lines, numbers, labels)
 
 
+def event_columns(event_fields: Sequence[str], rule_sets: Sequence[RuleSet], amount_field: str | None,
+                  segment_field: str | None) -> tuple[str, ...]:
+    """The event fields a CSV row's document holds: the model's, then each rule set field's source, the amount
+    field and the segment field (a source no column has, such as a feature's name, adds nothing)."""
+    extra = [f.source for rs in rule_sets for f in rs.fields]
+    extra += [name for name in (amount_field, segment_field) if name]
+    return tuple(dict.fromkeys((*event_fields, *extra)))
+
+
 def file_history(spec: FeatureSpec, path: str, fmt: str, label_column: str, label_time_column: str) -> FraudHistory:
     """The fraud entries of a labelled file for the spec's label-derived features, by the rule fraud-train
     follows (``FraudHistory.from_rows``: each fraud row at its label time, or its own time without the
@@ -405,6 +447,7 @@ class Totals:
     seconds: float = 0.0
     scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     labels: dict[str, list[Any]] = field(default_factory=dict)  # label column -> values of the scored events
+    decided: list[DecidedRows] = field(default_factory=list)  # with rule sets: each batch's, in order
 
 
 def backtest(source: Source, output: str | Path, rejects: str | Path, scorer_args: ScorerArgs,
@@ -433,6 +476,8 @@ def backtest(source: Source, output: str | Path, rejects: str | Path, scorer_arg
             totals.scored += batch_scores.size
             totals.rejected += len(r.rejects)
             totals.alerts += r.alerts
+            if r.decided is not None:
+                totals.decided.append(r.decided)
             if progress is not None:
                 progress(totals.events)
     totals.seconds = time.monotonic() - start
@@ -449,6 +494,7 @@ class Labelled:
     y: np.ndarray  # bool: fraud
     scores: np.ndarray
     unlabelled: int  # scored events whose label is missing or not 0/1
+    known: np.ndarray | None = None  # bool per scored event: its label is known (the rows of y)
 
 
 def labelled(totals: Totals) -> Labelled | None:
@@ -459,4 +505,4 @@ def labelled(totals: Totals) -> Labelled | None:
     values = [metrics.label_value(v) for v in totals.labels[column]]
     known = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
     y = np.fromiter((v or 0 for v in values), dtype=np.int8, count=len(values)).astype(bool)[known]
-    return Labelled(column, y, totals.scores[known], int(known.size - known.sum()))
+    return Labelled(column, y, totals.scores[known], int(known.size - known.sum()), known)

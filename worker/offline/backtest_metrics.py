@@ -107,6 +107,34 @@ def report(
     return "\n".join(lines)
 
 
+def figures(
+    column: str,
+    y: np.ndarray,
+    scores: np.ndarray,
+    model_threshold: float,
+    thresholds: Sequence[float],
+    cost_missed_fraud: float,
+    cost_false_alarm: float,
+    unlabelled: int = 0,
+) -> dict[str, Any]:
+    """The figures of ``report`` as a JSON-ready dict."""
+    rows = at_thresholds(y, scores, [*thresholds, model_threshold], cost_missed_fraud, cost_false_alarm)
+    return {
+        "column": column,
+        "labelled": int(y.size),
+        "frauds": int(np.count_nonzero(y)),
+        "unlabelled": int(unlabelled),
+        "average_precision": average_precision(y, scores),
+        "cost_missed_fraud": cost_missed_fraud,
+        "cost_false_alarm": cost_false_alarm,
+        "thresholds": [
+            {"threshold": r.threshold, "model": r.threshold == model_threshold, "flagged": r.flagged, "tp": r.tp,
+             "fp": r.fp, "fn": r.fn, "precision": r.precision, "recall": r.recall, "cost": r.cost}
+            for r in rows
+        ],  # fmt: skip
+    }
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 

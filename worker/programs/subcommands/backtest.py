@@ -9,6 +9,11 @@ its exit codes.
 Batches (``--batch-size``, 10,000 lines) are scored by ``--jobs`` processes (one per core by
 default), each with its own scorer, and written in input order; the reading and writing stay here.
 
+``--rules FILE`` decides each batch with a rule set as the worker would (``--candidate-rules FILE``
+beside it, its lists from ``--lists-dir``) and reports each rule's matches, amount, frauds,
+precision, recall and incremental effect, each action's totals, and the candidate against the
+serving set (worker/offline/rule_backtest.py). ``--json FILE`` writes every figure printed.
+
 Exit codes: 0 done, 1 the input cannot be read, 2 bad settings (one line naming the flag or
 file), 3 no servable model (with ``--trusted-keys``: none signed by a trusted key), 130 interrupted.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -25,11 +32,23 @@ from pathlib import Path
 from typing import Any
 
 from worker.core.errors import BundleError, ConfigError
+from worker.core.rules import RuleSetError, ServingRules
 from worker.core.scoring import load_scorer
 from worker.core.signing import load_trusted_keys
 from worker.edges.config import WorkerConfig
 from worker.offline import backtest_metrics as metrics
-from worker.offline.backtest import LABEL_CANDIDATES, ScorerArgs, Source, Totals, backtest, label_columns_of, labelled
+from worker.offline.backtest import (
+    LABEL_CANDIDATES,
+    Labelled,
+    ScorerArgs,
+    Source,
+    Totals,
+    backtest,
+    event_columns,
+    label_columns_of,
+    labelled,
+)
+from worker.offline.rule_backtest import RuleFile, RuleReport, read_rule_file
 
 PROG = "fraud-worker backtest"
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_STARTUP = 0, 1, 2, 3
@@ -66,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "through the worker's own decode, validation, transforms, scaling, scoring and output code.",
         epilog="Exit codes: 0 done, 1 the input cannot be read, 2 bad settings, 3 no servable model, 130 interrupted.",
     )
-    p.add_argument("--input", required=True, metavar="FILE", help="events: JSON lines or a CSV, plain or .gz")
+    p.add_argument("file", nargs="?", default=None, metavar="FILE",
+                   help="events: JSON lines or a CSV, plain or .gz (or --input FILE)")  # fmt: skip
+    p.add_argument("--input", default=None, metavar="FILE", help="the events file, as FILE")
     p.add_argument("--models-dir", required=True, metavar="DIR", help="the models directory (as the worker's)")
     p.add_argument("--version", default=None, help="the bundle version to score with (default: the one CURRENT names)")
     p.add_argument("--output", required=True, metavar="OUT.jsonl", help="one score record (JSON) per valid event")
@@ -98,12 +119,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "setting (default: $FRAUD_TRUSTED_KEYS; unset: signatures not checked)")  # fmt: skip
     p.add_argument("--scores-include-features", action="store_true",
                    help="each output line also holds the event's feature values, as the worker's setting")  # fmt: skip
+    p.add_argument("--rules", default=None, metavar="RULES.toml",
+                   help="decide each event with this rule set as the worker would, and report each rule's and "
+                   "action's figures on the file (docs/backtest-and-shadow.md, Backtesting rules)")  # fmt: skip
+    p.add_argument("--candidate-rules", default=None, metavar="CANDIDATE.toml",
+                   help="a second rule set decided beside --rules (its output lines' shadow_decision), reported "
+                   "side by side with it (without --rules: against the model's threshold alone)")  # fmt: skip
+    p.add_argument("--lists-dir", default=None, metavar="DIR",
+                   help="where the rule sets' named lists are, as the worker's lists_dir (default: "
+                   "<models-dir>/lists)")  # fmt: skip
+    p.add_argument("--amount-field", default="amount", metavar="FIELD",
+                   help="the event field summed as each rule's and action's amount; missing or not a number: 0 "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="write the figures printed (summary, label metrics, rule figures) as one JSON document")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
 
 def _problem(args: argparse.Namespace) -> str | None:
     """The first bad setting, in one line naming its flag or file; None when all are usable."""
+    if args.input is not None and args.file is not None and args.input != args.file:
+        return f"FILE {args.file} and --input {args.input}: one events file, named once"
+    args.input = args.input or args.file
+    if args.input is None:
+        return "no events file: name it as FILE or --input FILE"
     try:
         args.threshold_list = [float(x) for x in args.thresholds.split(",") if x.strip()]
     except ValueError:
@@ -119,8 +159,12 @@ def _problem(args: argparse.Namespace) -> str | None:
         (any(not 0 <= t <= 1 for t in args.threshold_list), f"--thresholds must lie in [0, 1]: {args.thresholds}"),
         (len({_same(args.input), _same(args.output), _same(args.rejects)}) < 3,
          "--input, --output and --rejects must be three different files"),
+        (args.json is not None and _same(args.json) in {_same(args.input), _same(args.output), _same(args.rejects)},
+         "--json must be another file than --input, --output and --rejects"),
+        (not args.amount_field.strip(), "--amount-field must name an event field"),
     ]  # fmt: skip
-    for flag, path in (("--output", args.output), ("--rejects", args.rejects), ("--pr-curve", args.pr_curve)):
+    for flag, path in (("--output", args.output), ("--rejects", args.rejects), ("--pr-curve", args.pr_curve),
+                       ("--json", args.json)):  # fmt: skip
         if path is not None and not Path(path).resolve().parent.is_dir():
             checks.append((True, f"{flag} {path}: no such directory {Path(path).resolve().parent}"))
     if args.pr_curve is not None:
@@ -149,6 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: bad setting: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    settings = dataclasses.replace(_DEFAULTS, models_dir=args.models_dir, lists_dir=args.lists_dir or "")
+    lists_dir = settings.lists_directory  # the worker's rule: --lists-dir, else <models-dir>/lists
+    rules: dict[str, tuple[RuleFile, ServingRules] | None] = {}
+    for flag, path in (("--rules", args.rules), ("--candidate-rules", args.candidate_rules)):
+        try:
+            rules[flag] = read_rule_file(path, lists_dir) if path is not None else None
+        except RuleSetError as exc:
+            print(f"{PROG}: bad setting: {flag}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    args.rule_files, args.lists_directory = rules, lists_dir
     try:
         scorer = load_scorer(args.models_dir, args.version, trusted_keys=keys)
     except BundleError as exc:
@@ -189,11 +243,18 @@ def _backtest(args: argparse.Namespace, scorer: Any, source: Source) -> int:
         else:
             print(f"{PROG}: the spec reads labels (fraud_count, fraud_rate) and {args.input} has no label column: "
                   "they are computed as having none", file=sys.stderr)  # fmt: skip
+    serving, candidate = args.rule_files["--rules"], args.rule_files["--candidate-rules"]
+    with_rules = serving is not None or candidate is not None
+    rule_sets = [r[1].rule_set for r in (serving, candidate) if r is not None]
+    segment_field = scorer.segments.field if scorer.segments is not None else None
+    columns = event_columns(scorer.event_fields, rule_sets, args.amount_field if with_rules else None, segment_field)
     scorer_args = ScorerArgs(args.models_dir, scorer.version, args.reasons, args.max_message_bytes, label_columns,
-                             args.trusted_keys, args.scores_include_features, labelled_file)  # fmt: skip
+                             args.trusted_keys, args.scores_include_features, labelled_file,
+                             serving[0] if serving is not None else None,
+                             candidate[0] if candidate is not None else None, args.amount_field)  # fmt: skip
     progress = Progress(source, not args.quiet)
     try:
-        totals = backtest(source, args.output, args.rejects, scorer_args, scorer.event_fields, args.batch_size, jobs,
+        totals = backtest(source, args.output, args.rejects, scorer_args, columns, args.batch_size, jobs,
                           progress.update)  # fmt: skip
     finally:
         progress.close()
@@ -203,11 +264,17 @@ def _backtest(args: argparse.Namespace, scorer: Any, source: Source) -> int:
         f"alerts (model {scorer.version}, threshold {scorer.threshold:.4f}) in {seconds:.2f} s, "
         f"{events / max(seconds, 1e-9):,.0f} events/s; scores in {args.output}, rejects in {args.rejects}"
     )
-    return _label_report(args, scorer, totals)
-
-
-def _label_report(args: argparse.Namespace, scorer: Any, totals: Totals) -> int:
     known = labelled(totals)
+    code = _label_report(args, scorer, known)
+    if code != EXIT_OK:
+        return code
+    report = _rule_report(args, totals, known) if with_rules else None
+    if args.json is not None:
+        _write_json(args, scorer, totals, known, report)
+    return EXIT_OK
+
+
+def _label_report(args: argparse.Namespace, scorer: Any, known: Labelled | None) -> int:
     if known is None:
         wanted = args.label_column or " or ".join(LABEL_CANDIDATES)
         print(f"no label column ({wanted}) in {args.input}: no precision or recall")
@@ -222,6 +289,51 @@ def _label_report(args: argparse.Namespace, scorer: Any, totals: Totals) -> int:
         metrics.plot_pr_curve(args.pr_curve, y, s, scorer.threshold, f"{Path(args.input).name}, model {scorer.version}")
         print(f"PR curve in {args.pr_curve}")
     return EXIT_OK
+
+
+def _rule_report(args: argparse.Namespace, totals: Totals, known: Labelled | None) -> dict[str, Any]:
+    """The rule figures over the events with a known label (every scored event without labels), printed."""
+    serving, candidate = args.rule_files["--rules"], args.rule_files["--candidate-rules"]
+    report = RuleReport(serving[1].rule_set if serving is not None else None,
+                        candidate[1].rule_set if candidate is not None else None,
+                        (args.rules, args.candidate_rules), args.amount_field, args.lists_directory)  # fmt: skip
+    start = labelled_at = 0  # where each batch's rows begin among the scored events, and among the labelled ones
+    for rows in totals.decided:
+        if known is None or known.known is None:
+            report.add(rows, None)
+        else:
+            keep = known.known[start : start + len(rows)]
+            n = int(keep.sum())
+            report.add(rows.take(keep), known.y[labelled_at : labelled_at + n])
+            labelled_at += n
+        start += len(rows)
+    figures = report.figures()
+    print(report.text(figures))
+    return figures
+
+
+def _write_json(args: argparse.Namespace, scorer: Any, totals: Totals, known: Labelled | None,
+                rules: dict[str, Any] | None) -> None:  # fmt: skip
+    doc: dict[str, Any] = {
+        "input": args.input,
+        "output": args.output,
+        "rejects": args.rejects,
+        "model_version": scorer.version,
+        "threshold": scorer.threshold,
+        "events": totals.events,
+        "scored": totals.scored,
+        "rejected": totals.rejected,
+        "alerts": totals.alerts,
+        "seconds": round(totals.seconds, 3),
+        "labels": metrics.figures(known.column, known.y, known.scores, scorer.threshold, args.threshold_list,
+                                  args.cost_missed_fraud, args.cost_false_alarm, known.unlabelled)
+        if known is not None else None,
+        "rules": rules,
+    }  # fmt: skip
+    with open(args.json, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    print(f"figures in {args.json}")
 
 
 if __name__ == "__main__":
