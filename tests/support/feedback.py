@@ -50,6 +50,19 @@ class FeedbackProcess(LoggedProcess):
                 return s.value
         return 0.0
 
+    def rule_figures(self) -> dict[str, dict[tuple[str, str, str], float]]:
+        """The per-rule and per-action figures: ``resolved``, ``precision``, ``recall`` (from
+        ``fraud_feedback_rule_*``) and ``action_resolved``, ``action_precision``, ``action_recall`` (from
+        ``fraud_feedback_action_*``), each (role, rule_set, rule or action) -> value."""
+        out: dict[str, dict[tuple[str, str, str], float]] = {}
+        for s in self.samples():
+            for kind, prefix in (("rule", ""), ("action", "action_")):
+                head = f"fraud_feedback_{kind}_"
+                if s.name.startswith(head):
+                    key = (s.labels["role"], s.labels["rule_set"], s.labels[kind])
+                    out.setdefault(prefix + s.name[len(head) :], {})[key] = s.value
+        return out
+
     def wait_records(self, at_least: float, timeout: float = 120.0) -> None:
         """Until it has read at least this many records (scores and labels together)."""
         deadline = time.monotonic() + timeout

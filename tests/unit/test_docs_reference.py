@@ -182,7 +182,9 @@ def test_every_feedback_metric_is_in_the_doc_with_its_type_and_labels() -> None:
     registry = CollectorRegistry()
     metrics = FeedbackMetrics(registry)
     # A snapshot with every figure, so each per-version family shows its label names.
-    metrics.publish(Snapshot({("v1", "tp"): 1}, {"v1": 1}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1}))
+    rule, action = {("serving", "rs1", "r1"): 1.0}, {("serving", "rs1", "block"): 1.0}
+    metrics.publish(Snapshot({("v1", "tp"): 1}, {"v1": 1}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1.0}, {"v1": 1},
+                             rule, rule, rule, action, action, action))  # fmt: skip
     metrics.invalid.labels(topic="labels", reason="schema")
     registered = {}
     for family in registry.collect():

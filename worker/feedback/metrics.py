@@ -4,6 +4,11 @@ The per-version figures are computed from the stores by the consumer's thread (`
 served from that snapshot, so a scrape never touches SQLite. ``fraud_feedback_outcomes`` is the
 stores' own counts (a gauge: a label that changes moves a transaction from one outcome to another),
 summed over the partitions this instance holds: the instances of a group add up to the whole.
+
+Per rule and per action (``fraud_feedback_rule_*``, ``fraud_feedback_action_*``, labelled by role, rule set
+and rule or action): over the same transactions as the per-version figures, those whose score record carried
+a decision of a rule set (quality.py ``rule_figures``); only rule sets with transactions in the window have
+series.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.feedback.quality import OUTCOMES, average_precision, precision_recall
+from worker.feedback.quality import (
+    OUTCOMES,
+    Figures,
+    Tally,
+    add_tally,
+    average_precision,
+    precision_recall,
+    rule_figures,
+)
 from worker.feedback.store import PENDING, Store
 
 LAG_BUCKETS = (60, 600, 3600, 6 * 3600, 86_400, 3 * 86_400, 7 * 86_400, 30 * 86_400, 60 * 86_400, 120 * 86_400)
@@ -31,6 +44,13 @@ class Snapshot:
     recall: dict[str, float] = field(default_factory=dict)
     pr_auc: dict[str, float] = field(default_factory=dict)
     window: dict[str, int] = field(default_factory=dict)
+    # Per (role, rule set, rule) and per (role, rule set, action): quality.py ``rule_figures``.
+    rule_resolved: Figures = field(default_factory=dict)
+    rule_precision: Figures = field(default_factory=dict)
+    rule_recall: Figures = field(default_factory=dict)
+    action_resolved: Figures = field(default_factory=dict)
+    action_precision: Figures = field(default_factory=dict)
+    action_recall: Figures = field(default_factory=dict)
 
 
 def snapshot(stores: Sequence[Store], since_ms: int, max_rows: int) -> Snapshot:
@@ -40,8 +60,14 @@ def snapshot(stores: Sequence[Store], since_ms: int, max_rows: int) -> Snapshot:
         for key, n in store.outcome_counts().items():
             snap.outcomes[key] = snap.outcomes.get(key, 0) + n
     versions = sorted({v for v, _ in snap.outcomes})
+    actions: Tally = {}
+    rules: Tally = {}
     for version in versions:
         snap.pending[version] = snap.outcomes.pop((version, PENDING), 0)
+        for store in stores:
+            by_action, by_rule = store.decision_window(version, since_ms, max_rows)
+            add_tally(actions, by_action)
+            add_tally(rules, by_rule)
         parts = [s.window(version, since_ms, max_rows) for s in stores]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.empty(0)
         thresholds = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
@@ -63,6 +89,11 @@ def snapshot(stores: Sequence[Store], since_ms: int, max_rows: int) -> Snapshot:
         ap = average_precision(truths, scores)
         if ap is not None:
             snap.pr_auc[version] = ap
+    figures = rule_figures(actions, rules)
+    snap.rule_resolved, snap.rule_precision, snap.rule_recall = (
+        figures["resolved"], figures["precision"], figures["recall"])  # fmt: skip
+    snap.action_resolved, snap.action_precision, snap.action_recall = (
+        figures["action_resolved"], figures["action_precision"], figures["action_recall"])  # fmt: skip
     return snap
 
 
@@ -102,6 +133,24 @@ class _SnapshotCollector(Collector):
             family = GaugeMetricFamily(name, text, labels=["model_version"])
             for version, value in sorted(values.items()):
                 family.add_metric([version], value)
+            yield family
+        for name, figures, kind, text in (
+            ("fraud_feedback_rule_resolved", snap.rule_resolved, "rule",
+             "Resolved transactions in the quality window the rule matched, per role and rule set"),
+            ("fraud_feedback_rule_precision", snap.rule_precision, "rule",
+             "Share of fraud among the resolved transactions the rule matched, over the quality window"),
+            ("fraud_feedback_rule_recall", snap.rule_recall, "rule",
+             "Share of the rule set's resolved frauds the rule matched, over the quality window"),
+            ("fraud_feedback_action_resolved", snap.action_resolved, "action",
+             "Resolved transactions in the quality window decided with the action, per role and rule set"),
+            ("fraud_feedback_action_precision", snap.action_precision, "action",
+             "Share of fraud among the resolved transactions decided with the action, over the quality window"),
+            ("fraud_feedback_action_recall", snap.action_recall, "action",
+             "Share of the rule set's resolved frauds decided with the action, over the quality window"),
+        ):  # fmt: skip
+            family = GaugeMetricFamily(name, text, labels=["role", "rule_set", kind])
+            for key, value in sorted(figures.items()):
+                family.add_metric(list(key), value)
             yield family
 
 

@@ -5,7 +5,9 @@ A score record is the worker's (docs/formats.md, "Score record"): ``transaction_
 ``features`` (name -> raw value). When the model has a feature spec it may also carry ``entity_time``
 (epoch ms, the event's time as the spec reads it) and ``entities`` (entity field -> key, the entities
 whose risk the spec reads: worker/core/risk.py), and ``inputs`` (field -> the event's raw value: a
-string, number, boolean or null; for ``fraud-feedback export``). A label is ``{"transaction_id": str, "is_fraud": bool,
+string, number, boolean or null; for ``fraud-feedback export``). With a rule set (docs/rules.md) it carries
+``decision`` and, when a shadow rule set runs, ``shadow_decision`` (``Decision``): the action, the deciding
+rule, every rule that matched and the rule set's version. A label is ``{"transaction_id": str, "is_fraud": bool,
 "label_time": epoch ms, "source": str}``. A record that is not one of these is skipped and counted
 by its reason (``fraud_feedback_invalid_total``), never stops the program.
 
@@ -14,6 +16,12 @@ is ``out_of_range`` (a SQLite integer could not hold it). One more than a day ah
 clock is ``future`` (a µs or ns value read as ms, say): such a label would win "latest label_time"
 for ever and never be pruned, such a score would stay pending for ever. Every value that reaches the
 store is then one SQLite holds: bounded integers, finite floats, valid UTF-8 text.
+
+A decision record is read strictly, as the other members are: an ``action`` as rule sets name them, a
+``rule_set`` that is a version name (or null: no rule set, and then no rules), at most ``MAX_DECISION_RULES``
+distinct rule ids as rule sets spell them (worker/core/rules.py), the deciding ``rule`` one of them or null.
+Anything else is a ``schema`` error: the whole score record is skipped and counted, as for a bad feature.
+Its ``threshold_source`` and ``segment`` are not read.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 
+from worker.core.bundle import VERSION_PATTERN
 from worker.core.decode import Unread
 from worker.core.risk import KEY_SEPARATOR, MAX_KEY_LENGTH
+from worker.core.rules import ACTION, MAX_RULES, RULE_ID
 
 MAX_ID_LENGTH = 256
 MAX_ENTITY_LENGTH = MAX_KEY_LENGTH  # an entity key, and an entity field's name
@@ -33,7 +44,18 @@ MAX_ENTITIES = 16
 MAX_INPUTS = 64
 MAX_TIME_MS = 2**63 - 1  # a SQLite INTEGER
 FUTURE_MS = 86_400_000  # a time more than this ahead of the wall clock is refused ("future")
+MAX_DECISION_RULES = MAX_RULES  # matched rule ids in one decision record
+MAX_RULE_ID_LENGTH = 64
 InputValue = str | int | float | bool | None  # an input field's raw value, as the event had it
+SERVING, SHADOW = "serving", "shadow"  # the roles of a decision: ``decision`` and ``shadow_decision``
+
+
+class _Decision(msgspec.Struct):
+    action: str
+    rule: str | None
+    rules: Annotated[list[Annotated[str, msgspec.Meta(max_length=MAX_RULE_ID_LENGTH)]],
+                     msgspec.Meta(max_length=MAX_DECISION_RULES)]  # fmt: skip
+    rule_set: str | None
 
 
 class _Score(msgspec.Struct):
@@ -46,6 +68,8 @@ class _Score(msgspec.Struct):
     entity_time: int | None = None
     entities: dict[str, str] | None = None
     inputs: dict[str, InputValue] | None = None
+    decision: _Decision | None = None
+    shadow_decision: _Decision | None = None
 
 
 class _Label(msgspec.Struct):
@@ -60,6 +84,17 @@ _label_decoder = msgspec.json.Decoder(_Label)
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A score record's decision record: its action, the deciding rule (None: no rule decided), every rule that
+    matched in precedence order, the rule set's version (None: no rule set served)."""
+
+    action: str
+    rule: str | None
+    rules: tuple[str, ...]
+    rule_set: str | None
+
+
+@dataclass(frozen=True)
 class Score:
     transaction_id: str
     model_version: str
@@ -70,6 +105,12 @@ class Score:
     entity_time: int | None = None  # epoch ms: the transaction's time as the feature spec reads it
     entities: dict[str, str] | None = None  # entity field -> key, for the entity risk (None: none)
     inputs: dict[str, InputValue] | None = None  # the event's raw fields the spec reads
+    decision: Decision | None = None  # the serving rule set's decision record
+    shadow_decision: Decision | None = None  # the shadow rule set's
+
+    def decisions(self) -> list[tuple[str, Decision]]:
+        """(role, decision record) of each decision record the score record carried."""
+        return [(role, d) for role, d in ((SERVING, self.decision), (SHADOW, self.shadow_decision)) if d is not None]
 
 
 @dataclass(frozen=True)
@@ -136,8 +177,30 @@ def decode_score(value: bytes | None, now_ms: int | None = None) -> Score:
         entity_time = int(s.entity_time)
     entities = _entities(s.entities, entity_time)
     inputs = _inputs(s.inputs)
+    decision = _decision("decision", s.decision)
+    shadow_decision = _decision("shadow_decision", s.shadow_decision)
     return Score(s.transaction_id, s.model_version, float(s.score), float(s.threshold), int(s.event_time), features,
-                 entity_time, entities, inputs)  # fmt: skip
+                 entity_time, entities, inputs, decision, shadow_decision)  # fmt: skip
+
+
+def _decision(name: str, d: _Decision | None) -> Decision | None:
+    """The decision record, checked (the module's doc); None without one."""
+    if d is None:
+        return None
+    if not ACTION.fullmatch(d.action):
+        raise BadRecord("schema", f"{name}.action is not an action name ({ACTION.pattern})")
+    if d.rule_set is not None and not VERSION_PATTERN.fullmatch(d.rule_set):
+        raise BadRecord("schema", f"{name}.rule_set is not a version name ({VERSION_PATTERN.pattern})")
+    for rule in d.rules:
+        if not RULE_ID.fullmatch(rule):
+            raise BadRecord("schema", f"{name}.rules holds an id that is not a rule id ({RULE_ID.pattern})")
+    if len(set(d.rules)) != len(d.rules):
+        raise BadRecord("schema", f"{name}.rules names a rule twice")
+    if d.rule is not None and d.rule not in d.rules:
+        raise BadRecord("schema", f"{name}.rule is not one of its rules")
+    if d.rule_set is None and d.rules:
+        raise BadRecord("schema", f"{name} has rules but no rule_set")
+    return Decision(d.action, d.rule, tuple(d.rules), d.rule_set)
 
 
 def _entities(entities: dict[str, str] | None, entity_time: int | None) -> dict[str, str] | None:

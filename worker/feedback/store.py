@@ -32,6 +32,18 @@ a record read again after a crash adds nothing. The consumer publishes the dirty
 then clears them (``dirty_records``, ``clear_dirty``). ``prune`` drops the entries of transactions older
 than the risk horizon before the newest ``entity_time`` held (the watermark), marking their entities
 dirty, and the context rows as it drops the feature rows.
+
+Decisions (docs/feedback.md, "Precision and recall per rule"): a score record whose ``decision`` or
+``shadow_decision`` names a rule set leaves, per transaction and role (``serving``, ``shadow``), a row in
+``decisions`` for its action and one for each rule that matched, in the same SQLite transaction as its
+``scored`` row. Each row names a ``decision_keys`` row: the record's model version, the role, the rule set,
+``action`` or ``rule`` and the action or rule id. A decision takes its outcome from the ``scored`` row of
+that model version, so ``decision_window`` reads the transactions ``window`` reads, grouped by key (an
+integer: this keeps it cheap). The first record to carry a decision of a role for a transaction wins; a
+repeated one adds nothing. A transaction's decision rows go when the last of its ``scored`` rows is pruned,
+and a key with no transaction newer than the pruning cutoff and none left is pruned too (key ids are never
+used again). A store written before these tables existed gets them, empty, when opened: its older
+transactions have no decisions.
 """
 
 from __future__ import annotations
@@ -50,8 +62,8 @@ from pathlib import Path
 import numpy as np
 
 from worker.core.risk import Entry, change
-from worker.feedback.quality import outcome, truth
-from worker.feedback.records import Label, Score
+from worker.feedback.quality import Tally, outcome, truth
+from worker.feedback.records import Decision, Label, Score
 
 PENDING = "pending"
 DAY_MS = 86_400_000
@@ -111,7 +123,21 @@ CREATE INDEX IF NOT EXISTS risk_entries_entity ON risk_entries (field, entity);
 CREATE INDEX IF NOT EXISTS risk_entries_time ON risk_entries (tx_time);
 CREATE TABLE IF NOT EXISTS risk_dirty (field TEXT NOT NULL, entity TEXT NOT NULL, PRIMARY KEY (field, entity))
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decision_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_version TEXT NOT NULL,
+    role TEXT NOT NULL,
+    rule_set TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_event_time INTEGER NOT NULL,
+    UNIQUE (model_version, role, rule_set, kind, name)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    transaction_id TEXT NOT NULL, key INTEGER NOT NULL, PRIMARY KEY (transaction_id, key)
+) WITHOUT ROWID;
 """
+ACTION_KEY, RULE_KEY = "action", "rule"  # decision_keys.kind
 
 
 # SQLite's primary result codes that moving the file aside and rebuilding it can cure: PERM, READONLY,
@@ -188,6 +214,9 @@ class Store:
         self._clock = clock
         self._copy_dir: str | None = None
         self._feature_sets: dict[tuple[str, ...], int] = {}
+        # (model version, role, rule set, kind, name) -> decision_keys.id
+        self._keys: dict[tuple[str, str, str, str, str], int] = {}
+        self._key_times: dict[int, int] = {}  # in ``apply``: decision key -> the newest event_time naming it
         if readonly:
             try:
                 self.db = self._connect_readonly()
@@ -276,6 +305,29 @@ class Store:
         truths = np.fromiter((r[2] in ("tp", "fn") for r in rows), bool, len(rows))
         return a, b, truths
 
+    def decision_window(self, model_version: str, since_ms: int, limit: int) -> tuple[Tally, Tally]:
+        """Over the transactions ``window`` reads (the newest resolved ones of a version, resolved ≥ since) whose
+        record of that version carried a decision: per (role, rule set, action), the transactions, their frauds
+        and the latest ``resolved_at``; per (role, rule set, rule), the transactions the rule matched, their
+        frauds and the latest ``resolved_at``."""
+        held = self.db.execute("SELECT 1 FROM decision_keys WHERE model_version = ? LIMIT 1", (model_version,))
+        if held.fetchone() is None:  # no record of this version carried a decision: nothing to read
+            return {}, {}
+        rows = self.db.execute(
+            "WITH w AS (SELECT transaction_id, outcome IN ('tp', 'fn') AS fraud, resolved_at FROM scored "
+            "WHERE model_version = ? AND outcome IS NOT NULL AND resolved_at >= ? ORDER BY resolved_at DESC LIMIT ?), "
+            "g AS (SELECT d.key, count(*) AS n, sum(w.fraud) AS frauds, max(w.resolved_at) AS latest FROM w "
+            "JOIN decisions d ON d.transaction_id = w.transaction_id GROUP BY d.key) "
+            "SELECT k.kind, k.role, k.rule_set, k.name, g.n, g.frauds, g.latest FROM g "
+            "JOIN decision_keys k ON k.id = g.key WHERE k.model_version = ?",
+            (model_version, since_ms, limit, model_version),
+        ).fetchall()
+        actions: Tally = {}
+        rules: Tally = {}
+        for kind, role, rule_set, name, n, frauds, latest in rows:
+            (actions if kind == ACTION_KEY else rules)[(role, rule_set, name)] = (int(n), int(frauds), int(latest))
+        return actions, rules
+
     def watermark(self) -> int | None:
         """The newest ``entity_time`` applied (epoch ms), or None before the first."""
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (WATERMARK,)).fetchone()
@@ -332,6 +384,7 @@ class Store:
         applied = Applied()
         cutoff = self._clock() - self.label_window_ms
         db = self.db
+        self._key_times.clear()
         db.execute("BEGIN IMMEDIATE")
         try:
             newest = None
@@ -341,6 +394,10 @@ class Store:
                     newest = s.entity_time
             for lab in labels:
                 self._label(lab, applied)
+            db.executemany(
+                "UPDATE decision_keys SET last_event_time = max(last_event_time, ?) WHERE id = ?",
+                [(t, key) for key, t in self._key_times.items()],
+            )
             if newest is not None:
                 db.execute(
                     "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
@@ -355,6 +412,7 @@ class Store:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._keys.clear()  # it may hold keys made in the transaction undone
             raise
         return applied
 
@@ -385,7 +443,22 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            # The decisions of the transactions whose every scored row goes now.
+            db.execute(
+                "DELETE FROM decisions WHERE transaction_id IN "
+                "(SELECT transaction_id FROM scored WHERE event_time < ? AND outcome IS NOT NULL) "
+                "AND NOT EXISTS (SELECT 1 FROM scored s WHERE s.transaction_id = decisions.transaction_id "
+                "AND (s.event_time >= ? OR s.outcome IS NULL))",
+                (before, before),
+            )
             gone = db.execute("DELETE FROM scored WHERE event_time < ? AND outcome IS NOT NULL", (before,)).rowcount
+            # A key named by a newer transaction's record is newer; one of an older transaction still held (its
+            # scored rows not all gone: pending) stays.
+            keys = db.execute(
+                "DELETE FROM decision_keys WHERE last_event_time < ? AND id NOT IN (SELECT d.key FROM scored s "
+                "JOIN decisions d ON d.transaction_id = s.transaction_id WHERE s.event_time < ?)",
+                (before, before),
+            ).rowcount
             db.execute("DELETE FROM features WHERE event_time < ?", (before,))
             watermark = self.watermark()
             # A transaction's entities stay while its label can still make an entry inside the risk horizon
@@ -407,7 +480,10 @@ class Store:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._keys.clear()
             raise
+        if keys:
+            self._keys.clear()
         return gone
 
     def _score(self, s: Score, cutoff: int, applied: Applied) -> None:
@@ -423,6 +499,9 @@ class Store:
             applied.duplicates += 1
             return
         applied.scores += 1
+        for role, decision in s.decisions():
+            if decision.rule_set is not None:  # without a rule set the model version's figures are its figures
+                self._decision(s, role, decision)
         if s.features is not None:
             names, values = s.features
             db.execute(
@@ -442,6 +521,44 @@ class Store:
         if label is not None and not label[2]:
             applied.label_lags.append(max(0.0, (label[1] - s.event_time) / 1000))
             db.execute("UPDATE labels SET joined = 1 WHERE transaction_id = ?", (s.transaction_id,))
+
+    def _decision(self, s: Score, role: str, d: Decision) -> None:
+        db = self.db
+        held = db.execute(
+            "SELECT 1 FROM decisions d JOIN decision_keys k ON k.id = d.key WHERE d.transaction_id = ? AND k.role = ? "
+            "LIMIT 1",
+            (s.transaction_id, role),
+        ).fetchone()
+        if held is not None:  # another model version's record of this transaction carried one first
+            return
+        assert d.rule_set is not None
+        v, rs = s.model_version, d.rule_set
+        keys = [self._key(v, role, rs, ACTION_KEY, d.action), *(self._key(v, role, rs, RULE_KEY, r) for r in d.rules)]
+        db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?)", [(s.transaction_id, key) for key in keys])
+        for key in keys:
+            if self._key_times.get(key, -1) < s.event_time:
+                self._key_times[key] = s.event_time
+
+    def _key(self, model_version: str, role: str, rule_set: str, kind: str, name: str) -> int:
+        """The id of this decision key, made on first use."""
+        key = (model_version, role, rule_set, kind, name)
+        cached = self._keys.get(key)
+        if cached is not None:
+            return cached
+        row = self.db.execute(
+            "SELECT id FROM decision_keys WHERE model_version = ? AND role = ? AND rule_set = ? AND kind = ? "
+            "AND name = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            cur = self.db.execute(
+                "INSERT INTO decision_keys (model_version, role, rule_set, kind, name, last_event_time) "
+                "VALUES (?, ?, ?, ?, ?, -1)",
+                key,
+            )
+            row = (cur.lastrowid,)
+        self._keys[key] = int(row[0])
+        return self._keys[key]
 
     def _label(self, lab: Label, applied: Applied) -> None:
         db = self.db

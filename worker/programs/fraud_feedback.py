@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Join the worker's score records with labels that arrive later (analyst decisions, "
         "chargebacks) in an embedded store per partition, and export fraud caught and false alarms per model "
-        "version as Prometheus metrics. `fraud-feedback export --help`: the labelled examples as a CSV.",
+        "version (and, with rule sets, per rule and action) as Prometheus metrics. `fraud-feedback export "
+        "--help`: the labelled examples as a CSV.",
         epilog=SETTINGS_EPILOG + " Exit codes: 0 stopped cleanly, 1 error, 2 bad settings, 4 refused by the Kafka "
         "cluster.",
     )
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraud entries of transactions this much older than the newest one are dropped; at least "
                    "the longest label-derived window plus its delay (default: %(default)s)")  # fmt: skip
     p.add_argument("--quality-window", default="7d",
-                   help="precision, recall and PR AUC over the transactions resolved in this window (default: "
-                   "%(default)s)")  # fmt: skip
+                   help="precision, recall and PR AUC (per version, and per rule) over the transactions resolved "
+                   "in this window (default: %(default)s)")  # fmt: skip
     p.add_argument("--quality-max-rows", type=int, default=200_000,
                    help="at most this many of the newest resolved transactions per version in that window (default: "
                    "%(default)s)")  # fmt: skip

@@ -75,6 +75,8 @@ def test_choose_is_per_column_and_the_worker_applies_it_without_nan():
     out = transforms.apply(scoring)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out[:, 0], np.log1p([X[:, 0].min(), X[:, 0].max()]))
-    np.testing.assert_allclose(out[:, 2], scoring[:, 2])
+    # identity, clipped to the training range (which depends on the draws: the module's RNG is shared, and
+    # which tests ran before this one on the same xdist worker decides them)
+    np.testing.assert_allclose(out[:, 2], np.clip(scoring[:, 2], X[:, 2].min(), X[:, 2].max()))
     with pytest.raises(ValueError):
         choose(X, ["amount", "v"])
