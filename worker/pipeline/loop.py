@@ -501,8 +501,9 @@ class Worker:
         for role, decisions in (("serving", batch.decisions), ("shadow", batch.shadow_decisions)):
             if decisions is not None:
                 self.metrics.observe_decisions(role, *decision_counts(decisions))
-        if batch.decisions is None and batch.hits is not None and len(batch.hits):
-            self.metrics.decisions.labels(action="review").inc(len(batch.hits))
+        if batch.decisions is None and batch.scores is not None:  # no rule set, no segment: the threshold decided
+            alerts = len(batch.hits) if batch.hits is not None else 0
+            self.metrics.observe_decisions("serving", {"review": alerts, "allow": len(batch.scores) - alerts}, {}, {})
         if decoded.errors and logger.isEnabledFor(logging.DEBUG):
             for i, err in decoded.errors:
                 r = batch.records[i]
