@@ -126,7 +126,7 @@ class RuleSet:
 
     def matches(self, columns: Columns, lists: Lists, n: int) -> np.ndarray:
         """A bool matrix (``n`` rows, one column per rule in ``rules`` order): where each rule matched."""
-        out = np.zeros((n, len(self.rules)), dtype=bool)
+        out = np.zeros((n, len(self.rules)), dtype=bool, order="F")  # a rule's column is contiguous
         if n == 0:
             return out
         work = dict(columns)  # the compiled rules keep what several of them test (a list lookup) in it too
@@ -484,7 +484,7 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
 
             def both(c: Columns, ls: Lists, n: int) -> Any:
                 a = left(c, ls, n)
-                if not np.any(a):  # most rules are rare: the right side is often not needed
+                if not (a.any() if isinstance(a, np.ndarray) else a):  # rules are rare: often all false already
                     return a
                 return np.logical_and(a, right(c, ls, n))
 
@@ -492,7 +492,7 @@ def _compile(node: Any, types: Mapping[str, str]) -> Callable[[Columns, Lists, i
 
         def either(c: Columns, ls: Lists, n: int) -> Any:
             a = left(c, ls, n)
-            if np.all(a):
+            if a.all() if isinstance(a, np.ndarray) else a:
                 return a
             return np.logical_or(a, right(c, ls, n))
 
