@@ -191,7 +191,10 @@ def decide(
     code_of = {a: i for i, a in enumerate(actions)}
     rule_codes = np.asarray([code_of[r.action] for r in rule_set.rules], dtype=np.int64)
     any_match = matches.any(axis=1) if matches.shape[1] else np.zeros(n, dtype=bool)
-    first = matches.argmax(axis=1) if matches.shape[1] else np.zeros(n, dtype=np.int64)
+    first = np.zeros(n, dtype=np.int64)
+    hit = np.flatnonzero(any_match)
+    if len(hit):  # few rows match a rule: the first match looked for in those only
+        first[hit] = matches[hit].argmax(axis=1)
     deciding = np.where(any_match, first, -1)
     default = np.where(high, code_of[rule_set.default_action], 0)
     codes = np.where(any_match, rule_codes[first] if len(rule_codes) else 0, default)

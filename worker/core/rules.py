@@ -34,6 +34,7 @@ matches decides; every match is recorded (worker/core/decisions.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -556,11 +557,10 @@ def _compile_contains(node: Any, types: Mapping[str, str]) -> Callable[[Columns,
             if np.ndim(m) == 0:
                 got = np.full(n, m in values, dtype=bool)
             else:
-                members = m.tolist()
-                if values.isdisjoint(members):  # a deny list matches rarely: one C call says so for the batch
-                    got = np.zeros(n, dtype=bool)
-                else:
-                    got = np.fromiter(map(values.__contains__, members), dtype=bool, count=n)
+                members, candidates = _candidates(c, ls, m, node.member, n)
+                got = np.zeros(n, dtype=bool)
+                if len(candidates):  # the rows whose value is in some list: few, as lists match rarely
+                    got[candidates] = [members[i] in values for i in candidates.tolist()]
             if key is not None and isinstance(c, dict):
                 c[key] = got
             return got
@@ -591,6 +591,25 @@ def _compile_contains(node: Any, types: Mapping[str, str]) -> Callable[[Columns,
 
         return in_literal
     raise _Unsupported("'in' something other than a list or a literal array")
+
+
+def _candidates(c: Columns, ls: Lists, m: np.ndarray, node: Any, n: int) -> tuple[list[Any], np.ndarray]:
+    """A member column's values and the rows whose value is in any of the lists, one pass over the batch for
+    every list a symbol is tested against (kept in the batch's columns)."""
+    from rule_engine import ast
+
+    key = f"\0candidates\0{node.name}" if isinstance(node, ast.SymbolExpression) else None
+    if key is not None and key in c:
+        return c[key]  # type: ignore[return-value]
+    members = m.tolist()
+    union = ls.union if isinstance(ls, ListValues) else frozenset().union(*ls.values())
+    if union.isdisjoint(members):  # one C call says so for the batch
+        found = (members, np.zeros(0, dtype=np.int64))
+    else:
+        found = (members, np.flatnonzero(np.fromiter(map(union.__contains__, members), dtype=bool, count=n)))
+    if key is not None and isinstance(c, dict):
+        c[key] = found  # type: ignore[assignment]
+    return found
 
 
 def _probe_rows(node: Any, types: Mapping[str, str], fields: Sequence[Field]) -> tuple[list[dict[str, Any]], Lists]:
@@ -641,9 +660,21 @@ def _literals(node: Any, numbers: set[float], strings: set[str]) -> None:
         _literals(child, numbers, strings)
 
 
+class ListValues(dict[str, frozenset[str]]):
+    """The lists' contents by name, and (made once) every value of any of them."""
+
+    @functools.cached_property
+    def union(self) -> frozenset[str]:
+        return frozenset().union(*self.values())
+
+
 @dataclass(frozen=True)
 class ServingRules:
     """A rule set and the contents of its lists, as one batch is decided with them."""
 
     rule_set: RuleSet
     lists: Lists
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lists, ListValues):
+            object.__setattr__(self, "lists", ListValues(self.lists))
