@@ -2,7 +2,7 @@
 docs/rules.md), over one backlog in alternating order, as a throughput ratio; and, without a broker, the same
 50 rules over 500-row batches compiled to numpy against rule-engine's own row-by-row evaluation.
 
-The backlog is the ULB events, each with a ``card_id`` (of a million) and a ``channel`` added (both variants
+The backlog is the ULB events, each with a ``card_id`` (of ten million) and a ``channel`` added (both variants
 read the same bytes). The rule set (``rule_set_text``): 10 rules over the amount and the score, 10 over pairs of
 V features, 10 over card deny and allow lists (10 lists of 2,000 cards), 10 over the channel and the amount, 10
 over the score against the threshold and a feature; actions allow, block, review and a custom one. Each rule is
@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks.harness import create_topics, in_turn, log, median_runs, pair_ratios, produce_all, worker_run
 
-N_LISTS, LIST_SIZE, CARDS = 5, 2_000, 1_000_000
+N_LISTS, LIST_SIZE, CARDS = 5, 2_000, 10_000_000
 
 
 def rule_set_text() -> str:
@@ -73,7 +73,7 @@ def write_rules(models: str) -> str:
     for kind in ("deny", "allow"):
         for i in range(N_LISTS):
             cards = rng.choice(CARDS, LIST_SIZE, replace=False)
-            (lists / f"{kind}_cards_{i}.txt").write_text("".join(f"c-{c:06d}\n" for c in cards.tolist()))
+            (lists / f"{kind}_cards_{i}.txt").write_text("".join(f"c-{c:07d}\n" for c in cards.tolist()))
     (Path(target) / "RULES").write_text(version + "\n")
     return target
 
