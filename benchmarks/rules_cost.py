@@ -51,7 +51,7 @@ def with_cards(values: list[bytes], seed: int = 0) -> list[bytes]:
     cards = rng.integers(0, CARDS, len(values))
     channels = np.array([b"web", b"pos", b"atm"])[rng.integers(0, 3, len(values))]
     return [
-        v[:-1] + b',"card_id":"c-%05d","channel":"%s"}' % (c, ch)
+        v[:-1] + b',"card_id":"c-%07d","channel":"%s"}' % (c, ch)
         for v, c, ch in zip(values, cards.tolist(), channels.tolist(), strict=True)
     ]
 
