@@ -25,7 +25,9 @@ from benchmarks.harness import create_topics, in_turn, log, median_runs, pair_ra
 N_LISTS, LIST_SIZE, CARDS = 5, 2_000, 10_000_000
 
 
-def rule_set_text() -> str:
+def rule_set_text(only_allow: bool = False) -> str:
+    """The 50 rules; ``only_allow``: the same conditions, every action allow (they alert on nothing, so the
+    difference from the set itself is what its alerts cost)."""
     rules = []
     for k in range(10):
         rules.append(("block" if k % 2 else "review", f"Amount > {500 + 250 * k} and score >= threshold * 0.95"))
@@ -42,6 +44,8 @@ def rule_set_text() -> str:
                         'channel = "string"'])  # fmt: skip
     lists = "\n".join(f'{kind}_cards_{i} = "{kind}_cards_{i}.txt"' for kind in ("deny", "allow")
                       for i in range(N_LISTS))  # fmt: skip
+    if only_allow:
+        rules = [("allow", w) for _, w in rules]
     body = "".join(f'[[rule]]\nid = "r{k:02d}"\naction = "{a}"\nwhen = "{w}"\n' for k, (a, w) in enumerate(rules))
     return f"[fields]\n{fields}\n[lists]\n{lists}\n{body}"
 
@@ -56,13 +60,13 @@ def with_cards(values: list[bytes], seed: int = 0) -> list[bytes]:
     ]
 
 
-def write_rules(models: str) -> str:
-    """A copy of ``models`` whose RULES names the 50-rule set, with its lists; the copy's path."""
+def write_rules(models: str, only_allow: bool = False) -> str:
+    """A copy of ``models`` whose RULES names the 50-rule set (``rule_set_text``), with its lists; the copy's path."""
     from worker.core.rules import parse_rule_set
 
     target = tempfile.mkdtemp(prefix="fraud-bench-rules-models-")
     shutil.copytree(models, target, dirs_exist_ok=True)
-    text = rule_set_text()
+    text = rule_set_text(only_allow)
     version = "bench-rules-50"
     parse_rule_set(text.encode(), "bench rules", version)  # checked here: a bad set would only show as a dead worker
     (Path(target) / "rules" / version).mkdir(parents=True)
@@ -85,10 +89,10 @@ def measure(bootstrap: str, models: str, values: list[bytes], repeats: int) -> d
     create_topics(bootstrap, {topics["input"]: (6, {}), topics["alerts"]: (1, {}), topics["dlq"]: (1, {})})
     backlog = with_cards(values)
     secs = produce_all(bootstrap, topics["input"], backlog)
-    log(f"rules cost: produced {len(backlog):,} events in {secs:.1f}s; {repeats} rounds of two runs")
-    ruled = write_rules(models)
+    log(f"rules cost: produced {len(backlog):,} events in {secs:.1f}s; {repeats} rounds of three runs")
+    ruled, allowing = write_rules(models), write_rules(models, only_allow=True)
     try:
-        variants = {"worker": models, "worker_with_50_rules": ruled}
+        variants = {"worker": models, "worker_with_50_rules": ruled, "worker_with_50_allow_rules": allowing}
         runs: dict[str, list[float]] = {name: [] for name in variants}
         alerts: dict[str, int] = {}
         for i in range(repeats):
@@ -100,13 +104,17 @@ def measure(bootstrap: str, models: str, values: list[bytes], repeats: int) -> d
         offline = measure_offline(ruled, backlog[:20_000])
     finally:
         shutil.rmtree(ruled, ignore_errors=True)
+        shutil.rmtree(allowing, ignore_errors=True)
     pairs = pair_ratios(runs["worker_with_50_rules"], runs["worker"])
+    allow_pairs = pair_ratios(runs["worker_with_50_allow_rules"], runs["worker"])
     return {
         "events": len(backlog),
         "rules": 50,
         "worker": median_runs(runs["worker"]),
         "worker_with_50_rules": median_runs(runs["worker_with_50_rules"]),
         "with_rules_over_worker": {"median_of_pairs": statistics.median(pairs), "runs": pairs},
+        "worker_with_50_allow_rules": median_runs(runs["worker_with_50_allow_rules"]),
+        "with_allow_rules_over_worker": {"median_of_pairs": statistics.median(allow_pairs), "runs": allow_pairs},
         "alerts_per_run": alerts,
         "offline": offline,
     }
@@ -189,6 +197,12 @@ def print_rules(rc: dict) -> None:
     print(f"  with 50 rules                          {rc['worker_with_50_rules']['median']:>10,.0f} events/s, "
           f"ratio {r:.3f} (goal >= 0.8: {'pass' if r >= 0.8 else 'FAIL'}), "
           f"{a.get('worker_with_50_rules', 0):,} alerts a run")  # fmt: skip
+    if "with_allow_rules_over_worker" in rc:
+        r2 = rc["with_allow_rules_over_worker"]["median_of_pairs"]
+        print(
+            f"  the same 50 conditions, all allow      {rc['worker_with_50_allow_rules']['median']:>10,.0f} events/s, "
+            f"ratio {r2:.3f}, {a.get('worker_with_50_allow_rules', 0):,} alerts a run (the rules' evaluation alone)"
+        )
     o = rc["offline"]
     print(f"  offline, per event: the decision step {o['decide_us_per_event']:.2f} us; the 50 rules' matches "
           f"compiled {o['matches_compiled_us_per_event']:.2f} us, rule-engine row by row "
