@@ -23,4 +23,5 @@ TARGETS = (
     "health",
     "tail",
     "settings",
+    "rules",
 )

@@ -81,3 +81,32 @@ def test_health_http09_request_with_keep_alive_header_is_closed_after_its_bare_a
         server.close()
         ours.close()
         client.close()
+
+
+def test_a_rule_set_of_deeply_nested_toml_or_a_huge_integer_is_one_line_not_a_crash():
+    # Found by the rules target: tomllib raises RecursionError on deeply nested arrays and ValueError on an
+    # integer of more than 4,300 digits, neither of them a TOMLDecodeError.
+    from worker.core.rules import RuleSetError, parse_rule_set
+
+    for doc in (b"x = " + b"[" * 5000, b"x = " + b"9" * 5001, b"[[rule]]\nid = 'a'\naction = 'block'\nwhen = '"
+                + b"not " * 900 + b"score > 0.5'\n"):  # fmt: skip
+        with pytest.raises(RuleSetError) as caught:
+            parse_rule_set(doc, "rules.toml")
+        assert "\n" not in str(caught.value)
+
+
+def test_reading_a_small_list_file_sets_aside_no_more_than_its_size(tmp_path):
+    # Found by the rules target: read(cap + 1) set 64 MiB aside for a list file of a few bytes.
+    import tracemalloc
+
+    from worker.core.rule_lists import read_list
+
+    path = tmp_path / "deny.txt"
+    path.write_text("t1\nt2\n")
+    tracemalloc.start()
+    try:
+        assert read_list(str(path)) == frozenset({"t1", "t2"})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak

@@ -13,7 +13,8 @@ from fuzz.core import run
 # Examples per target: a few hundred inputs each, a few seconds in all (the bundle target loads a
 # model per example that passes, the decoder's examples are batches).
 SMOKE_EXAMPLES = {"decode": 20, "records": 30, "bundle": 100, "pointer": 200, "training_data": 150, "backtest": 60,
-                  "replay": 60, "health": 150, "tail": 60, "settings": 200}  # fmt: skip
+                  "replay": 60, "health": 150, "tail": 60, "settings": 200,
+                  "rules": 150}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

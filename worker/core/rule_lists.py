@@ -23,11 +23,12 @@ def read_list(path: str) -> frozenset[str]:
             size = os.fstat(fh.fileno()).st_size
             if size > MAX_LIST_BYTES:
                 raise RuleSetError(f"{path}: {size} bytes, larger than {MAX_LIST_BYTES} (a list file)")
-            data = fh.read(MAX_LIST_BYTES + 1)
+            # At most what fstat said plus one byte: read(n) sets n bytes aside first, so never the cap itself.
+            data = fh.read(min(size, MAX_LIST_BYTES) + 1)
     except OSError as exc:
         raise RuleSetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > MAX_LIST_BYTES:
-        raise RuleSetError(f"{path}: larger than {MAX_LIST_BYTES} bytes (a list file)")
+    if len(data) > size:
+        raise RuleSetError(f"{path}: grew while it was read (write a list to another name and rename it)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -60,6 +60,7 @@ RESERVED = ("score", "threshold")  # symbols every rule set has: the model's sco
 DEFAULTS: dict[str, Any] = {"float": 0.0, "string": "", "boolean": False}
 MAX_RULES = 1000
 MAX_CONDITION_CHARS = 4000
+MAX_DEPTH = 100  # of a condition's syntax tree: compiling and evaluating it recurse
 MAX_RULE_SET_BYTES = 1_048_576
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -202,6 +203,10 @@ def parse_rule_set(data: bytes, where: str, version: str | None = None, compiled
         raise RuleSetError(f"{where}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise RuleSetError(f"{where}: not TOML ({exc})") from None
+    except RecursionError:
+        raise RuleSetError(f"{where}: not TOML (arrays or tables nested too deeply)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise RuleSetError(f"{where}: not TOML ({str(exc)[:80]})") from None
     sha = hashlib.sha256(data).hexdigest()
     return from_mapping(doc, where, version or f"file-{sha[:12]}", sha, compiled)
 
@@ -339,6 +344,10 @@ def _rule(
         raise RuleSetError(f"{at}: syntax error{near}: {when[:80]!r}") from None
     except rule_engine.EngineError as exc:
         raise RuleSetError(f"{at}: {_engine_message(exc)}: {when[:80]!r}") from None
+    except RecursionError:
+        raise RuleSetError(f"{at}: the condition is nested more than {MAX_DEPTH} deep: {when[:80]!r}") from None
+    if _depth(engine.statement.expression) > MAX_DEPTH:
+        raise RuleSetError(f"{at}: the condition is nested more than {MAX_DEPTH} deep: {when[:80]!r}")
     result = engine.statement.expression.result_type
     if result != rule_engine.DataType.BOOLEAN and result != rule_engine.DataType.UNDEFINED:
         raise RuleSetError(
@@ -348,6 +357,17 @@ def _rule(
     if problem:
         raise RuleSetError(f"{at}: type error: {problem}: {when[:80]!r}")
     return Rule(rid, action, when, description, position), engine
+
+
+def _depth(root: Any) -> int:
+    """How deep a condition's syntax tree goes (walked without recursion: the tree is outside data)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((child, depth + 1) for child in _children(node))
+    return deepest
 
 
 def _engine_message(exc: Exception) -> str:
