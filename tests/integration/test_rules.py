@@ -1,6 +1,7 @@
 """Rule sets on a real broker (docs/rules.md): every alert's decision equals an independent evaluation of the same
 rules on the same events; a list edit changes decisions within the reload interval without a restart; the shadow
-rule set's per-rule matches equal the offline evaluation; a malformed rule set is refused in one line, at start
+rule set's per-rule matches equal the offline evaluation, and fraud-feedback's precision and recall per rule
+equal those of the same evaluation against the labels; a malformed rule set is refused in one line, at start
 (exit 3) and on reload (the old set keeps serving).
 
 The independent evaluation is written here: rule-engine's own ``Rule.matches`` on each event as a dict, the
@@ -20,9 +21,12 @@ import numpy as np
 import rule_engine
 import tomllib
 
+from tests.conftest import unique
 from tests.support.bundles import make_bundle
+from tests.support.feedback import FeedbackProcess
 from tests.support.workers import WorkerProcess, produce, read_topic, wait_committed
 from worker.core.scoring import load_scorer
+from worker.feedback.records import encode_label
 from worker.offline.synthetic import generate_behavioural
 from worker.programs.subcommands import rules as rules_cli
 
@@ -81,6 +85,10 @@ def events(seed: int) -> list[dict]:
     return [{k: (cols[k][i].item() if hasattr(cols[k][i], "item") else cols[k][i]) for k in names} for i in range(N)]
 
 
+def classes(seed: int) -> list[int]:
+    return generate_behavioural(N, seed=seed, days=3)["Class"].astype(int).tolist()
+
+
 def evaluate(text: str, event: dict, score: float, lists: dict[str, set[str]]) -> dict:
     """The decision of one event under the rule set ``text``, computed from the definitions alone."""
     doc = tomllib.loads(text)
@@ -115,7 +123,7 @@ def publish(tmp_path: Path, models: Path, text: str, *extra: str) -> str:
 
 
 def test_decisions_equal_an_independent_evaluation_and_a_list_edit_changes_them_without_a_restart(
-    kafka, topics, workers, tmp_path
+    kafka, topics, workers, feedbacks, tmp_path
 ):
     models = tmp_path / "models"
     make_bundle(models, "v1", **MODEL, segment_thresholds=SEGMENTS)
@@ -196,6 +204,44 @@ def test_decisions_equal_an_independent_evaluation_and_a_list_edit_changes_them_
     print(
         f"\n{2 * N} events; decisions {counts}"
         f"; list edit in use after {took:.2f} s (reload interval 0.2 s); {len(newly)} payments matched by it"
+    )
+
+    # fraud-feedback joins the score records with the labels: precision and recall per rule of the shadow set
+    # (and the serving one) equal those computed here from the independent evaluation and the labels.
+    labels_topic = kafka.topic(partitions=1, prefix="labels")
+    fraud = {e["transaction_id"]: bool(f) for e, f in zip(everything, [*classes(11), *classes(12)], strict=True)}
+    now = int(time.time() * 1000)
+    produce(producer, labels_topic, ((t.encode(), encode_label(t, f, now, "test")) for t, f in fraud.items()))
+    fb = FeedbackProcess(
+        kafka.bootstrap,
+        topics["scores_topic"],
+        labels_topic,
+        unique("fb"),
+        tmp_path / "fb",
+        ("--refresh-seconds", "0.5", "--label-window", "3650d", "--quality-window", "3650d"),
+    )
+    feedbacks.append(fb.start())
+    frauds = sum(fraud.values())
+    want: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for role, version, text, decided in (("serving", serving, SERVING, expected),
+                                         ("shadow", shadow, SHADOW, expected_shadow)):  # fmt: skip
+        for rule in tomllib.loads(text)["rule"]:
+            matched = [t for t, d in decided.items() if rule["id"] in d["rules"]]
+            if matched:
+                hits = sum(fraud[t] for t in matched)
+                want[(role, version, rule["id"])] = (hits / len(matched), hits / frauds)
+    deadline = time.monotonic() + 120
+    while True:
+        figures = fb.rule_figures()
+        got = {k: (figures.get("precision", {}).get(k), figures.get("recall", {}).get(k)) for k in want}
+        if all(g[0] is not None and g[1] is not None and abs(g[0] - w[0]) < 1e-9 and abs(g[1] - w[1]) < 1e-9
+               for g, w in zip(got.values(), want.values(), strict=True)):  # fmt: skip
+            break
+        assert time.monotonic() < deadline, (got, want, fb.output()[-2000:])
+        time.sleep(0.5)
+    print(
+        f"fraud-feedback: {len(want)} rules' precision and recall equal the independent figures, e.g. shadow "
+        + ", ".join(f"{k[2]} {w[0]:.3f}/{w[1]:.3f}" for k, w in want.items() if k[0] == "shadow")
     )
 
     # A malformed rule set on reload: refused in one line, the old set keeps serving.
