@@ -87,8 +87,12 @@ def test_extreme_values_are_dead_lettered_out_of_range_and_the_rest_score_as_bef
             " is -3.4e+38, more than 10000 training standard deviations" in h["error_detail"], h  # fmt: skip
     for kind in ("scores_topic", "alert_topic"):
         for r in read_topic(kafka, topics[kind]):
-            # No null anywhere: not the score, not a reason's contribution (weight × a scaled value at ±inf).
-            assert b"null" not in r.value and b"NaN" not in r.value and b"Infinity" not in r.value, r.value
+            # No null anywhere: not the score, not a reason's contribution (weight × a scaled value at ±inf). The
+            # decision record's rule and rule set are null by contract when the threshold alone decided.
+            doc = json.loads(r.value)
+            decision = doc.pop("decision")
+            assert decision["rule"] is None and decision["rule_set"] is None, decision
+            assert "null" not in json.dumps(doc) and b"NaN" not in r.value and b"Infinity" not in r.value, r.value
     scores = {d["transaction_id"]: d["score"] for d in map(json.loads, (r.value for r in read_topic(
         kafka, topics["scores_topic"])))}  # fmt: skip
     alerts = {json.loads(r.value)["transaction_id"] for r in read_topic(kafka, topics["alert_topic"])}

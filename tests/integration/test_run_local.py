@@ -33,6 +33,8 @@ from tests.support.workers import free_port
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 # The summary line's part from fraud-feedback, once labelled transactions are resolved: both figures defined.
+# An alert's line: its time, its decision (REVIEW, BLOCK, a rule set's own action), the transaction, the score.
+ALERT_LINE = re.compile(r"\d\d:\d\d:\d\d [A-Z][A-Z0-9_]* \S+  score ")
 LABELLED = re.compile(r"labelled: precision (\d\.\d\d) recall (\d\.\d\d) \(([^,()]+), ([\d,]+) resolved\)")
 
 
@@ -128,7 +130,7 @@ def _run_and_check(proc, lines, reader, state, tmp_path, metrics_port, feedback_
     broker_pid = None
     try:
         deadline = time.monotonic() + 180
-        while not any(" ALERT " in line for line in lines):
+        while not any(ALERT_LINE.search(line) for line in lines):
             assert proc.poll() is None, f"run-local exited with {proc.returncode}:\n{''.join(lines)[-4000:]}"
             assert time.monotonic() < deadline, f"no alert within 180 s:\n{''.join(lines)[-4000:]}"
             started |= descendants(proc.pid)
@@ -270,7 +272,7 @@ def wait_for_alert(text, exited, marker: str) -> None:
     """Until ``text()`` shows an alert; then every part of the run must be among the marked processes."""
     seen: dict[int, str] = {}
     deadline = time.monotonic() + 180
-    while " ALERT " not in text():
+    while not ALERT_LINE.search(text()):
         assert not exited(), f"make run exited early:\n{text()[-4000:]}"
         assert time.monotonic() < deadline, f"no alert within 180 s:\n{text()[-4000:]}"
         seen |= marked(marker)
@@ -316,7 +318,7 @@ def test_make_run_into_tee_in_a_terminal_ends_on_ctrl_c_with_status_0_and_nothin
         assert "Error 130" not in out and "make: ***" not in out, out[-3000:]
         assert "run-local: stopped" in out, out[-3000:]
         assert_nothing_left(marker)
-        assert " ALERT " in log.read_text()  # tee wrote the alerts to its file
+        assert ALERT_LINE.search(log.read_text())  # tee wrote the alerts to its file
         assert LABELLED.search(log.read_text())  # and the summary lines with precision and recall
         assert "worker stopped" in (tmp_path / "runs" / "worker.log").read_text()  # drained, not killed
         assert_feedback_stopped_cleanly(out, tmp_path / "runs")
