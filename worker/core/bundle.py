@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.core.errors import BundleError, SignatureError
 from worker.core.features import FeatureSpec
+from worker.core.files import replace_file
 from worker.core.transforms import FeatureTransform, finite_float, read_transforms
 
 if TYPE_CHECKING:
@@ -275,16 +275,7 @@ def set_current(models_dir: str | os.PathLike[str], version: str, pointer: str =
     check_version_name(version)
     if not (models / version / MANIFEST_FILE).is_file():
         raise BundleError(f"cannot promote {version}: {models / version} is not a bundle")
-    fd, tmp = tempfile.mkstemp(prefix=f".{pointer}.", dir=models)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, models / pointer)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(models / pointer, (version + "\n").encode())
 
 
 def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:

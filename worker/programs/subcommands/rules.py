@@ -15,14 +15,13 @@ Exit codes: 0 done, 1 the rule set or a list is refused (one line says why), 2 b
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from worker.core.errors import ConfigError
+from worker.core.files import replace_file
 from worker.edges.config import SETTINGS_EPILOG, SettingsParser, add_settings
 from worker.programs.settings import parse_settings
 
@@ -84,27 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     target = rule_set_dir(config.models_dir, version)
     target.mkdir(parents=True, exist_ok=True)
-    _write(target / RULES_FILE, data)
+    replace_file(target / RULES_FILE, data)
     if key is not None:
         from worker.core.bundle import sha256_hex
 
-        _write(target / SIGNATURE_FILE, key.sign_files({RULES_FILE: sha256_hex(data)}))
+        replace_file(target / SIGNATURE_FILE, key.sign_files({RULES_FILE: sha256_hex(data)}))
     pointer = SHADOW_RULES_POINTER if args.shadow else RULES_POINTER
-    _write(Path(config.models_dir) / pointer, (version + "\n").encode())
+    replace_file(Path(config.models_dir) / pointer, (version + "\n").encode())
     signed = f", signed with key {key.key_id}" if key is not None else ""
     print(f"{PROG}: published rule set {version} ({len(rule_set.rules)} rules{signed}); {pointer} names it")
     return 0
 
-
-def _write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -12,13 +12,12 @@ Exit codes: 0 signed, 1 the bundle fails its checks (the line says why), 2 bad s
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from worker.core.errors import BundleError, ConfigError
+from worker.core.files import replace_file
 from worker.edges.config import SETTINGS_EPILOG, SettingsParser, add_settings
 from worker.programs.settings import parse_settings
 
@@ -61,17 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as exc:
         print(f"{PROG}: refused: bundle {version} fails its checks: {exc}", file=sys.stderr)
         return 1
-    fd, tmp = tempfile.mkstemp(prefix=f".sign-{version}-", dir=models)  # outside the bundle: never a stray file in it
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(doc)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, models / version / SIGNATURE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The temporary file outside the bundle: never a stray file in it.
+    replace_file(models / version / SIGNATURE_FILE, doc, temp_dir=models)
     names = ", ".join(sorted(files))
     print(f"{PROG}: bundle {version} signed with key {key.key_id}, covering {len(files)} files: {names}")
     return 0
