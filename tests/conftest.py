@@ -200,6 +200,9 @@ ALONE = (
     "integration/test_worker_recovery.py::test_static_member_restarted_with_its_id_scores_again_within_5s",
     "integration/test_worker_recovery.py::test_dynamic_member_replaced_scores_again_within_the_session_timeout",
     "integration/test_health_flood.py",  # probe latency p95 < 100 ms under a connection flood
+    # the same in-process: beside busy workers the server's thread read a probe's head so late that 2,000
+    # flood connections had come after it and the cap dropped it as the oldest waiting one (status 0)
+    "unit/worker/test_health.py::test_a_flood_of_unfinished_connections_holds_no_thread_and_healthz_keeps_answering",
     # make run end to end: training, broker topics, worker, replay and fraud-feedback, with labels
     # resolved within 90 s; beside two busy workers it has missed that (fraud-feedback starting late).
     "integration/test_run_local.py::test_run_local_shows_alerts_and_ctrl_c_leaves_nothing_behind",
